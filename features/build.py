@@ -1,0 +1,95 @@
+"""The feature builder: one fit/transform object used by training and by serving a live ticket.
+
+Input rows are canonical tickets (event-log rows) with a `snapshot_time`; a live ticket
+is scored as its latest row, at its event_time. Identity columns (ticket, customer and
+agent ids, names) are never features themselves: only what history says about them is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.history import HistoryFeatures
+from features.schema import PRIORITY_ORDER
+from features.snapshots import SNAPSHOT_TIME
+from features.text import TextFeatures
+
+CATEGORICAL_FEATURES = ("channel", "category", "subcategory", "priority", "customer_tier", "group", "status",
+                        "event_type")
+COUNTER_FEATURES = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages",
+                    "escalation_level")
+_HOUR = pd.Timedelta(hours=1)
+
+
+def _hours_between(later: pd.Series, earlier: pd.Series) -> np.ndarray:
+    return ((later - earlier) / _HOUR).to_numpy(dtype="float64", na_value=np.nan)
+
+
+def compute_ticket_features(snapshots: pd.DataFrame) -> pd.DataFrame:
+    """Features read off the ticket's own row: age, timing, SLA position and counters."""
+    t = snapshots[SNAPSHOT_TIME]
+    created = snapshots["created_at"]
+    out = pd.DataFrame(index=snapshots.index)
+    out["age_hours"] = _hours_between(t, created)
+    out["created_hour"] = created.dt.hour.astype("float64")
+    out["created_weekday"] = created.dt.weekday.astype("float64")
+    out["snapshot_hour"] = t.dt.hour.astype("float64")
+    out["snapshot_weekday"] = t.dt.weekday.astype("float64")
+    out["business_hours"] = ((t.dt.weekday < 5) & t.dt.hour.between(8, 17)).astype("float64")
+    if "sla_due_at" in snapshots:
+        due = snapshots["sla_due_at"]
+        out["hours_to_sla"] = _hours_between(due, t)
+        out["sla_breached"] = np.where(due.isna(), np.nan, (due < t).astype("float64"))
+    else:
+        out["hours_to_sla"] = np.nan
+        out["sla_breached"] = np.nan
+    for column in COUNTER_FEATURES:
+        out[column] = (
+            pd.to_numeric(snapshots[column], errors="coerce").astype("float64") if column in snapshots else np.nan
+        )
+    out["messages_total"] = out["customer_messages"] + out["agent_messages"]
+    out["customer_to_agent_messages"] = out["customer_messages"] / (out["agent_messages"] + 1)
+    out["customer_messages_per_day"] = out["customer_messages"] / (out["age_hours"] / 24 + 1)
+    lookup = {name: float(i) for i, name in enumerate(PRIORITY_ORDER)}
+    out["priority_rank"] = snapshots["priority"].map(lookup).astype("float64") if "priority" in snapshots else np.nan
+    return out
+
+
+class FeatureBuilder:
+    """Learns category vocabularies, the text embedding and the as-of history table."""
+
+    def __init__(self, history_windows_days=(7, 30, 90), history_smoothing: float = 20.0, text_enabled: bool = True,
+                 text_params: dict | None = None, max_categories: int = 60, seed: int = 42):
+        self.history_windows_days = list(history_windows_days)
+        self.history_smoothing = history_smoothing
+        self.text_enabled = text_enabled
+        self.text_params = dict(text_params or {})
+        self.max_categories = max_categories
+        self.seed = seed
+
+    def fit(self, snapshots: pd.DataFrame, tickets: pd.DataFrame) -> FeatureBuilder:
+        """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log."""
+        self.categories_: dict[str, list[str]] = {}
+        for column in CATEGORICAL_FEATURES:
+            if column in snapshots:
+                counts = snapshots[column].astype("string").value_counts()
+                self.categories_[column] = sorted(counts.index[: self.max_categories].tolist())
+        self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(tickets)
+        self.text_ = TextFeatures(seed=self.seed, **self.text_params).fit(snapshots) if self.text_enabled else None
+        self.feature_names_ = list(self.transform(snapshots.head(1)).columns)
+        return self
+
+    def transform(self, snapshots: pd.DataFrame) -> pd.DataFrame:
+        parts = [compute_ticket_features(snapshots), self.history_.transform(snapshots)]
+        if self.text_ is not None:
+            parts.append(self.text_.transform(snapshots))
+        frame = pd.concat(parts, axis=1)
+        for column, categories in self.categories_.items():
+            values = snapshots[column].astype("string") if column in snapshots else pd.Series(pd.NA, index=snapshots.index)
+            frame[column] = pd.Categorical(values.where(values.isin(categories)), categories=categories)
+        return frame.reset_index(drop=True)
+
+    @property
+    def categorical_features_(self) -> list[str]:
+        return list(self.categories_)

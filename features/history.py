@@ -1,0 +1,155 @@
+"""As-of aggregates per customer, agent and team: what was known about them at a snapshot's time.
+
+Two kinds of fact, each with the time it became known:
+- a ticket was opened (known at its created_at): recent volume, repeat contacts, backlog;
+- a ticket's outcome, escalated or not (known only once the ticket ended, at its close).
+Lookups are binary searches over (entity code, time) keys, so a snapshot only ever sees
+tickets opened before it and outcomes settled before it, and serving uses the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# Entities are taken from each ticket's FIRST update: whoever it was later handed to is
+# not known when the ticket is opened.
+ENTITIES = {
+    "customer": ("customer_id",),
+    "customer_category": ("customer_id", "category"),
+    "agent": ("agent_id",),
+    "group": ("group",),
+}
+_SPAN = np.int64(1) << np.int64(33)  # seconds since 1970 fit under 2**33 until the year 2242
+
+
+def summarize_tickets(events: pd.DataFrame, closed_statuses: tuple[str, ...] | list[str] = ("closed",)) -> pd.DataFrame:
+    """One row per ticket: who it started with, when it opened and ended, whether it escalated."""
+    grouped = events.groupby("ticket_id", sort=False)
+    first = grouped.first()
+    closed = events["status"].isin(list(closed_statuses)).fillna(False)
+    ended_at = events.loc[closed].groupby("ticket_id", sort=False)["event_time"].min()
+    max_level = grouped["escalation_level"].max()
+    summary = pd.DataFrame(
+        {
+            "ticket_id": first.index.astype("string"),
+            "created_at": first["created_at"].to_numpy(),
+            "ended_at": ended_at.reindex(first.index).to_numpy(),
+            "escalated": (max_level.to_numpy() > first["escalation_level"].to_numpy()).astype("int8"),
+        }
+    )
+    for column in ("customer_id", "agent_id", "group", "category"):
+        summary[column] = first[column].astype("string").to_numpy() if column in first else pd.NA
+    return summary
+
+
+def _entity_values(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    values = frame[columns[0]].astype("string")
+    for column in columns[1:]:
+        values = values + "\x1f" + frame[column].astype("string")
+    return values
+
+
+def _seconds(times: pd.Series) -> np.ndarray:
+    return (times.astype("datetime64[ns, UTC]").astype("int64") // 1_000_000_000).to_numpy()
+
+
+@dataclass
+class _EntityIndex:
+    codes: dict[str, int]
+    created_keys: np.ndarray  # sorted (code, created second) keys
+    ended_keys: np.ndarray  # sorted (code, ended second) keys of ended tickets
+    ended_escalations: np.ndarray  # cumulative escalations along ended_keys, with a leading 0
+
+
+class HistoryFeatures:
+    """Fit on the ticket summaries known at the cut-off; transform snapshots into as-of aggregates."""
+
+    def __init__(self, windows_days: list[int] | tuple[int, ...] = (7, 30, 90), smoothing: float = 20.0):
+        self.windows_days = list(windows_days)
+        self.smoothing = smoothing
+
+    def fit(self, tickets: pd.DataFrame) -> HistoryFeatures:
+        ended = tickets["ended_at"].notna()
+        self.prior_ = float(tickets.loc[ended, "escalated"].mean()) if ended.any() else 0.1
+        self.ticket_created_ = pd.Series(
+            _seconds(tickets["created_at"]), index=tickets["ticket_id"].astype("string").to_numpy()
+        )
+        self.indexes_: dict[str, _EntityIndex] = {}
+        for entity, columns in ENTITIES.items():
+            values = _entity_values(tickets, columns)
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            code_map = {str(u): i for i, u in enumerate(uniques)}
+            created = codes.astype("int64") * _SPAN + _seconds(tickets["created_at"])
+            has = codes >= 0
+            ended_mask = has & ended.to_numpy()
+            ended_seconds = _seconds(tickets.loc[ended_mask, "ended_at"])
+            ended_keys = codes[ended_mask].astype("int64") * _SPAN + ended_seconds
+            order = np.argsort(ended_keys, kind="stable")
+            escal = tickets["escalated"].to_numpy()[ended_mask][order].astype("int64")
+            self.indexes_[entity] = _EntityIndex(
+                codes=code_map,
+                created_keys=np.sort(created[has]),
+                ended_keys=ended_keys[order],
+                ended_escalations=np.concatenate([[0], np.cumsum(escal)]),
+            )
+        self.feature_names_ = self._feature_names()
+        return self
+
+    def _feature_names(self) -> list[str]:
+        names = [f"customer_tickets_{w}d" for w in self.windows_days]
+        names += ["customer_category_tickets_30d", "agent_tickets_30d", "agent_tickets_total", "group_tickets_7d"]
+        names += ["agent_open_tickets", "group_open_tickets"]
+        for entity in ENTITIES:
+            names += [f"{entity}_past_tickets", f"{entity}_escalation_rate"]
+        names.append("customer_past_escalations")
+        return names
+
+    def transform(self, snapshots: pd.DataFrame) -> pd.DataFrame:
+        t = _seconds(snapshots["snapshot_time"])
+        # The snapshot's own ticket is in the table when it was known at fit time: never count it.
+        own_created = (
+            self.ticket_created_.reindex(snapshots["ticket_id"].astype("string").to_numpy()).to_numpy()
+        )
+        out: dict[str, np.ndarray] = {}
+        for entity, columns in ENTITIES.items():
+            index = self.indexes_[entity]
+            values = _entity_values(snapshots, columns)
+            codes = values.map(index.codes).fillna(-1).astype("int64").to_numpy()
+            known = codes >= 0
+            base = np.where(known, codes, 0) * _SPAN
+
+            def opened_between(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+                n = np.searchsorted(index.created_keys, base + end, side="left") - np.searchsorted(
+                    index.created_keys, base + start, side="left"
+                )
+                own = (own_created >= start) & (own_created < end)
+                return np.where(known, n - own, 0)
+
+            lo = np.searchsorted(index.ended_keys, base, side="left")
+            hi = np.searchsorted(index.ended_keys, base + t, side="left")
+            n_ended = np.where(known, hi - lo, 0)
+            n_escalated = np.where(known, index.ended_escalations[hi] - index.ended_escalations[lo], 0)
+            out[f"{entity}_past_tickets"] = n_ended
+            denominator = n_ended + self.smoothing
+            out[f"{entity}_escalation_rate"] = np.divide(
+                n_escalated + self.smoothing * self.prior_, denominator,
+                out=np.full(len(t), self.prior_), where=denominator > 0,
+            )
+            zero = np.zeros_like(t)
+            if entity == "customer":
+                for w in self.windows_days:
+                    out[f"customer_tickets_{w}d"] = opened_between(t - w * 86400, t)
+                out["customer_past_escalations"] = n_escalated
+            elif entity == "customer_category":
+                out["customer_category_tickets_30d"] = opened_between(t - 30 * 86400, t)
+            elif entity == "agent":
+                out["agent_tickets_30d"] = opened_between(t - 30 * 86400, t)
+                out["agent_tickets_total"] = opened_between(zero, t)
+                out["agent_open_tickets"] = out["agent_tickets_total"] - n_ended
+            elif entity == "group":
+                out["group_tickets_7d"] = opened_between(t - 7 * 86400, t)
+                out["group_open_tickets"] = opened_between(zero, t) - n_ended
+        return pd.DataFrame({name: out[name] for name in self.feature_names_}, index=snapshots.index)

@@ -1,0 +1,196 @@
+"""The canonical ticket event log (DESIGN.md) and its row-level validation.
+
+Bad rows are not silently dropped: each one becomes a reject (row, column, reason, value)
+that the caller writes out, so nothing from a user's export is lost without a trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ("ticket_id", "event_time", "created_at")
+TIME_COLUMNS = ("event_time", "created_at", "sla_due_at")
+COUNTER_COLUMNS = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages")
+LEVEL_COLUMN = "escalation_level"
+TEXT_COLUMNS = ("subject", "description", "last_customer_message")
+CATEGORICAL_COLUMNS = (
+    "channel",
+    "category",
+    "subcategory",
+    "priority",
+    "customer_tier",
+    "status",
+    "event_type",
+)
+ID_COLUMNS = ("ticket_id", "customer_id", "agent_id", "group")
+# escalation_type only describes an escalation once it happened: never a feature.
+OUTCOME_COLUMNS = ("escalation_type",)
+
+CANONICAL_COLUMNS = (
+    "ticket_id",
+    "event_time",
+    "created_at",
+    "event_type",
+    "channel",
+    "category",
+    "subcategory",
+    "priority",
+    "customer_id",
+    "customer_tier",
+    "agent_id",
+    "group",
+    "status",
+    "subject",
+    "description",
+    "last_customer_message",
+    "reassignment_count",
+    "reopen_count",
+    "customer_messages",
+    "agent_messages",
+    "sla_due_at",
+    "escalation_level",
+    "escalation_type",
+)
+
+PRIORITY_ORDER = ("low", "normal", "high", "urgent")
+# ServiceNow-style P1..P4 map onto the same four levels (P1 is the most urgent).
+PRIORITY_ALIASES = {"p1": "urgent", "p2": "high", "p3": "normal", "p4": "low", "medium": "normal"}
+CLOSED_STATUSES = ("closed",)
+
+REJECT_COLUMNS = ("row", "ticket_id", "column", "reason", "value")
+
+
+class SchemaError(ValueError):
+    """The event log cannot be used at all (missing required columns, too many rejects)."""
+
+
+@dataclass
+class ValidationResult:
+    events: pd.DataFrame
+    rejects: pd.DataFrame
+    n_input_rows: int
+
+    @property
+    def reject_share(self) -> float:
+        n_bad_rows = self.rejects["row"].nunique() if len(self.rejects) else 0
+        return n_bad_rows / max(self.n_input_rows, 1)
+
+
+def normalize_priority(values: pd.Series) -> pd.Series:
+    """Lower-case priorities and map P1..P4 aliases onto low/normal/high/urgent."""
+    lowered = values.astype("string").str.strip().str.lower()
+    return lowered.replace(PRIORITY_ALIASES)
+
+
+def _reject_rows(
+    frame: pd.DataFrame, mask: pd.Series, column: str, reason: str, values: pd.Series | None = None
+) -> pd.DataFrame:
+    bad = frame.loc[mask]
+    shown = (values if values is not None else frame[column]).loc[mask] if column in frame else None
+    return pd.DataFrame(
+        {
+            "row": bad["_row"].to_numpy(),
+            "ticket_id": bad["ticket_id"].astype("string").to_numpy(),
+            "column": column,
+            "reason": reason,
+            "value": shown.astype("string").to_numpy() if shown is not None else pd.NA,
+        }
+    )
+
+
+def validate_events(raw: pd.DataFrame, sort: bool = True) -> ValidationResult:
+    """Coerce an event log to the canonical types; return clean rows and row-level rejects.
+
+    `row` in the rejects is the 0-based position of the row in the input frame. Clean rows
+    come sorted by ticket and time unless `sort` is False (scoring keeps the caller's order).
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise SchemaError(
+            f"event log is missing required column(s): {', '.join(missing)}; "
+            f"columns found: {', '.join(map(str, raw.columns[:30]))}"
+        )
+    frame = raw.copy()
+    frame["_row"] = np.arange(len(frame))
+    rejects: list[pd.DataFrame] = []
+
+    ticket_ids = frame["ticket_id"].astype("string").str.strip()
+    missing_id = ticket_ids.isna() | (ticket_ids == "")
+    frame["ticket_id"] = ticket_ids
+    rejects.append(_reject_rows(frame, missing_id, "ticket_id", "missing ticket id"))
+
+    for column in TIME_COLUMNS:
+        if column not in frame:
+            continue
+        original = frame[column]
+        parsed = parse_times(original)
+        unparseable = parsed.isna() & original.notna() & (original.astype("string").str.strip() != "")
+        if column in REQUIRED_COLUMNS:
+            unparseable = unparseable | original.isna()
+        rejects.append(_reject_rows(frame, unparseable, column, "unparseable or missing time", original))
+        frame[column] = parsed
+
+    before_creation = frame["event_time"] < frame["created_at"]
+    rejects.append(
+        _reject_rows(frame, before_creation.fillna(False), "event_time", "event before ticket creation")
+    )
+
+    for column in (*COUNTER_COLUMNS, LEVEL_COLUMN):
+        if column not in frame:
+            continue
+        original = frame[column]
+        numbers = pd.to_numeric(original, errors="coerce")
+        not_number = numbers.isna() & original.notna()
+        negative = numbers < 0
+        rejects.append(_reject_rows(frame, not_number, column, "not a number", original))
+        rejects.append(_reject_rows(frame, negative.fillna(False), column, "negative counter", original))
+        frame[column] = numbers.fillna(0).clip(lower=0).round().astype("int64")
+
+    duplicated = frame.duplicated(subset=["ticket_id", "event_time"], keep="first") & ~missing_id
+    rejects.append(_reject_rows(frame, duplicated, "event_time", "duplicate update (same ticket and time)"))
+
+    if "priority" in frame:
+        frame["priority"] = normalize_priority(frame["priority"])
+    for column in (*CATEGORICAL_COLUMNS, "customer_id", "agent_id", "group", *TEXT_COLUMNS):
+        if column in frame and column != "priority":
+            frame[column] = frame[column].astype("string")
+
+    all_rejects = pd.concat([r for r in rejects if len(r)], ignore_index=True) if any(
+        len(r) for r in rejects
+    ) else pd.DataFrame({c: pd.Series(dtype="object") for c in REJECT_COLUMNS})
+    bad_rows = set(all_rejects["row"].tolist())
+    clean = frame.loc[~frame["_row"].isin(bad_rows)].drop(columns="_row")
+    if sort:
+        clean = clean.sort_values(["ticket_id", "event_time"], kind="stable")
+    clean = clean.reset_index(drop=True)
+    for column in CANONICAL_COLUMNS:
+        if column not in clean:
+            clean[column] = 0 if column in (*COUNTER_COLUMNS, LEVEL_COLUMN) else pd.NA
+    return ValidationResult(
+        events=clean,
+        rejects=all_rejects.sort_values(["row", "column"], kind="stable").reset_index(drop=True),
+        n_input_rows=len(raw),
+    )
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """Parse timestamps to UTC; naive times are taken as UTC, garbage becomes NaT."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    return pd.to_datetime(values, errors="coerce", utc=True, format="mixed").astype("datetime64[ns, UTC]")
+
+
+def check_reject_share(result: ValidationResult, max_share: float) -> None:
+    """Stop early when an export is mostly unusable: a model on the leftovers would mislead."""
+    if result.reject_share > max_share:
+        reasons = result.rejects.groupby(["column", "reason"]).size().sort_values(ascending=False)
+        top = "; ".join(f"{col}: {reason} ({n} rows)" for (col, reason), n in reasons.head(5).items())
+        raise SchemaError(
+            f"{result.reject_share:.1%} of {result.n_input_rows} rows were rejected, more than the "
+            f"allowed {max_share:.1%} (params: data.max_reject_share). Most common: {top}"
+        )

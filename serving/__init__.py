@@ -1,0 +1,1 @@
+"""Loading and scoring model bundles (the Flask service builds on this)."""

@@ -1,0 +1,208 @@
+"""Model bundles: a folder with a sha256 manifest, verified before anything in it is loaded.
+
+A bundle holds the two LightGBM models in LightGBM's text format, the feature builder's
+learned state, the calibration map, the bands, the as-of history table and metadata.
+`ModelBundle.score` is the one scoring path (batch scoring, the MLflow pyfunc and the
+service all call it): a whole batch goes through the builder and each model once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.build import FeatureBuilder
+from features.history import HistoryFeatures
+from features.schema import PRIORITY_ORDER, validate_events
+from features.snapshots import SNAPSHOT_TIME
+
+MANIFEST = "manifest.json"
+ESCALATION_MODEL = "escalation_model.txt"
+PRIORITY_MODEL = "priority_model.txt"
+BUILDER = "feature_builder.joblib"
+HISTORY = "history.parquet"
+METADATA = "metadata.json"
+FEATURE_LABELS = {
+    "customer_messages": "customer messages so far",
+    "agent_messages": "agent replies so far",
+    "reassignment_count": "times reassigned",
+    "reopen_count": "times reopened",
+    "age_hours": "hours since the ticket was opened",
+    "hours_to_sla": "hours left before the SLA is due",
+    "sla_breached": "SLA already breached",
+    "customer_tickets_7d": "customer's other tickets in the last 7 days",
+    "customer_tickets_30d": "customer's other tickets in the last 30 days",
+    "customer_tickets_90d": "customer's other tickets in the last 90 days",
+    "customer_category_tickets_30d": "customer's tickets on the same topic in 30 days",
+    "customer_escalation_rate": "customer's past escalation rate",
+    "agent_escalation_rate": "agent's past escalation rate",
+    "agent_tickets_total": "agent's tickets handled (experience)",
+    "group_escalation_rate": "team's past escalation rate",
+    "sentiment_description": "sentiment of the ticket text",
+    "sentiment_last_message": "sentiment of the latest customer message",
+    "priority_rank": "current priority",
+    "customer_tier": "customer tier",
+}
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete or does not match its manifest."""
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(bundle_dir: Path) -> dict[str, str]:
+    files = sorted(p for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(bundle_dir)): hash_file(p) for p in files}
+    (bundle_dir / MANIFEST).write_text(json.dumps({"sha256": manifest}, indent=2))
+    return manifest
+
+
+def verify_manifest(bundle_dir: Path) -> None:
+    """Refuse a bundle whose files differ from its manifest, or that has files it does not list."""
+    manifest_path = bundle_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{bundle_dir} has no {MANIFEST}; not a model bundle")
+    expected = json.loads(manifest_path.read_text())["sha256"]
+    actual = {str(p.relative_to(bundle_dir)) for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST}
+    problems = [f"missing {name}" for name in sorted(set(expected) - actual)]
+    problems += [f"unlisted {name}" for name in sorted(actual - set(expected))]
+    problems += [
+        f"sha256 mismatch in {name}"
+        for name in sorted(set(expected) & actual)
+        if hash_file(bundle_dir / name) != expected[name]
+    ]
+    if problems:
+        raise BundleError(f"model bundle {bundle_dir} failed verification: {'; '.join(problems)}")
+
+
+def apply_calibration(calibration: dict, prob: np.ndarray) -> np.ndarray:
+    if calibration["method"] == "isotonic":
+        return np.interp(prob, calibration["x"], calibration["y"])
+    if calibration["method"] == "sigmoid":
+        logit = np.log(np.clip(prob, 1e-9, 1 - 1e-9) / np.clip(1 - prob, 1e-9, 1))
+        return 1 / (1 + np.exp(-(calibration["a"] * logit + calibration["b"])))
+    return prob
+
+
+def label_feature(name: str) -> str:
+    if name in FEATURE_LABELS:
+        return FEATURE_LABELS[name]
+    if name.startswith("last_message_cue_"):
+        return f"latest customer message mentions {name.removeprefix('last_message_cue_').replace('_', ' ')}"
+    if name.startswith("cue_"):
+        return f"ticket text mentions {name.removeprefix('cue_').replace('_', ' ')}"
+    if name.startswith("text_svd_"):
+        return f"wording of the ticket (text component {name.removeprefix('text_svd_')})"
+    return name.replace("_", " ")
+
+
+@dataclass
+class ModelBundle:
+    path: Path
+    metadata: dict
+    builder: FeatureBuilder
+    escalation_model: lgb.Booster
+    priority_model: lgb.Booster
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    def build_features(self, tickets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Validate live tickets (canonical rows), keeping their order, and build the model's features."""
+        result = validate_events(tickets, sort=False)
+        if len(result.rejects):
+            details = "; ".join(
+                f"row {r.row} {r.column}: {r.reason}" for r in result.rejects.head(20).itertuples()
+            )
+            raise ValueError(f"invalid ticket(s): {details}")
+        rows = result.events
+        if SNAPSHOT_TIME not in rows:
+            rows[SNAPSHOT_TIME] = rows["event_time"]
+        return rows, self.builder.transform(rows)
+
+    def score(self, tickets: pd.DataFrame, n_reasons: int = 3) -> pd.DataFrame:
+        """Probability, band, escalate-now, priority and reasons for each ticket, in input order."""
+        rows, features = self.build_features(tickets)
+        raw = self.escalation_model.predict(features)
+        prob = apply_calibration(self.metadata["calibration"], raw)
+        thresholds = self.metadata["thresholds"]
+        band = np.where(prob >= thresholds["high"], "high", np.where(prob >= thresholds["medium"], "medium", "low"))
+        contributions = self.escalation_model.predict(features, pred_contrib=True)[:, :-1]
+        names = self.escalation_model.feature_name()
+        top = np.argsort(-np.abs(contributions), axis=1)[:, :n_reasons]
+        reasons = []
+        for i, columns in enumerate(top):
+            reasons.append(
+                [
+                    {
+                        "feature": names[j],
+                        "label": label_feature(names[j]),
+                        "value": _plain(features.iat[i, features.columns.get_loc(names[j])]),
+                        "effect": round(float(contributions[i, j]), 4),
+                        "direction": "raises risk" if contributions[i, j] > 0 else "lowers risk",
+                    }
+                    for j in columns
+                ]
+            )
+        classes = self.metadata["priority_classes"]
+        priority_prob = self.priority_model.predict(features)
+        predicted = np.asarray(classes)[np.argmax(priority_prob, axis=1)]
+        out = pd.DataFrame(
+            {
+                "ticket_id": rows["ticket_id"].astype(str).to_numpy(),
+                "escalation_probability": prob,
+                "band": band,
+                "escalate_now": prob >= thresholds["escalate_now"],
+                "priority_predicted": predicted,
+                "reasons": reasons,
+            }
+        )
+        for k, name in enumerate(classes):
+            out[f"priority_probability_{name}"] = priority_prob[:, k]
+        return out
+
+
+def _plain(value: object) -> object:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def load_bundle(bundle_dir: Path) -> ModelBundle:
+    """Verify the manifest first, then load; a tampered or partial bundle is refused."""
+    bundle_dir = Path(bundle_dir).resolve()
+    if not bundle_dir.is_dir():
+        raise BundleError(f"no model bundle at {bundle_dir}; run `make train` first")
+    verify_manifest(bundle_dir)
+    metadata = json.loads((bundle_dir / METADATA).read_text())
+    builder: FeatureBuilder = joblib.load(bundle_dir / BUILDER)
+    history = pd.read_parquet(bundle_dir / HISTORY)
+    builder.history_ = HistoryFeatures(builder.history_windows_days, builder.history_smoothing).fit(history)
+    return ModelBundle(
+        path=bundle_dir,
+        metadata=metadata,
+        builder=builder,
+        escalation_model=lgb.Booster(model_file=str(bundle_dir / ESCALATION_MODEL)),
+        priority_model=lgb.Booster(model_file=str(bundle_dir / PRIORITY_MODEL)),
+    )
+
+
+def priority_classes() -> list[str]:
+    return list(PRIORITY_ORDER)

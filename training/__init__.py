@@ -1,0 +1,1 @@
+"""Time-ordered training, evaluation, MLflow registration and model bundles."""

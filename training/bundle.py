@@ -1,0 +1,103 @@
+"""Write the self-contained model bundle the service loads, and point models/current at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import joblib
+
+from serving.model_store import (
+    BUILDER,
+    ESCALATION_MODEL,
+    HISTORY,
+    METADATA,
+    PRIORITY_MODEL,
+    write_manifest,
+)
+from training.config import flatten_params
+from training.train import TrainingResult
+
+CURRENT = "current"
+
+
+def make_version(result: TrainingResult, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{result.data_fingerprint[:8]}"
+
+
+def describe_window(result: TrainingResult) -> dict:
+    table = result.split_table
+    return {
+        part: {
+            "tickets": int(row.tickets),
+            "snapshots": int(row.snapshots),
+            "positive_rate": float(row.positive_rate),
+            "created_from": row.created_from.isoformat(),
+            "created_to": row.created_to.isoformat(),
+        }
+        for part, row in table.iterrows()
+    }
+
+
+def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path:
+    """Write models_dir/<version>/ atomically (temp folder, then rename) with its manifest."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final_dir = models_dir / version
+    tmp_dir = models_dir / f".{version}.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    result.escalation_model.booster_.save_model(str(tmp_dir / ESCALATION_MODEL),
+                                                num_iteration=result.escalation_model.best_iteration_ or None)
+    result.priority_model.booster_.save_model(str(tmp_dir / PRIORITY_MODEL),
+                                              num_iteration=result.priority_model.best_iteration_ or None)
+    # The history table ships as data, not inside the pickle, so it can be inspected and refreshed.
+    history = result.builder.history_
+    result.builder.history_ = None
+    try:
+        joblib.dump(result.builder, tmp_dir / BUILDER)
+    finally:
+        result.builder.history_ = history
+    result.tickets.to_parquet(tmp_dir / HISTORY, index=False)
+    result.importance.to_csv(tmp_dir / "feature_importance.csv", index=False)
+    metadata = {
+        "name": "escalation-risk",
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        "data_fingerprint": result.data_fingerprint,
+        "data_window": describe_window(result),
+        "history_as_of": result.tickets["created_at"].max().isoformat(),
+        "metrics": {k: (None if v != v else v) for k, v in result.metrics.items()},
+        "thresholds": result.thresholds,
+        "calibration": result.calibration,
+        "priority_classes": result.priority_classes,
+        "features": result.builder.feature_names_,
+        "categorical_features": result.builder.categorical_features_,
+        "params": flatten_params(result.params),
+        "label": {
+            "rule": result.params.label.rule,
+            "horizon_hours": result.params.label.horizon_hours,
+            "definition": "escalation_level rises after the snapshot time, within the horizon",
+        },
+    }
+    (tmp_dir / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
+    write_manifest(tmp_dir)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.replace(tmp_dir, final_dir)
+    return final_dir
+
+
+def point_current(models_dir: Path, bundle_dir: Path) -> Path:
+    """Swap models/current to the bundle in one rename, so a reader never sees it half-written."""
+    link = Path(models_dir) / CURRENT
+    tmp = Path(models_dir) / f".{CURRENT}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(Path(bundle_dir).name)
+    os.replace(tmp, link)
+    return link

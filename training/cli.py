@@ -1,0 +1,147 @@
+"""`escalation-risk`: the command line for data scientists and batch jobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from features.settings import Settings
+
+log = logging.getLogger("escalation_risk")
+
+
+class UserError(click.ClickException):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="mlflow")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Escalation risk: learn from ticket history which open tickets will escalate."""
+    _quiet_libraries()
+
+
+@main.command("generate-data")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,
+              help="Where to write the event log (default: data/demo/events.parquet).")
+@click.option("--tickets", "n_tickets", type=click.IntRange(min=10), default=20_000, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--start", default="2025-01-01", show_default=True, help="First arrival date (UTC).")
+@click.option("--months", type=click.IntRange(min=1), default=12, show_default=True)
+def generate_data(output_path: Path | None, n_tickets: int, seed: int, fmt: str, start: str, months: int) -> None:
+    """Simulate a contact centre's ticket history (the demo data) as a canonical event log."""
+    from features.synthetic import generate_event_log
+
+    settings = Settings()
+    output_path = output_path or settings.resolved_data_path.with_suffix(f".{fmt}")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    summary = generate_event_log(output_path, n_tickets=n_tickets, seed=seed, fmt=fmt, start=start,
+                                 months=months, progress=sys.stderr.isatty())
+    click.echo(
+        f"wrote {summary['rows']:,} updates of {summary['tickets']:,} tickets to {output_path} "
+        f"(escalation rate {summary['escalation_rate']:.1%}, {summary['seconds']:.1f} s)"
+    )
+
+
+@main.command()
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="Event log (Parquet or CSV). Default: the demo data, generated if missing.")
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=None,
+              help="Params file (default: training/params.yaml).")
+@click.option("--models-dir", type=click.Path(path_type=Path), default=None, help="Default: models/.")
+@click.option("--no-mlflow", is_flag=True, help="Skip MLflow logging and registration.")
+def train(data_path: Path | None, params_path: Path | None, models_dir: Path | None, no_mlflow: bool) -> None:
+    """Train, evaluate and register the escalation and priority models; write a bundle."""
+    from features.schema import SchemaError
+    from training.bundle import make_version, point_current, write_bundle
+    from training.config import ParamsError, load_params
+    from training.train import format_metrics_table, train_models
+
+    settings = Settings()
+    params_path = params_path or settings.resolved_params_path
+    models_dir = models_dir or settings.resolved_models_dir
+    try:
+        params = load_params(params_path)
+    except ParamsError as exc:
+        raise UserError(str(exc)) from exc
+    if data_path is None:
+        data_path = settings.resolved_data_path
+        if not data_path.exists():
+            click.echo(f"no event log at {data_path}: generating the demo ticket history first")
+            click.get_current_context().invoke(generate_data, output_path=data_path)
+    try:
+        result = train_models(data_path, params)
+    except (SchemaError, FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+
+    reports_dir = settings.resolved_reports_dir
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    rejects_path = reports_dir / "rejects.csv"
+    result.validation.rejects.to_csv(rejects_path, index=False)
+    click.echo(f"\ndata: {result.validation.n_input_rows:,} rows, {len(result.tickets):,} tickets, "
+               f"{len(result.validation.rejects):,} rejects (written to {rejects_path})")
+    click.echo(result.split_table.to_string(float_format=lambda v: f"{v:.3f}"))
+    click.echo("\n" + format_metrics_table(result.metrics))
+    click.echo("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+
+    bundle_dir = write_bundle(result, models_dir, make_version(result))
+    click.echo(f"\nbundle: {bundle_dir}")
+    promote = True
+    if not no_mlflow:
+        from training.registry import log_and_register
+
+        registration = log_and_register(result, bundle_dir, settings, params_path, data_path)
+        promote = registration.champion
+        click.echo(f"mlflow: run {registration.run_id} at {registration.tracking_uri}; "
+                   f"registered {settings.registered_model_name} v{registration.model_version} (@challenger)")
+        click.echo(("promoted to @champion: " if promote else "NOT promoted: ") + registration.reason)
+    current = models_dir / "current"
+    if promote or not current.exists():
+        point_current(models_dir, bundle_dir)
+        click.echo(f"{current} -> {bundle_dir.name}")
+
+
+@main.command()
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Open tickets as canonical rows (Parquet or CSV); the latest row per ticket is scored.")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), required=True, help="Parquet out.")
+@click.option("--model", "bundle_path", type=click.Path(path_type=Path), default=None,
+              help="Bundle folder (default: models/current).")
+def score(input_path: Path, output_path: Path, bundle_path: Path | None) -> None:
+    """Score open tickets in one batch: probability, band, priority and top reasons."""
+    from serving.model_store import BundleError, load_bundle
+    from training.train import read_event_log
+
+    settings = Settings()
+    try:
+        bundle = load_bundle(bundle_path or settings.resolved_models_dir / "current")
+    except BundleError as exc:
+        raise UserError(str(exc)) from exc
+    events = read_event_log(input_path)
+    if "ticket_id" in events and "event_time" in events:
+        events = events.sort_values("event_time", kind="stable").groupby("ticket_id", sort=False).tail(1)
+    try:
+        scored = bundle.score(events.reset_index(drop=True))
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    scored["reasons"] = scored["reasons"].map(json.dumps)
+    scored["model_version"] = bundle.version
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    scored.to_parquet(output_path, index=False)
+    click.echo(f"scored {len(scored):,} tickets with model {bundle.version}: "
+               f"{int((scored['band'] == 'high').sum()):,} high, {int(scored['escalate_now'].sum()):,} escalate now "
+               f"-> {output_path}")

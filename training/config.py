@@ -1,0 +1,145 @@
+"""The params file: modelling choices, validated so a typo fails fast with the field's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataParams(_Section):
+    max_reject_share: float = Field(0.05, ge=0, le=1)
+
+
+class LabelParams(_Section):
+    rule: Literal["level_rise"] = "level_rise"
+    horizon_hours: float | None = Field(336, gt=0)
+
+
+class SnapshotParams(_Section):
+    max_per_ticket: int = Field(12, ge=1)
+    closed_statuses: list[str] = ["closed"]
+
+
+class SplitParams(_Section):
+    train: float = Field(0.70, gt=0, lt=1)
+    valid: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitParams:
+        if abs(self.train + self.valid + self.test - 1) > 1e-6:
+            raise ValueError("split.train + split.valid + split.test must be 1")
+        return self
+
+
+class HistoryParams(_Section):
+    windows_days: list[int] = [7, 30, 90]
+    smoothing: float = Field(20, ge=0)
+
+
+class TextParams(_Section):
+    enabled: bool = True
+    max_features: int = Field(20000, ge=10)
+    ngram_max: int = Field(2, ge=1, le=3)
+    min_df: int = Field(3, ge=1)
+    svd_components: int = Field(24, ge=0)
+
+
+class ModelParams(_Section):
+    model_config = ConfigDict(extra="allow")
+    objective: str
+    learning_rate: float = Field(0.05, gt=0)
+    n_estimators: int = Field(1000, ge=1)
+    early_stopping_rounds: int = Field(100, ge=1)
+    calibration: Literal["isotonic", "sigmoid"] | None = None
+
+    def lightgbm_params(self, seed: int, num_threads: int) -> dict:
+        """Keyword arguments for LGBMClassifier: deterministic, so a rerun gives the same metrics."""
+        extra = {k: v for k, v in self.model_dump().items() if k not in {"early_stopping_rounds", "calibration"}}
+        return extra | {
+            "random_state": seed,
+            "n_jobs": num_threads,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbose": -1,
+        }
+
+
+class BandParams(_Section):
+    high: float = Field(0.05, gt=0, lt=1)
+    medium: float = Field(0.20, gt=0, lt=1)
+    min_precision: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BandParams:
+        if self.medium < self.high:
+            raise ValueError("bands.medium must be a larger share than bands.high")
+        return self
+
+
+class EvaluationParams(_Section):
+    top_shares: list[float] = [0.05, 0.10, 0.20]
+    max_position: int = 8
+    ece_bins: int = 15
+
+
+class RegistryParams(_Section):
+    min_auc_gain: float = 0.0
+
+
+class Params(_Section):
+    seed: int = 42
+    num_threads: int = Field(2, ge=1)
+    data: DataParams = DataParams()
+    label: LabelParams = LabelParams()
+    snapshots: SnapshotParams = SnapshotParams()
+    split: SplitParams = SplitParams()
+    history: HistoryParams = HistoryParams()
+    text: TextParams = TextParams()
+    escalation_model: ModelParams
+    priority_model: ModelParams
+    bands: BandParams = BandParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    registry: RegistryParams = RegistryParams()
+
+
+class ParamsError(ValueError):
+    """The params file is missing or invalid; the message names the bad fields."""
+
+
+def load_params(params_path: Path) -> Params:
+    try:
+        raw = yaml.safe_load(Path(params_path).read_text())
+    except FileNotFoundError as exc:
+        raise ParamsError(f"params file not found: {params_path}") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"params file {params_path} is not valid YAML: {exc}") from exc
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ParamsError(f"params file {params_path} is invalid: {problems}") from exc
+
+
+def flatten_params(params: Params) -> dict[str, object]:
+    """Dotted keys for MLflow's flat parameter table."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            flat[prefix] = value
+
+    walk("", params.model_dump())
+    return flat

@@ -1,0 +1,169 @@
+"""MLflow: one run per training, the bundle logged as a pyfunc, registered with a quality gate.
+
+The new version always gets alias `challenger`; it takes `champion` only when it scores at
+least as well as the current champion on the SAME test rows (the champion is loaded and
+re-scored here), and the run records why or why not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+import features
+import serving
+from features.schema import CANONICAL_COLUMNS
+from features.settings import Settings
+from serving.pyfunc import EscalationRiskModel
+from training.config import flatten_params
+from training.train import TrainingResult
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PIP_REQUIREMENTS = [
+    "lightgbm==4.7.0",
+    "pandas==3.1.1",
+    "numpy==2.4.6",
+    "scikit-learn==1.9.1",
+    "scipy==1.17.1",
+    "joblib==1.6.0",
+    "pyarrow==25.0.1",
+    "vaderSentiment==3.3.2",
+    "mlflow==3.17.2",
+]
+
+
+@dataclass
+class Registration:
+    run_id: str
+    model_version: str
+    champion: bool
+    reason: str
+    tracking_uri: str
+
+
+def make_input_example(result: TrainingResult, n: int = 3) -> pd.DataFrame:
+    """A few test-period rows as a ticketing system would send them (times as ISO strings)."""
+    rows = result.snapshots.loc[result.snapshots["split"] == "test", list(CANONICAL_COLUMNS)].head(n).copy()
+    for column in ("event_time", "created_at", "sla_due_at"):
+        rows[column] = rows[column].map(lambda t: t.isoformat() if pd.notna(t) else None)
+    return rows.astype({c: "object" for c in rows.columns if rows[c].dtype.name.startswith("string")})
+
+
+def ensure_experiment(settings: Settings) -> str:
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
+        location = None if settings.mlflow_tracking_uri else settings.artifact_location
+        return mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
+    return experiment.experiment_id
+
+
+def score_champion(client: MlflowClient, name: str, result: TrainingResult) -> tuple[str, float] | None:
+    """The current champion's version and its ROC-AUC on this run's test rows, or None if there is none."""
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    test = result.snapshots.loc[result.snapshots["split"] == "test"]
+    scored = model.predict(test[list(CANONICAL_COLUMNS)].reset_index(drop=True))
+    y = test["escalates"].to_numpy()
+    return champion.version, float(roc_auc_score(y, scored["escalation_probability"].to_numpy()))
+
+
+def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Settings, params_path: Path,
+                     events_path: Path) -> Registration:
+    experiment_id = ensure_experiment(settings)
+    client = MlflowClient(settings.resolved_tracking_uri)
+    name = settings.registered_model_name
+    with mlflow.start_run(experiment_id=experiment_id, run_name=bundle_dir.name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in flatten_params(result.params).items()})
+        mlflow.log_params(
+            {
+                "data.path": str(events_path),
+                "data.fingerprint": result.data_fingerprint,
+                "data.rows": result.validation.n_input_rows,
+                "data.tickets": len(result.tickets),
+                "bundle.version": bundle_dir.name,
+            }
+        )
+        mlflow.set_tags({"data_fingerprint": result.data_fingerprint, "bundle_version": bundle_dir.name})
+        mlflow.log_metrics({k: v for k, v in result.metrics.items() if v == v})
+        mlflow.log_metrics({f"time_{k}": v for k, v in result.timings.items()})
+        mlflow.log_artifact(str(params_path), artifact_path="config")
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            result.importance.to_csv(tmp / "feature_importance.csv", index=False)
+            result.confusion.to_csv(tmp / "priority_confusion_matrix.csv")
+            result.split_table.to_csv(tmp / "data_window.csv")
+            summary = (
+                result.validation.rejects.groupby(["column", "reason"]).size().rename("rows").reset_index()
+                if len(result.validation.rejects)
+                else pd.DataFrame(columns=["column", "reason", "rows"])
+            )
+            summary.to_csv(tmp / "rejects_summary.csv", index=False)
+            (tmp / "thresholds.json").write_text(json.dumps(result.thresholds, indent=2))
+            for path in tmp.iterdir():
+                mlflow.log_artifact(str(path), artifact_path="evaluation")
+
+        example = make_input_example(result)
+        python_model = EscalationRiskModel()
+        python_model.load_context(type("Ctx", (), {"artifacts": {"bundle": str(bundle_dir)}})())
+        output = python_model.predict(None, example)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(Path(features.__file__).parent), str(Path(serving.__file__).parent)],
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=name,
+        )
+        version = str(info.registered_model_version)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        previous = score_champion(client, name, result)
+        ours = result.metrics["test_roc_auc"]
+        gain = result.params.registry.min_auc_gain
+        if previous is None:
+            promote, reason = True, "no champion yet"
+        else:
+            champ_version, champ_auc = previous
+            mlflow.log_metric("champion_test_roc_auc", champ_auc)
+            promote = bool(ours >= champ_auc + gain)
+            verdict = "at least as good as" if promote else "worse than"
+            reason = (
+                f"challenger v{version} test ROC-AUC {ours:.4f} is {verdict} champion v{champ_version} "
+                f"({champ_auc:.4f}) + min gain {gain} on the same test rows"
+            )
+        if promote:
+            client.set_registered_model_alias(name, CHAMPION, version)
+        mlflow.set_tags({"promoted_to_champion": str(promote), "promotion_reason": reason})
+        client.set_model_version_tag(name, version, "promotion_reason", reason)
+        client.set_model_version_tag(name, version, "bundle_version", bundle_dir.name)
+    return Registration(run.info.run_id, version, promote, reason, settings.resolved_tracking_uri)
+
+
+def champion_exists(settings: Settings) -> bool:
+    client = MlflowClient(settings.resolved_tracking_uri)
+    try:
+        client.get_model_version_by_alias(settings.registered_model_name, CHAMPION)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def _is_nan(value: float) -> bool:
+    return bool(np.isnan(value))

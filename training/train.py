@@ -1,0 +1,329 @@
+"""Event log in, trained and evaluated models out: the single-machine training step.
+
+Order matters for honesty: validate -> snapshots (labels look forward) -> split by time ->
+fit the feature builder on the training period only -> fit models with early stopping on
+the validation period -> calibrate and choose bands on the validation period -> measure
+on the test period, beside baselines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from features.build import FeatureBuilder
+from features.history import summarize_tickets
+from features.schema import PRIORITY_ORDER, ValidationResult, check_reject_share, validate_events
+from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_snapshots
+from serving.model_store import apply_calibration
+from training import evaluate
+from training.config import Params
+from training.split import SPLIT, describe_split, split_by_time
+from training.thresholds import assign_bands, choose_thresholds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    params: Params
+    data_fingerprint: str
+    validation: ValidationResult
+    snapshots: pd.DataFrame
+    tickets: pd.DataFrame
+    builder: FeatureBuilder
+    escalation_model: lgb.LGBMClassifier
+    priority_model: lgb.LGBMClassifier
+    priority_classes: list[str]
+    calibration: dict
+    thresholds: dict[str, float]
+    metrics: dict[str, float]
+    split_table: pd.DataFrame
+    importance: pd.DataFrame
+    confusion: pd.DataFrame
+    test_scores: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def read_event_log(events_path: Path) -> pd.DataFrame:
+    """Parquet or CSV by extension (.csv, .csv.gz)."""
+    events_path = Path(events_path)
+    if not events_path.exists():
+        raise FileNotFoundError(f"event log not found: {events_path}")
+    if events_path.suffix == ".parquet" or events_path.is_dir():
+        return pd.read_parquet(events_path)
+    return pd.read_csv(events_path, low_memory=False)
+
+
+def fingerprint_file(path: Path) -> str:
+    """sha256 of the input's bytes, so a run names exactly the data it saw."""
+    digest = hashlib.sha256()
+    paths = sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]
+    for p in paths:
+        if p.is_file():
+            with open(p, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def fit_calibration(raw_prob: np.ndarray, y_true: np.ndarray, method: str | None) -> dict:
+    """A monotone map from raw to calibrated probability, stored as plain numbers (no pickle)."""
+    if method == "isotonic":
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw_prob, y_true)
+        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    if method == "sigmoid":
+        logit = np.log(np.clip(raw_prob, 1e-9, 1 - 1e-9) / np.clip(1 - raw_prob, 1e-9, 1)).reshape(-1, 1)
+        lr = LogisticRegression(C=1e6).fit(logit, y_true)
+        return {"method": "sigmoid", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+    return {"method": "none"}
+
+
+def fit_lightgbm(model_params, x_train, y_train, x_valid, y_valid, seed: int, num_threads: int) -> lgb.LGBMClassifier:
+    model = lgb.LGBMClassifier(**model_params.lightgbm_params(seed, num_threads))
+    model.fit(
+        x_train,
+        y_train,
+        eval_set=[(x_valid, y_valid)],
+        callbacks=[lgb.early_stopping(model_params.early_stopping_rounds, verbose=False)],
+    )
+    return model
+
+
+def fit_logistic_baseline(x_train: pd.DataFrame, y_train: np.ndarray, categorical: list[str], seed: int,
+                          max_rows: int = 200_000):
+    """The linear baseline the boosted model has to beat, on the same features."""
+    if len(x_train) > max_rows:
+        pick = np.random.default_rng(seed).choice(len(x_train), max_rows, replace=False)
+        x_train, y_train = x_train.iloc[np.sort(pick)], y_train[np.sort(pick)]
+    numeric = [c for c in x_train.columns if c not in categorical]
+    model = make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+                ("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=20), categorical),
+            ]
+        ),
+        LogisticRegression(max_iter=1000, C=1.0),
+    )
+    return model.fit(_as_objects(x_train, categorical), y_train)
+
+
+def _as_objects(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    out = frame.copy()
+    for column in categorical:
+        out[column] = out[column].astype(object).where(out[column].notna(), "missing")
+    return out
+
+
+def compute_importance(model: lgb.LGBMClassifier, features: pd.DataFrame, max_rows: int = 20_000) -> pd.DataFrame:
+    """Gain and mean |per-prediction contribution| (log-odds), the two views the report shows."""
+    booster = model.booster_
+    sample = features.iloc[:max_rows]
+    contrib = booster.predict(sample, pred_contrib=True)[:, :-1]
+    table = pd.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "gain": booster.feature_importance("gain"),
+            "splits": booster.feature_importance("split"),
+            "mean_abs_contribution": np.abs(contrib).mean(axis=0),
+        }
+    )
+    table["gain_share"] = table["gain"] / max(table["gain"].sum(), 1e-12)
+    return table.sort_values("mean_abs_contribution", ascending=False).reset_index(drop=True)
+
+
+def prepare_snapshots(events_path: Path, params: Params) -> tuple[ValidationResult, pd.DataFrame, pd.DataFrame]:
+    raw = read_event_log(events_path)
+    validation = validate_events(raw)
+    del raw
+    check_reject_share(validation, params.data.max_reject_share)
+    events = validation.events
+    snapshots = build_snapshots(
+        events,
+        max_per_ticket=params.snapshots.max_per_ticket,
+        closed_statuses=params.snapshots.closed_statuses,
+        horizon_hours=params.label.horizon_hours,
+    )
+    if snapshots[LABEL].nunique() < 2:
+        raise ValueError("the event log has no escalations (or only escalations) to learn from")
+    tickets = summarize_tickets(events, params.snapshots.closed_statuses)
+    snapshots = split_by_time(snapshots, params.split.train, params.split.valid)
+    return validation, snapshots, tickets
+
+
+def train_models(events_path: Path, params: Params) -> TrainingResult:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    fingerprint = fingerprint_file(events_path)
+    validation, snapshots, tickets = prepare_snapshots(events_path, params)
+    timings["prepare_seconds"] = time.perf_counter() - started
+
+    step = time.perf_counter()
+    is_train = (snapshots[SPLIT] == "train").to_numpy()
+    text_params = params.text.model_dump(exclude={"enabled"})
+    builder = FeatureBuilder(
+        history_windows_days=params.history.windows_days,
+        history_smoothing=params.history.smoothing,
+        text_enabled=params.text.enabled,
+        text_params=text_params,
+        seed=params.seed,
+    ).fit(snapshots.loc[is_train], tickets)
+    features = builder.transform(snapshots)
+    timings["features_seconds"] = time.perf_counter() - step
+
+    parts = {p: (snapshots[SPLIT] == p).to_numpy() for p in ("train", "valid", "test")}
+    y = snapshots[LABEL].to_numpy()
+    x = {p: features.loc[mask] for p, mask in parts.items()}
+    y_part = {p: y[mask] for p, mask in parts.items()}
+
+    step = time.perf_counter()
+    escalation = fit_lightgbm(params.escalation_model, x["train"], y_part["train"], x["valid"], y_part["valid"],
+                              params.seed, params.num_threads)
+    raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
+    calibration = fit_calibration(raw["valid"], y_part["valid"], params.escalation_model.calibration)
+    prob = {p: apply_calibration(calibration, raw[p]) for p in raw}
+    thresholds = choose_thresholds(prob["valid"], y_part["valid"], params.bands.high, params.bands.medium,
+                                   params.bands.min_precision)
+    timings["escalation_fit_seconds"] = time.perf_counter() - step
+
+    step = time.perf_counter()
+    target = snapshots[PRIORITY_TARGET].astype("string")
+    classes = [c for c in PRIORITY_ORDER if (target[parts["train"]] == c).any()]
+    class_index = {c: i for i, c in enumerate(classes)}
+    y_priority = target.map(class_index)
+    known = y_priority.notna().to_numpy()
+    y_priority = y_priority.fillna(-1).astype(int).to_numpy()
+    priority = fit_lightgbm(
+        params.priority_model,
+        x["train"].loc[known[parts["train"]]], y_priority[parts["train"] & known],
+        x["valid"].loc[known[parts["valid"]]], y_priority[parts["valid"] & known],
+        params.seed, params.num_threads,
+    )
+    timings["priority_fit_seconds"] = time.perf_counter() - step
+
+    step = time.perf_counter()
+    logistic = fit_logistic_baseline(x["train"], y_part["train"], builder.categorical_features_, params.seed)
+    logistic_prob = logistic.predict_proba(_as_objects(x["test"], builder.categorical_features_))[:, 1]
+    timings["baseline_fit_seconds"] = time.perf_counter() - step
+
+    test = snapshots.loc[parts["test"]].reset_index(drop=True)
+    ev = params.evaluation
+    y_test = y_part["test"]
+    metrics = evaluate.score_binary(y_test, prob["test"], ev.top_shares, ev.ece_bins, prefix="test_")
+    metrics |= evaluate.score_by_position(y_test, prob["test"], test[POSITION].to_numpy(), ev.max_position,
+                                          prefix="test_")
+    metrics["test_ece_uncalibrated"] = evaluate.expected_calibration_error(y_test, raw["test"], ev.ece_bins)
+    metrics |= evaluate.score_binary(y_part["valid"], prob["valid"], ev.top_shares, ev.ece_bins, prefix="valid_")
+    typed_rank = test["priority"].map({c: i for i, c in enumerate(PRIORITY_ORDER)}).fillna(1).to_numpy()
+    rule_score = typed_rank + 1e-3 * test["created_at"].rank(pct=True).to_numpy()
+    metrics |= evaluate.score_ranking(y_test, rule_score, ev.top_shares, prefix="baseline_priority_rule_")
+    metrics |= evaluate.score_binary(y_test, logistic_prob, ev.top_shares, ev.ece_bins, prefix="baseline_logistic_")
+    metrics |= evaluate.score_by_position(y_test, logistic_prob, test[POSITION].to_numpy(), 0,
+                                          prefix="baseline_logistic_")
+
+    band = assign_bands(prob["test"], thresholds)
+    for name in ("high", "medium", "low"):
+        in_band = band == name
+        metrics[f"test_band_{name}_share"] = float(in_band.mean())
+        metrics[f"test_band_{name}_escalation_rate"] = float(y_test[in_band].mean()) if in_band.any() else float("nan")
+    escalate_now = prob["test"] >= thresholds["escalate_now"]
+    metrics["test_escalate_now_precision"] = float(y_test[escalate_now].mean()) if escalate_now.any() else float("nan")
+    metrics["test_escalate_now_recall"] = float(y_test[escalate_now].sum() / max(y_test.sum(), 1))
+
+    test_known = known[parts["test"]]
+    priority_prob = priority.predict_proba(x["test"])
+    predicted_priority = np.asarray(classes)[np.argmax(priority_prob, axis=1)]
+    final = test[PRIORITY_TARGET].astype("string").to_numpy()
+    typed = test["priority"].astype("string").fillna("normal").to_numpy()
+    metrics |= evaluate.score_priority(final[test_known], predicted_priority[test_known], classes, prefix="test_priority_")
+    metrics |= evaluate.score_priority(final[test_known], typed[test_known], classes, prefix="baseline_typed_priority_")
+    confusion = evaluate.tabulate_confusion(final[test_known], predicted_priority[test_known], classes)
+
+    metrics["best_iteration_escalation"] = float(escalation.best_iteration_ or escalation.n_estimators)
+    metrics["best_iteration_priority"] = float(priority.best_iteration_ or priority.n_estimators)
+    metrics["rows_rejected"] = float(validation.rejects["row"].nunique() if len(validation.rejects) else 0)
+    metrics["reject_share"] = float(validation.reject_share)
+    timings["total_seconds"] = time.perf_counter() - started
+    test_scores = pd.DataFrame(
+        {
+            "ticket_id": test["ticket_id"].astype(str),
+            "position": test[POSITION],
+            "snapshot_time": test["snapshot_time"],
+            "escalates": y_test,
+            "probability": prob["test"],
+            "raw_probability": raw["test"],
+            "band": band,
+            "logistic_probability": logistic_prob,
+            "priority_final": final,
+            "priority_typed": typed,
+            "priority_predicted": predicted_priority,
+        }
+    )
+    return TrainingResult(
+        params=params,
+        data_fingerprint=fingerprint,
+        validation=validation,
+        snapshots=snapshots,
+        tickets=tickets,
+        builder=builder,
+        escalation_model=escalation,
+        priority_model=priority,
+        priority_classes=classes,
+        calibration=calibration,
+        thresholds=thresholds,
+        metrics=metrics,
+        split_table=describe_split(snapshots),
+        importance=compute_importance(escalation, x["test"]),
+        confusion=confusion,
+        test_scores=test_scores,
+        timings=timings,
+    )
+
+
+def format_metrics_table(metrics: dict[str, float]) -> str:
+    """The headline table `make train` prints: model beside baselines on the test period."""
+    rows = [
+        ("ROC-AUC", "test_roc_auc", "baseline_logistic_roc_auc", "baseline_priority_rule_roc_auc"),
+        ("ROC-AUC at creation", "test_roc_auc_position_0", "baseline_logistic_roc_auc_position_0", None),
+        ("PR-AUC", "test_pr_auc", "baseline_logistic_pr_auc", "baseline_priority_rule_pr_auc"),
+        ("Brier", "test_brier", "baseline_logistic_brier", None),
+        ("ECE", "test_ece", "baseline_logistic_ece", None),
+        ("precision @ top 5%", "test_precision_at_5pct", "baseline_logistic_precision_at_5pct",
+         "baseline_priority_rule_precision_at_5pct"),
+        ("recall @ top 10%", "test_recall_at_10pct", "baseline_logistic_recall_at_10pct",
+         "baseline_priority_rule_recall_at_10pct"),
+        ("recall @ top 20%", "test_recall_at_20pct", "baseline_logistic_recall_at_20pct",
+         "baseline_priority_rule_recall_at_20pct"),
+        ("priority macro-F1", "test_priority_macro_f1", None, "baseline_typed_priority_macro_f1"),
+        ("priority accuracy", "test_priority_accuracy", None, "baseline_typed_priority_accuracy"),
+    ]
+
+    def cell(key: str | None) -> str:
+        return f"{metrics[key]:.4f}" if key and key in metrics and not np.isnan(metrics[key]) else "-"
+
+    lines = [f"{'metric (test period)':<24}{'LightGBM':>10}{'logistic':>10}{'rule':>10}"]
+    for label, ours, logistic, rule in rows:
+        lines.append(f"{label:<24}{cell(ours):>10}{cell(logistic):>10}{cell(rule):>10}")
+    lines.append(f"{'base rate':<24}{cell('test_base_rate'):>10}")
+    by_position = "  ".join(
+        f"{p}:{metrics[f'test_roc_auc_position_{p}']:.3f}"
+        for p in range(9)
+        if f"test_roc_auc_position_{p}" in metrics and not np.isnan(metrics[f"test_roc_auc_position_{p}"])
+    )
+    lines.append(f"ROC-AUC by update position  {by_position}")
+    lines.append("(rule = rank by the priority people typed; for priority, rule = the typed priority)")
+    return "\n".join(lines)
