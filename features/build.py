@@ -33,10 +33,10 @@ def compute_ticket_features(snapshots: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=snapshots.index)
     out["age_hours"] = _hours_between(t, created)
     out["created_hour"] = created.dt.hour.astype("float64")
-    out["created_weekday"] = created.dt.weekday.astype("float64")
+    out["created_weekday"] = created.dt.day_of_week.astype("float64")
     out["snapshot_hour"] = t.dt.hour.astype("float64")
-    out["snapshot_weekday"] = t.dt.weekday.astype("float64")
-    out["business_hours"] = ((t.dt.weekday < 5) & t.dt.hour.between(8, 17)).astype("float64")
+    out["snapshot_weekday"] = t.dt.day_of_week.astype("float64")
+    out["business_hours"] = ((t.dt.day_of_week < 5) & t.dt.hour.between(8, 17)).astype("float64")
     if "sla_due_at" in snapshots:
         due = snapshots["sla_due_at"]
         out["hours_to_sla"] = _hours_between(due, t)

@@ -29,8 +29,9 @@ def summarize_tickets(events: pd.DataFrame, closed_statuses: tuple[str, ...] | l
     """One row per ticket: who it started with, when it opened and ended, whether it escalated."""
     grouped = events.groupby("ticket_id", sort=False)
     first = grouped.first()
-    closed = events["status"].isin(list(closed_statuses)).fillna(False)
-    ended_at = events.loc[closed].groupby("ticket_id", sort=False)["event_time"].min()
+    last = grouped[["status", "event_time"]].last()
+    # Ended = its latest update closed it; a ticket reopened after a close is open again.
+    ended_at = last["event_time"].where(last["status"].isin(list(closed_statuses)).fillna(False))
     max_level = grouped["escalation_level"].max()
     summary = pd.DataFrame(
         {

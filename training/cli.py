@@ -83,15 +83,14 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
         if not data_path.exists():
             click.echo(f"no event log at {data_path}: generating the demo ticket history first")
             click.get_current_context().invoke(generate_data, output_path=data_path)
+    rejects_path = settings.resolved_reports_dir / "rejects.csv"
+    rejects_path.unlink(missing_ok=True)
     try:
-        result = train_models(data_path, params)
+        result = train_models(data_path, params, rejects_path)
     except (SchemaError, FileNotFoundError, ValueError) as exc:
-        raise UserError(str(exc)) from exc
+        hint = f" (rejected rows and reasons: {rejects_path})" if rejects_path.exists() else ""
+        raise UserError(f"{exc}{hint}") from exc
 
-    reports_dir = settings.resolved_reports_dir
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    rejects_path = reports_dir / "rejects.csv"
-    result.validation.rejects.to_csv(rejects_path, index=False)
     click.echo(f"\ndata: {result.validation.n_input_rows:,} rows, {len(result.tickets):,} tickets, "
                f"{len(result.validation.rejects):,} rejects (written to {rejects_path})")
     click.echo(result.split_table.to_string(float_format=lambda v: f"{v:.3f}"))

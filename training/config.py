@@ -59,10 +59,13 @@ class ModelParams(_Section):
     n_estimators: int = Field(1000, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)
     calibration: Literal["isotonic", "sigmoid"] | None = None
+    monotone_increasing: list[str] = []
+    monotone_decreasing: list[str] = []
 
     def lightgbm_params(self, seed: int, num_threads: int) -> dict:
         """Keyword arguments for LGBMClassifier: deterministic, so a rerun gives the same metrics."""
-        extra = {k: v for k, v in self.model_dump().items() if k not in {"early_stopping_rounds", "calibration"}}
+        own = {"early_stopping_rounds", "calibration", "monotone_increasing", "monotone_decreasing"}
+        extra = {k: v for k, v in self.model_dump().items() if k not in own}
         return extra | {
             "random_state": seed,
             "n_jobs": num_threads,
@@ -70,6 +73,16 @@ class ModelParams(_Section):
             "force_row_wise": True,
             "verbose": -1,
         }
+
+    def monotone_constraints(self, feature_names: list[str]) -> list[int] | None:
+        """LightGBM's per-feature constraint list; unknown names are an error, not a silent no-op."""
+        unknown = sorted(set(self.monotone_increasing + self.monotone_decreasing) - set(feature_names))
+        if unknown:
+            raise ValueError(f"monotone constraint on unknown feature(s): {', '.join(unknown)}")
+        if not (self.monotone_increasing or self.monotone_decreasing):
+            return None
+        up, down = set(self.monotone_increasing), set(self.monotone_decreasing)
+        return [1 if f in up else -1 if f in down else 0 for f in feature_names]
 
 
 class BandParams(_Section):

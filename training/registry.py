@@ -16,13 +16,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 import features
 import serving
-from features.schema import CANONICAL_COLUMNS
+from features.schema import CANONICAL_COLUMNS, COUNTER_COLUMNS, LEVEL_COLUMN, REQUIRED_COLUMNS
 from features.settings import Settings
 from serving.pyfunc import EscalationRiskModel
 from training.config import flatten_params
@@ -54,11 +55,29 @@ class Registration:
 
 
 def make_input_example(result: TrainingResult, n: int = 3) -> pd.DataFrame:
-    """A few test-period rows as a ticketing system would send them (times as ISO strings)."""
-    rows = result.snapshots.loc[result.snapshots["split"] == "test", list(CANONICAL_COLUMNS)].head(n).copy()
+    """A few test-period rows as a ticketing system would send them."""
+    return to_wire_format(result.snapshots.loc[result.snapshots["split"] == "test", list(CANONICAL_COLUMNS)].head(n))
+
+
+def to_wire_format(rows: pd.DataFrame) -> pd.DataFrame:
+    """Canonical rows as JSON clients send them: ISO time strings, numbers as doubles, plain objects."""
+    rows = rows.reset_index(drop=True).copy()
     for column in ("event_time", "created_at", "sla_due_at"):
         rows[column] = rows[column].map(lambda t: t.isoformat() if pd.notna(t) else None)
+    # Counters as doubles: a client that leaves one out (NaN) must not fail schema enforcement.
+    rows = rows.astype({c: "float64" for c in (*COUNTER_COLUMNS, LEVEL_COLUMN)})
     return rows.astype({c: "object" for c in rows.columns if rows[c].dtype.name.startswith("string")})
+
+
+def make_input_schema() -> Schema:
+    """Canonical columns; only the ids and times are required, times travel as ISO strings."""
+    numeric = {*COUNTER_COLUMNS, LEVEL_COLUMN}
+    return Schema(
+        [
+            ColSpec("double" if c in numeric else "string", c, required=c in REQUIRED_COLUMNS)
+            for c in CANONICAL_COLUMNS
+        ]
+    )
 
 
 def ensure_experiment(settings: Settings) -> str:
@@ -78,7 +97,7 @@ def score_champion(client: MlflowClient, name: str, result: TrainingResult) -> t
         return None
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
     test = result.snapshots.loc[result.snapshots["split"] == "test"]
-    scored = model.predict(test[list(CANONICAL_COLUMNS)].reset_index(drop=True))
+    scored = model.predict(to_wire_format(test[list(CANONICAL_COLUMNS)]))
     y = test["escalates"].to_numpy()
     return champion.version, float(roc_auc_score(y, scored["escalation_probability"].to_numpy()))
 
@@ -127,7 +146,7 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
             python_model=python_model,
             artifacts={"bundle": str(bundle_dir)},
             code_paths=[str(Path(features.__file__).parent), str(Path(serving.__file__).parent)],
-            signature=infer_signature(example, output),
+            signature=ModelSignature(inputs=make_input_schema(), outputs=infer_signature(example, output).outputs),
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=name,

@@ -93,11 +93,16 @@ def fit_calibration(raw_prob: np.ndarray, y_true: np.ndarray, method: str | None
 
 
 def fit_lightgbm(model_params, x_train, y_train, x_valid, y_valid, seed: int, num_threads: int) -> lgb.LGBMClassifier:
-    model = lgb.LGBMClassifier(**model_params.lightgbm_params(seed, num_threads))
+    settings = model_params.lightgbm_params(seed, num_threads)
+    constraints = model_params.monotone_constraints(list(x_train.columns))
+    if constraints is not None:
+        settings["monotone_constraints"] = constraints
+    model = lgb.LGBMClassifier(**settings)
     model.fit(
         x_train,
         y_train,
-        eval_set=[(x_valid, y_valid)],
+        eval_X=x_valid,
+        eval_y=y_valid,
         callbacks=[lgb.early_stopping(model_params.early_stopping_rounds, verbose=False)],
     )
     return model
@@ -146,10 +151,15 @@ def compute_importance(model: lgb.LGBMClassifier, features: pd.DataFrame, max_ro
     return table.sort_values("mean_abs_contribution", ascending=False).reset_index(drop=True)
 
 
-def prepare_snapshots(events_path: Path, params: Params) -> tuple[ValidationResult, pd.DataFrame, pd.DataFrame]:
+def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | None = None
+                      ) -> tuple[ValidationResult, pd.DataFrame, pd.DataFrame]:
+    """Validate (writing every rejected row with its reason first), then snapshot, summarise and split."""
     raw = read_event_log(events_path)
     validation = validate_events(raw)
     del raw
+    if rejects_path is not None:
+        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+        validation.rejects.to_csv(rejects_path, index=False)
     check_reject_share(validation, params.data.max_reject_share)
     events = validation.events
     snapshots = build_snapshots(
@@ -165,11 +175,11 @@ def prepare_snapshots(events_path: Path, params: Params) -> tuple[ValidationResu
     return validation, snapshots, tickets
 
 
-def train_models(events_path: Path, params: Params) -> TrainingResult:
+def train_models(events_path: Path, params: Params, rejects_path: Path | None = None) -> TrainingResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     fingerprint = fingerprint_file(events_path)
-    validation, snapshots, tickets = prepare_snapshots(events_path, params)
+    validation, snapshots, tickets = prepare_snapshots(events_path, params, rejects_path)
     timings["prepare_seconds"] = time.perf_counter() - started
 
     step = time.perf_counter()

@@ -1,0 +1,73 @@
+"""Shared fixtures. Data and model tests can be pointed at real inputs:
+
+    pytest tests/data --data-path PATH      # an event log (default: demo data generated here)
+    pytest tests/model --model-path DIR     # a model bundle (default: one trained here on demo data)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.synthetic import generate_event_log
+from training.config import load_params
+from training.train import train_models
+
+DEMO_TICKETS = 20_000  # the size `make train` uses, so quality thresholds test the shipped claim
+SMALL_TICKETS = 3_000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--data-path", default=None, help="event log for tests/data (default: generated demo data)")
+    parser.addoption("--model-path", default=None, help="model bundle for tests/model (default: trained here)")
+
+
+@pytest.fixture(scope="session")
+def params_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "training" / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def params(params_path):
+    return load_params(params_path)
+
+
+@pytest.fixture(scope="session")
+def small_events_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("small") / "events.parquet"
+    generate_event_log(path, n_tickets=SMALL_TICKETS, seed=11)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_events_path(request, tmp_path_factory) -> Path:
+    given = request.config.getoption("--data-path")
+    if given:
+        return Path(given)
+    path = tmp_path_factory.mktemp("demo") / "events.parquet"
+    generate_event_log(path, n_tickets=DEMO_TICKETS, seed=42)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_result(small_events_path, params):
+    """A quick model on small data, for pipeline mechanics (not quality)."""
+    return train_models(small_events_path, params)
+
+
+@pytest.fixture(scope="session")
+def demo_result(tmp_path_factory, params):
+    path = tmp_path_factory.mktemp("demo_train") / "events.parquet"
+    generate_event_log(path, n_tickets=DEMO_TICKETS, seed=42)
+    return train_models(path, params)
+
+
+@pytest.fixture(scope="session")
+def demo_bundle_dir(request, demo_result, tmp_path_factory) -> Path:
+    given = request.config.getoption("--model-path")
+    if given:
+        return Path(given)
+    from training.bundle import make_version, write_bundle
+
+    return write_bundle(demo_result, tmp_path_factory.mktemp("models"), make_version(demo_result))

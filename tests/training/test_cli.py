@@ -1,0 +1,64 @@
+"""The console script as a user meets it: help, clear errors with exit codes, batch scoring."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+CLI = [sys.executable, "-m", "training"]
+
+
+def run_cli(*args, cwd=None, env=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("command", [[], ["generate-data"], ["train"], ["score"]])
+def test_every_command_has_help(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0
+    assert "Usage:" in result.stdout
+
+
+def test_generate_data_writes_csv(tmp_path):
+    out = tmp_path / "events.csv"
+    result = run_cli("generate-data", "--tickets", "200", "--format", "csv", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out)
+    assert frame["ticket_id"].nunique() == 200
+
+
+def test_bad_params_file_names_the_field(tmp_path, params_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(params_path.read_text().replace("  train: 0.70", "  train: 0.90"))
+    result = run_cli("train", "--params", str(bad), "--data", str(tmp_path / "none.parquet"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "split" in result.stderr and "must be 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_file_is_a_clear_error(tmp_path):
+    result = run_cli("train", "--data", str(tmp_path / "missing.parquet"), "--no-mlflow", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "event log not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_train_then_score_batch(small_events_path, tmp_path):
+    env = os.environ | {"ESCALATION_RISK_PROJECT_DIR": str(tmp_path)}
+    trained = run_cli("train", "--data", str(small_events_path), "--no-mlflow", cwd=tmp_path, env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert "ROC-AUC" in trained.stdout
+    assert (tmp_path / "models" / "current").is_symlink()
+    events = pd.read_parquet(small_events_path)
+    open_rows = events[events.status != "closed"].groupby("ticket_id").tail(1).head(300)
+    open_rows.to_parquet(tmp_path / "open.parquet")
+    out = tmp_path / "scores.parquet"
+    scored = run_cli("score", "--input", str(tmp_path / "open.parquet"), "--output", str(out), cwd=tmp_path, env=env)
+    assert scored.returncode == 0, scored.stderr
+    frame = pd.read_parquet(out)
+    assert len(frame) == open_rows["ticket_id"].nunique()
+    assert frame["escalation_probability"].between(0, 1).all()
+    assert Path(tmp_path / "reports" / "rejects.csv").exists()
