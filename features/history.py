@@ -102,7 +102,7 @@ class HistoryFeatures:
     def _feature_names(self) -> list[str]:
         names = [f"customer_tickets_{w}d" for w in self.windows_days]
         names += ["customer_category_tickets_30d", "agent_tickets_30d", "agent_tickets_total", "group_tickets_7d"]
-        names += ["agent_open_tickets", "group_open_tickets"]
+        names += ["agent_open_tickets", "group_open_tickets", "agent_days_seen"]
         for entity in ENTITIES:
             names += [f"{entity}_past_tickets", f"{entity}_escalation_rate"]
         names.append("customer_past_escalations")
@@ -150,6 +150,11 @@ class HistoryFeatures:
                 out["agent_tickets_30d"] = opened_between(t - 30 * 86400, t)
                 out["agent_tickets_total"] = opened_between(zero, t)
                 out["agent_open_tickets"] = out["agent_tickets_total"] - n_ended
+                # Days since the agent's first ticket: tenure, as far as the log can tell.
+                first = np.searchsorted(index.created_keys, base, side="left")
+                first_key = index.created_keys[np.minimum(first, len(index.created_keys) - 1)]
+                seen = known & (first < len(index.created_keys)) & (first_key < base + t)
+                out["agent_days_seen"] = np.where(seen, (t - (first_key - base)) / 86400.0, 0.0)
             elif entity == "group":
                 out["group_tickets_7d"] = opened_between(t - 7 * 86400, t)
                 out["group_open_tickets"] = opened_between(zero, t) - n_ended

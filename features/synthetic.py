@@ -59,6 +59,7 @@ TRUE_PRIORITY_CUTS = (0.55, 1.35, 2.1)  # latent impact score -> low/normal/high
 FRONTLINE_TEAMS = ("billing_team", "tech_support_t1", "accounts", "logistics", "retention", "complaints_desk")
 SPECIALIST_TEAMS = ("tech_support_t2", "billing_specialists", "legal_team", "supervisors")
 TEAMS = FRONTLINE_TEAMS + SPECIALIST_TEAMS
+CLOSING_REVIEW_P = 0.8  # share of mis-prioritised tickets whose priority is put right at resolution
 ESCALATION_TYPES = ("hierarchical", "functional", "time_based", "priority", "customer_initiated")
 
 
@@ -672,6 +673,14 @@ class _ChunkSimulator:
         )
         agent_ids = w.agent_ids
 
+        def review_priority(t: float) -> float:
+            """At resolution the agent usually sets the priority the case really had (a closing review)."""
+            nonlocal priority
+            if PRIORITY_ORDER.index(priority) != true_p and u() < CLOSING_REVIEW_P:
+                priority = PRIORITY_ORDER[true_p]
+                return emit_row("priority_changed", t) + MINUTE
+            return t
+
         def emit_row(event: str, t: float) -> int:
             nonlocal last_t, n_rows
             if t > end:
@@ -939,6 +948,7 @@ class _ChunkSimulator:
                     anger = max(0.0, anger - 0.1)
                 if work <= 0 or (tenure < 3 and u() < 0.08):
                     premature = work > 0
+                    t = review_priority(t)
                     status = "resolved"
                     resolved = True
                     t = emit_row("resolved", t)
@@ -958,6 +968,7 @@ class _ChunkSimulator:
                             continue
                         if reply_at > end:
                             break
+                        reply_at = review_priority(reply_at)
                         status = "resolved"
                         resolved = True
                         premature = work > 1

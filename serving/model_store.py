@@ -98,6 +98,12 @@ def apply_calibration(calibration: dict, prob: np.ndarray) -> np.ndarray:
     return prob
 
 
+def assign_bands(score: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """high / medium / low by the raw-score cut-offs chosen at training (training.thresholds)."""
+    score = np.asarray(score, dtype=float)
+    return np.where(score >= thresholds["high"], "high", np.where(score >= thresholds["medium"], "medium", "low"))
+
+
 def label_feature(name: str) -> str:
     if name in FEATURE_LABELS:
         return FEATURE_LABELS[name]
@@ -141,7 +147,7 @@ class ModelBundle:
         raw = self.escalation_model.predict(features)
         prob = apply_calibration(self.metadata["calibration"], raw)
         thresholds = self.metadata["thresholds"]
-        band = np.where(prob >= thresholds["high"], "high", np.where(prob >= thresholds["medium"], "medium", "low"))
+        band = assign_bands(raw, thresholds)
         contributions = self.escalation_model.predict(features, pred_contrib=True)[:, :-1]
         names = self.escalation_model.feature_name()
         top = np.argsort(-np.abs(contributions), axis=1)[:, :n_reasons]
@@ -167,7 +173,7 @@ class ModelBundle:
                 "ticket_id": rows["ticket_id"].astype(str).to_numpy(),
                 "escalation_probability": prob,
                 "band": band,
-                "escalate_now": prob >= thresholds["escalate_now"],
+                "escalate_now": raw >= thresholds["escalate_now"],
                 "priority_predicted": predicted,
                 "reasons": reasons,
             }

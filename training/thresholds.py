@@ -1,7 +1,9 @@
 """Risk bands and the escalate-now threshold from the capacity policy in the params file.
 
-Thresholds are read off the validation period's calibrated probabilities, never the test
-period's, so the test metrics of the bands are honest.
+Thresholds are read off the validation period, never the test period, so the test metrics
+of the bands are honest. They are cut on the model's raw score, which ranks tickets the same
+way as the calibrated probability but without isotonic calibration's ties (a tie at the cut
+would put far more than 5 % of tickets in the high band).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ def choose_thresholds(prob: np.ndarray, y_true: np.ndarray, high_share: float, m
                       min_precision: float | None = None) -> dict[str, float]:
     """Probability cut-offs: `high` holds the top `high_share` of tickets, `medium` up to `medium_share`.
 
-    With `min_precision`, escalate_now uses the lowest threshold whose precision on the
-    validation period still reaches it (but never below the high band's).
+    escalate_now is the high band; with `min_precision` it is narrowed to the part of it
+    whose precision on the validation period reaches the floor.
     """
     prob = np.asarray(prob, dtype=float)
     y_true = np.asarray(y_true)
@@ -28,8 +30,3 @@ def choose_thresholds(prob: np.ndarray, y_true: np.ndarray, high_share: float, m
         if len(ok):
             escalate_now = max(float(prob[order][ok[-1]]), high)
     return {"high": high, "medium": min(medium, high), "escalate_now": escalate_now}
-
-
-def assign_bands(prob: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    prob = np.asarray(prob, dtype=float)
-    return np.where(prob >= thresholds["high"], "high", np.where(prob >= thresholds["medium"], "medium", "low"))

@@ -28,11 +28,11 @@ from features.build import FeatureBuilder
 from features.history import summarize_tickets
 from features.schema import PRIORITY_ORDER, ValidationResult, check_reject_share, validate_events
 from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_snapshots
-from serving.model_store import apply_calibration
+from serving.model_store import apply_calibration, assign_bands
 from training import evaluate
 from training.config import Params
 from training.split import SPLIT, describe_split, split_by_time
-from training.thresholds import assign_bands, choose_thresholds
+from training.thresholds import choose_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +206,10 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
     calibration = fit_calibration(raw["valid"], y_part["valid"], params.escalation_model.calibration)
     prob = {p: apply_calibration(calibration, raw[p]) for p in raw}
-    thresholds = choose_thresholds(prob["valid"], y_part["valid"], params.bands.high, params.bands.medium,
+    thresholds = choose_thresholds(raw["valid"], y_part["valid"], params.bands.high, params.bands.medium,
                                    params.bands.min_precision)
+    thresholds |= {f"{k}_probability": float(apply_calibration(calibration, np.array([v]))[0])
+                   for k, v in list(thresholds.items())}
     timings["escalation_fit_seconds"] = time.perf_counter() - step
 
     step = time.perf_counter()
@@ -245,12 +247,12 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     metrics |= evaluate.score_by_position(y_test, logistic_prob, test[POSITION].to_numpy(), 0,
                                           prefix="baseline_logistic_")
 
-    band = assign_bands(prob["test"], thresholds)
+    band = assign_bands(raw["test"], thresholds)
     for name in ("high", "medium", "low"):
         in_band = band == name
         metrics[f"test_band_{name}_share"] = float(in_band.mean())
         metrics[f"test_band_{name}_escalation_rate"] = float(y_test[in_band].mean()) if in_band.any() else float("nan")
-    escalate_now = prob["test"] >= thresholds["escalate_now"]
+    escalate_now = raw["test"] >= thresholds["escalate_now"]
     metrics["test_escalate_now_precision"] = float(y_test[escalate_now].mean()) if escalate_now.any() else float("nan")
     metrics["test_escalate_now_recall"] = float(y_test[escalate_now].sum() / max(y_test.sum(), 1))
 
