@@ -84,7 +84,8 @@ class FeatureBuilder:
         parts = [compute_ticket_features(snapshots), self.history_.transform(snapshots)]
         if self.text_ is not None:
             parts.append(self.text_.transform(snapshots))
-        frame = pd.concat(parts, axis=1)
+        # float32 halves the matrix; LightGBM bins features anyway, so nothing is lost.
+        frame = pd.concat(parts, axis=1).astype("float32")
         for column, categories in self.categories_.items():
             values = snapshots[column].astype("string") if column in snapshots else pd.Series(pd.NA, index=snapshots.index)
             frame[column] = pd.Categorical(values.where(values.isin(categories)), categories=categories)

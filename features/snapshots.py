@@ -35,6 +35,11 @@ def find_final_priorities(events: pd.DataFrame) -> pd.Series:
     return known.groupby("ticket_id", sort=False)["priority"].last()
 
 
+def _lookup_times(times_by_ticket: pd.Series, ticket_ids: pd.Series) -> pd.Series:
+    looked_up = times_by_ticket.astype("datetime64[ns, UTC]").reindex(ticket_ids.to_numpy())
+    return pd.Series(looked_up.to_numpy(), index=ticket_ids.index, dtype="datetime64[ns, UTC]")
+
+
 def build_snapshots(
     events: pd.DataFrame,
     max_per_ticket: int = 12,
@@ -52,11 +57,11 @@ def build_snapshots(
     frame = events.copy()
     frame[POSITION] = frame.groupby("ticket_id", sort=False).cumcount()
     first_escalation = find_first_escalations(frame)
-    frame["escalates_at"] = frame["ticket_id"].map(first_escalation).astype("datetime64[ns, UTC]")
+    frame["escalates_at"] = _lookup_times(first_escalation, frame["ticket_id"])
 
     closed = frame["status"].isin(list(closed_statuses)).fillna(False)
     ticket_closed_at = frame.loc[closed].groupby("ticket_id", sort=False)["event_time"].min()
-    frame["closed_at_"] = frame["ticket_id"].map(ticket_closed_at).astype("datetime64[ns, UTC]")
+    frame["closed_at_"] = _lookup_times(ticket_closed_at, frame["ticket_id"])
 
     before_escalation = frame["escalates_at"].isna() | (frame["event_time"] < frame["escalates_at"])
     keep = before_escalation & ~closed & (frame[POSITION] < max_per_ticket)
