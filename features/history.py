@@ -122,7 +122,8 @@ class HistoryFeatures:
             known = codes >= 0
             base = np.where(known, codes, 0) * _SPAN
 
-            def opened_between(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+            def opened_between(start: np.ndarray, end: np.ndarray, index=index, base=base, known=known) -> np.ndarray:
+                """Other tickets of the entity opened in [start, end)."""
                 n = np.searchsorted(index.created_keys, base + end, side="left") - np.searchsorted(
                     index.created_keys, base + start, side="left"
                 )

@@ -127,7 +127,9 @@ def validate_events(raw: pd.DataFrame, sort: bool = True) -> ValidationResult:
             continue
         original = frame[column]
         parsed = parse_times(original)
-        unparseable = parsed.isna() & original.notna() & (original.astype("string").str.strip() != "")
+        unparseable = parsed.isna() & original.notna()
+        if not pd.api.types.is_datetime64_any_dtype(original.dtype):
+            unparseable &= original.astype("string").str.strip() != ""
         if column in REQUIRED_COLUMNS:
             unparseable = unparseable | original.isna()
         rejects.append(_reject_rows(frame, unparseable, column, "unparseable or missing time", original))

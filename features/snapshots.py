@@ -37,7 +37,7 @@ def find_final_priorities(events: pd.DataFrame) -> pd.Series:
 
 def _lookup_times(times_by_ticket: pd.Series, ticket_ids: pd.Series) -> pd.Series:
     looked_up = times_by_ticket.astype("datetime64[ns, UTC]").reindex(ticket_ids.to_numpy())
-    return pd.Series(looked_up.to_numpy(), index=ticket_ids.index, dtype="datetime64[ns, UTC]")
+    return pd.Series(looked_up.array, index=ticket_ids.index)
 
 
 def build_snapshots(

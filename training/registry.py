@@ -17,8 +17,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.types import ColSpec, Schema
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 from sklearn.metrics import roc_auc_score
 
 import features
