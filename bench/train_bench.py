@@ -16,10 +16,9 @@ from pathlib import Path
 
 import psutil
 
-from features.build import FeatureBuilder
 from features.synthetic import generate_event_log
 from training.config import load_params
-from training.train import fit_lightgbm, prepare_snapshots
+from training.train import train_models
 
 
 class PeakMemory:
@@ -57,53 +56,45 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path(__file__).resolve().parent.parent / "training/params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
-    rows: list[tuple[str, float, float, str]] = []
+    peaks: dict[str, float] = {}
     memory = PeakMemory().start()
 
     @contextmanager
-    def step(name: str):
+    def measure(name: str):
         memory.reset()
-        started = time.perf_counter()
-        box: dict = {}
-        yield box
-        rows.append((name, time.perf_counter() - started, memory.peak / 2**30, box.get("out", "")))
-        print(f"  done: {name} in {rows[-1][1]:.1f} s", flush=True)
+        yield
+        peaks[name] = memory.peak / 2**30
+        print(f"  done: {name}", flush=True)
 
+    generated = ""
     if not args.data.exists():
         args.data.parent.mkdir(parents=True, exist_ok=True)
-        with step("generate event log") as box:
+        started = time.perf_counter()
+        with measure("generate"):
             summary = generate_event_log(args.data, n_tickets=args.tickets, progress=True)
-            box["out"] = f"{summary['rows']:,} rows"
-    with step("read + validate + snapshots + split") as box:
-        validation, snapshots, tickets = prepare_snapshots(args.data, params)
-        box["out"] = f"{len(snapshots):,} snapshots of {len(tickets):,} tickets"
-    is_train = (snapshots["split"] == "train").to_numpy()
-    with step("features (fit on train, transform all)") as box:
-        builder = FeatureBuilder(params.history.windows_days, params.history.smoothing, params.text.enabled,
-                                 params.text.model_dump(exclude={"enabled"}), seed=params.seed)
-        builder.fit(snapshots.loc[is_train], tickets)
-        features = builder.transform(snapshots)
-        box["out"] = f"{features.shape[0]:,} x {features.shape[1]} features"
-    y = snapshots["escalates"].to_numpy()
-    valid = (snapshots["split"] == "valid").to_numpy()
-    with step("fit escalation model (LightGBM)") as box:
-        model = fit_lightgbm(params.escalation_model, features.loc[is_train], y[is_train], features.loc[valid],
-                             y[valid], params.seed, params.num_threads)
-        box["out"] = f"{model.best_iteration_} trees"
-    with step("score test period") as box:
-        test = (snapshots["split"] == "test").to_numpy()
-        prob = model.predict_proba(features.loc[test])[:, 1]
-        from sklearn.metrics import roc_auc_score
-
-        box["out"] = f"ROC-AUC {roc_auc_score(y[test], prob):.4f} on {int(test.sum()):,} rows"
+        generated = f"generate {summary['rows']:,} rows: {time.perf_counter() - started:.1f} s, peak {peaks['generate']:.2f} GB\n"
+    result = train_models(args.data, params, step_hook=measure)
     memory.stop()
 
-    print(f"\ntraining benchmark: {args.data} ({psutil.cpu_count()} cores)")
-    print(f"{'step':<42}{'seconds':>10}{'peak RSS GB':>13}  output")
-    for name, seconds, peak, out in rows:
-        print(f"{name:<42}{seconds:>10.1f}{peak:>13.2f}  {out}")
-    core = [r for r in rows if r[0].startswith(("features", "fit"))]
-    print(f"{'features + fit':<42}{sum(r[1] for r in core):>10.1f}{max(r[2] for r in rows):>13.2f}  (peak over all steps)")
+    split = result.split_table
+    print(f"\ntraining benchmark on {args.data} ({psutil.cpu_count()} cores, {params.num_threads} LightGBM threads)")
+    print(generated + f"{result.validation.n_input_rows:,} updates, {len(result.tickets):,} tickets, "
+          f"{int(split['snapshots'].sum()):,} snapshots (train {int(split.loc['train', 'snapshots']):,})")
+    labels = {
+        "prepare": "read + validate + snapshots + split",
+        "features": "features (fit on train, transform all)",
+        "escalation_fit": "fit escalation model + calibrate",
+        "priority_fit": "fit priority model",
+        "baseline_fit": "fit logistic baseline",
+    }
+    print(f"{'step':<42}{'seconds':>10}{'peak RSS GB':>13}")
+    for name, label in labels.items():
+        print(f"{label:<42}{result.timings[name + '_seconds']:>10.1f}{peaks[name]:>13.2f}")
+    core = result.timings["features_seconds"] + result.timings["escalation_fit_seconds"] + result.timings["priority_fit_seconds"]
+    print(f"{'features + both fits':<42}{core:>10.1f}{max(peaks[n] for n in labels):>13.2f}")
+    print(f"{'whole training (all steps)':<42}{result.timings['total_seconds']:>10.1f}")
+    print(f"test ROC-AUC {result.metrics['test_roc_auc']:.4f}, at creation {result.metrics['test_roc_auc_position_0']:.4f}, "
+          f"ECE {result.metrics['test_ece']:.4f}, priority macro-F1 {result.metrics['test_priority_macro_f1']:.4f}")
 
 
 if __name__ == "__main__":

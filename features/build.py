@@ -80,12 +80,17 @@ class FeatureBuilder:
         self.feature_names_ = list(self.transform(snapshots.head(1)).columns)
         return self
 
-    def transform(self, snapshots: pd.DataFrame) -> pd.DataFrame:
+    def transform(self, snapshots: pd.DataFrame, chunk_rows: int = 250_000) -> pd.DataFrame:
+        """Features for each row, in input order; large inputs go in chunks to bound memory."""
+        if len(snapshots) > chunk_rows:
+            chunks = [self.transform(snapshots.iloc[i : i + chunk_rows], chunk_rows)
+                      for i in range(0, len(snapshots), chunk_rows)]
+            return pd.concat(chunks, ignore_index=True)
         parts = [compute_ticket_features(snapshots), self.history_.transform(snapshots)]
         if self.text_ is not None:
             parts.append(self.text_.transform(snapshots))
         # float32 halves the matrix; LightGBM bins features anyway, so nothing is lost.
-        frame = pd.concat(parts, axis=1).astype("float32")
+        frame = pd.concat([part.astype("float32") for part in parts], axis=1)
         for column, categories in self.categories_.items():
             values = snapshots[column].astype("string") if column in snapshots else pd.Series(pd.NA, index=snapshots.index)
             frame[column] = pd.Categorical(values.where(values.isin(categories)), categories=categories)

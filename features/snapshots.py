@@ -54,37 +54,38 @@ def build_snapshots(
     elapsed, no escalation seen) are dropped rather than called negative.
     """
     data_end = data_end if data_end is not None else events["event_time"].max()
-    frame = events.copy()
-    frame[POSITION] = frame.groupby("ticket_id", sort=False).cumcount()
-    first_escalation = find_first_escalations(frame)
-    frame["escalates_at"] = _lookup_times(first_escalation, frame["ticket_id"])
+    # Work on columns, not a copy of the whole log: only the kept rows are copied once.
+    position = events.groupby("ticket_id", sort=False).cumcount()
+    escalates_at = _lookup_times(find_first_escalations(events), events["ticket_id"])
+    closed = events["status"].isin(list(closed_statuses)).fillna(False)
+    closed_at = _lookup_times(
+        events.loc[closed].groupby("ticket_id", sort=False)["event_time"].min(), events["ticket_id"]
+    )
+    before_escalation = escalates_at.isna() | (events["event_time"] < escalates_at)
+    keep = (before_escalation & ~closed & (position < max_per_ticket)).to_numpy()
 
-    closed = frame["status"].isin(list(closed_statuses)).fillna(False)
-    ticket_closed_at = frame.loc[closed].groupby("ticket_id", sort=False)["event_time"].min()
-    frame["closed_at_"] = _lookup_times(ticket_closed_at, frame["ticket_id"])
-
-    before_escalation = frame["escalates_at"].isna() | (frame["event_time"] < frame["escalates_at"])
-    keep = before_escalation & ~closed & (frame[POSITION] < max_per_ticket)
-    snaps = frame.loc[keep].copy()
-
-    wait = snaps["escalates_at"] - snaps["event_time"]
+    event_time = events["event_time"][keep]
+    escalates_at, closed_at = escalates_at[keep], closed_at[keep]
     if horizon_hours is None:
-        positive = snaps["escalates_at"].notna()
-        horizon_end = pd.Series(pd.Timestamp.max.tz_localize("UTC"), index=snaps.index)
+        positive = escalates_at.notna()
+        horizon_passed = pd.Series(False, index=event_time.index)
     else:
         horizon = pd.Timedelta(hours=horizon_hours)
-        positive = snaps["escalates_at"].notna() & (wait <= horizon)
-        horizon_end = snaps["event_time"] + horizon
+        positive = escalates_at.notna() & ((escalates_at - event_time) <= horizon)
+        horizon_passed = (event_time + horizon) <= data_end
     # A negative is known once the ticket closed or the horizon passed inside the data.
-    known_negative = snaps["closed_at_"].notna() | (horizon_end <= data_end)
-    snaps["label_known"] = positive | known_negative
-    snaps[LABEL] = positive.astype("int8")
-    snaps = snaps.loc[snaps["label_known"]]
+    label_known = (positive | closed_at.notna() | horizon_passed).to_numpy()
 
-    final_priority = find_final_priorities(events)
-    snaps[PRIORITY_TARGET] = snaps["ticket_id"].map(final_priority)
+    rows = keep.copy()
+    rows[keep] = label_known
+    snaps = events.loc[rows]
+    snaps[POSITION] = position[keep][label_known].to_numpy()
+    snaps["escalates_at"] = escalates_at[label_known].array
+    snaps["label_known"] = True
+    snaps[LABEL] = positive[label_known].astype("int8").to_numpy()
+    snaps[PRIORITY_TARGET] = snaps["ticket_id"].map(find_final_priorities(events))
     snaps[SNAPSHOT_TIME] = snaps["event_time"]
-    return snaps.drop(columns=["closed_at_"]).reset_index(drop=True)
+    return snaps.reset_index(drop=True)
 
 
 def encode_priority(values: pd.Series) -> np.ndarray:

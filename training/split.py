@@ -23,9 +23,7 @@ def split_by_time(snapshots: pd.DataFrame, train: float, valid: float) -> pd.Dat
     part[train_end:valid_end] = "valid"
     part[valid_end:] = "test"
     lookup = pd.Series(part, index=created.index)
-    out = snapshots.copy()
-    out[SPLIT] = out["ticket_id"].map(lookup).astype("string")
-    return out
+    return snapshots.assign(**{SPLIT: snapshots["ticket_id"].map(lookup).astype("string")})
 
 
 def describe_split(snapshots: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,66 +173,71 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
     if snapshots[LABEL].nunique() < 2:
         raise ValueError("the event log has no escalations (or only escalations) to learn from")
     tickets = summarize_tickets(events, params.snapshots.closed_statuses)
+    # The full log is no longer needed: free it before features double the footprint.
+    validation.events = events.iloc[0:0]
+    del events
     snapshots = split_by_time(snapshots, params.split.train, params.split.valid)
     return validation, snapshots, tickets
 
 
-def train_models(events_path: Path, params: Params, rejects_path: Path | None = None) -> TrainingResult:
+def train_models(events_path: Path, params: Params, rejects_path: Path | None = None,
+                 step_hook: Callable[[str], AbstractContextManager] | None = None) -> TrainingResult:
+    """The whole training step. `step_hook(name)` wraps each stage (the benchmark measures memory with it)."""
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    fingerprint = fingerprint_file(events_path)
-    validation, snapshots, tickets = prepare_snapshots(events_path, params, rejects_path)
-    timings["prepare_seconds"] = time.perf_counter() - started
 
-    step = time.perf_counter()
-    is_train = (snapshots[SPLIT] == "train").to_numpy()
-    text_params = params.text.model_dump(exclude={"enabled"})
-    builder = FeatureBuilder(
-        history_windows_days=params.history.windows_days,
-        history_smoothing=params.history.smoothing,
-        text_enabled=params.text.enabled,
-        text_params=text_params,
-        seed=params.seed,
-    ).fit(snapshots.loc[is_train], tickets)
-    features = builder.transform(snapshots)
-    timings["features_seconds"] = time.perf_counter() - step
+    @contextmanager
+    def stage(name: str):
+        started = time.perf_counter()
+        with step_hook(name) if step_hook else nullcontext():
+            yield
+        timings[f"{name}_seconds"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with stage("prepare"):
+        fingerprint = fingerprint_file(events_path)
+        validation, snapshots, tickets = prepare_snapshots(events_path, params, rejects_path)
 
     parts = {p: (snapshots[SPLIT] == p).to_numpy() for p in ("train", "valid", "test")}
+    with stage("features"):
+        builder = FeatureBuilder(
+            history_windows_days=params.history.windows_days,
+            history_smoothing=params.history.smoothing,
+            text_enabled=params.text.enabled,
+            text_params=params.text.model_dump(exclude={"enabled"}),
+            seed=params.seed,
+        ).fit(snapshots.loc[parts["train"]], tickets)
+        # One matrix per part (not one sliced three ways) keeps a single copy in memory.
+        x = {p: builder.transform(snapshots.loc[mask]) for p, mask in parts.items()}
     y = snapshots[LABEL].to_numpy()
-    x = {p: features.loc[mask] for p, mask in parts.items()}
     y_part = {p: y[mask] for p, mask in parts.items()}
 
-    step = time.perf_counter()
-    escalation = fit_lightgbm(params.escalation_model, x["train"], y_part["train"], x["valid"], y_part["valid"],
-                              params.seed, params.num_threads)
-    raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
-    calibration = fit_calibration(raw["valid"], y_part["valid"], params.escalation_model.calibration)
-    prob = {p: apply_calibration(calibration, raw[p]) for p in raw}
-    thresholds = choose_thresholds(raw["valid"], y_part["valid"], params.bands.high, params.bands.medium,
-                                   params.bands.min_precision)
-    thresholds |= {f"{k}_probability": float(apply_calibration(calibration, np.array([v]))[0])
-                   for k, v in list(thresholds.items())}
-    timings["escalation_fit_seconds"] = time.perf_counter() - step
+    with stage("escalation_fit"):
+        escalation = fit_lightgbm(params.escalation_model, x["train"], y_part["train"], x["valid"],
+                                  y_part["valid"], params.seed, params.num_threads)
+        raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
+        calibration = fit_calibration(raw["valid"], y_part["valid"], params.escalation_model.calibration)
+        prob = {p: apply_calibration(calibration, raw[p]) for p in raw}
+        thresholds = choose_thresholds(raw["valid"], y_part["valid"], params.bands.high, params.bands.medium,
+                                       params.bands.min_precision)
+        thresholds |= {f"{k}_probability": float(apply_calibration(calibration, np.array([v]))[0])
+                       for k, v in list(thresholds.items())}
 
-    step = time.perf_counter()
-    target = snapshots[PRIORITY_TARGET].astype("string")
-    classes = [c for c in PRIORITY_ORDER if (target[parts["train"]] == c).any()]
-    class_index = {c: i for i, c in enumerate(classes)}
-    y_priority = target.map(class_index)
-    known = y_priority.notna().to_numpy()
-    y_priority = y_priority.fillna(-1).astype(int).to_numpy()
-    priority = fit_lightgbm(
-        params.priority_model,
-        x["train"].loc[known[parts["train"]]], y_priority[parts["train"] & known],
-        x["valid"].loc[known[parts["valid"]]], y_priority[parts["valid"] & known],
-        params.seed, params.num_threads,
-    )
-    timings["priority_fit_seconds"] = time.perf_counter() - step
+    with stage("priority_fit"):
+        target = snapshots[PRIORITY_TARGET].astype("string")
+        classes = [c for c in PRIORITY_ORDER if (target[parts["train"]] == c).any()]
+        y_priority = target.map({c: i for i, c in enumerate(classes)})
+        known = y_priority.notna().to_numpy()
+        y_priority = y_priority.fillna(-1).astype(int).to_numpy()
+        priority = fit_lightgbm(
+            params.priority_model,
+            x["train"].loc[known[parts["train"]]], y_priority[parts["train"] & known],
+            x["valid"].loc[known[parts["valid"]]], y_priority[parts["valid"] & known],
+            params.seed, params.num_threads,
+        )
 
-    step = time.perf_counter()
-    logistic = fit_logistic_baseline(x["train"], y_part["train"], builder.categorical_features_, params.seed)
-    logistic_prob = logistic.predict_proba(_as_objects(x["test"], builder.categorical_features_))[:, 1]
-    timings["baseline_fit_seconds"] = time.perf_counter() - step
+    with stage("baseline_fit"):
+        logistic = fit_logistic_baseline(x["train"], y_part["train"], builder.categorical_features_, params.seed)
+        logistic_prob = logistic.predict_proba(_as_objects(x["test"], builder.categorical_features_))[:, 1]
 
     test = snapshots.loc[parts["test"]].reset_index(drop=True)
     ev = params.evaluation
