@@ -36,7 +36,8 @@ test: $(STAMP) ## run the test suite (code, data and model tests on small genera
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check features training serving tests bench
 
-bench: $(STAMP) ## training benchmark on 1,000,000 generated tickets (slow: minutes)
+bench: $(STAMP) ## benchmarks: text-feature ablation, then training on 1,000,000 generated tickets (minutes)
+	$(BIN)/python bench/text_ablation.py
 	$(BIN)/python bench/train_bench.py
 
 mlflow-ui: $(STAMP) ## browse runs and registered models at http://127.0.0.1:5000

@@ -101,11 +101,12 @@ def _reject_rows(
     )
 
 
-def validate_events(raw: pd.DataFrame, sort: bool = True) -> ValidationResult:
+def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True) -> ValidationResult:
     """Coerce an event log to the canonical types; return clean rows and row-level rejects.
 
     `row` in the rejects is the 0-based position of the row in the input frame. Clean rows
     come sorted by ticket and time unless `sort` is False (scoring keeps the caller's order).
+    `copy=False` converts `raw` in place, for callers that own a large frame.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
@@ -113,7 +114,7 @@ def validate_events(raw: pd.DataFrame, sort: bool = True) -> ValidationResult:
             f"event log is missing required column(s): {', '.join(missing)}; "
             f"columns found: {', '.join(map(str, raw.columns[:30]))}"
         )
-    frame = raw.copy()
+    frame = raw.copy() if copy else raw
     frame["_row"] = np.arange(len(frame))
     rejects: list[pd.DataFrame] = []
 

@@ -59,12 +59,14 @@ class ModelParams(_Section):
     n_estimators: int = Field(1000, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)
     calibration: Literal["isotonic", "sigmoid"] | None = None
+    max_train_rows: int | None = Field(None, ge=1000)
     monotone_increasing: list[str] = []
     monotone_decreasing: list[str] = []
 
     def lightgbm_params(self, seed: int, num_threads: int) -> dict:
         """Keyword arguments for LGBMClassifier: deterministic, so a rerun gives the same metrics."""
-        own = {"early_stopping_rounds", "calibration", "monotone_increasing", "monotone_decreasing"}
+        own = {"early_stopping_rounds", "calibration", "monotone_increasing", "monotone_decreasing",
+               "max_train_rows"}
         extra = {k: v for k, v in self.model_dump().items() if k not in own}
         return extra | {
             "random_state": seed,

@@ -66,7 +66,8 @@ def to_wire_format(rows: pd.DataFrame) -> pd.DataFrame:
         rows[column] = rows[column].map(lambda t: t.isoformat() if pd.notna(t) else None)
     # Counters as doubles: a client that leaves one out (NaN) must not fail schema enforcement.
     rows = rows.astype({c: "float64" for c in (*COUNTER_COLUMNS, LEVEL_COLUMN)})
-    return rows.astype({c: "object" for c in rows.columns if rows[c].dtype.name.startswith("string")})
+    plain = [c for c in rows.columns if rows[c].dtype.name.startswith(("string", "str", "category"))]
+    return rows.astype({c: "object" for c in plain}).replace({np.nan: None})
 
 
 def make_input_schema() -> Schema:

@@ -28,7 +28,13 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
-from features.schema import PRIORITY_ORDER, ValidationResult, check_reject_share, validate_events
+from features.schema import (
+    PRIORITY_ORDER,
+    TEXT_COLUMNS,
+    ValidationResult,
+    check_reject_share,
+    validate_events,
+)
 from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_snapshots
 from serving.model_store import apply_calibration, assign_bands
 from training import evaluate
@@ -157,13 +163,16 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
                       ) -> tuple[ValidationResult, pd.DataFrame, pd.DataFrame]:
     """Validate (writing every rejected row with its reason first), then snapshot, summarise and split."""
     raw = read_event_log(events_path)
-    validation = validate_events(raw)
+    validation = validate_events(raw, copy=False)
     del raw
     if rejects_path is not None:
         Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
         validation.rejects.to_csv(rejects_path, index=False)
     check_reject_share(validation, params.data.max_reject_share)
     events = validation.events
+    # Each ticket repeats its texts on every update: store each distinct text once.
+    for column in TEXT_COLUMNS:
+        events[column] = events[column].astype("category")
     snapshots = build_snapshots(
         events,
         max_per_ticket=params.snapshots.max_per_ticket,
@@ -178,6 +187,27 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
     del events
     snapshots = split_by_time(snapshots, params.split.train, params.split.valid)
     return validation, snapshots, tickets
+
+
+def sample_training_rows(snapshots: pd.DataFrame, train: np.ndarray, caps: dict[str, int | None],
+                         seed: int) -> dict[str, np.ndarray]:
+    """Per model, the training rows to fit on: whole tickets drawn at random until its row cap.
+
+    The draws share one random order, so a smaller cap's tickets are a subset of a larger
+    one's and one feature matrix serves both models.
+    """
+    tickets = snapshots.loc[train, "ticket_id"]
+    sizes = tickets.value_counts(sort=False)
+    order = sizes.index.to_numpy()[np.random.default_rng(seed).permutation(len(sizes))]
+    cumulative = pd.Series(sizes.reindex(order).cumsum().to_numpy(), index=order)
+    rows = {}
+    for name, cap in caps.items():
+        if cap is None or cap >= train.sum():
+            rows[name] = train.copy()
+        else:
+            chosen = cumulative.index[cumulative.to_numpy() <= cap]
+            rows[name] = train & snapshots["ticket_id"].isin(chosen).to_numpy()
+    return rows
 
 
 def train_models(events_path: Path, params: Params, rejects_path: Path | None = None,
@@ -198,6 +228,9 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         validation, snapshots, tickets = prepare_snapshots(events_path, params, rejects_path)
 
     parts = {p: (snapshots[SPLIT] == p).to_numpy() for p in ("train", "valid", "test")}
+    caps = {"escalation": params.escalation_model.max_train_rows, "priority": params.priority_model.max_train_rows}
+    fit_rows = sample_training_rows(snapshots, parts["train"], caps, params.seed)
+    parts["train"] = fit_rows["escalation"] | fit_rows["priority"]
     with stage("features"):
         builder = FeatureBuilder(
             history_windows_days=params.history.windows_days,
@@ -210,10 +243,13 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         x = {p: builder.transform(snapshots.loc[mask]) for p, mask in parts.items()}
     y = snapshots[LABEL].to_numpy()
     y_part = {p: y[mask] for p, mask in parts.items()}
+    # Rows of the training matrix each model fits on (all of them unless a cap applies).
+    use = {name: rows[parts["train"]] for name, rows in fit_rows.items()}
 
     with stage("escalation_fit"):
-        escalation = fit_lightgbm(params.escalation_model, x["train"], y_part["train"], x["valid"],
-                                  y_part["valid"], params.seed, params.num_threads)
+        escalation = fit_lightgbm(params.escalation_model, x["train"].loc[use["escalation"]],
+                                  y_part["train"][use["escalation"]], x["valid"], y_part["valid"],
+                                  params.seed, params.num_threads)
         raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
         calibration = fit_calibration(raw["valid"], y_part["valid"], params.escalation_model.calibration)
         prob = {p: apply_calibration(calibration, raw[p]) for p in raw}
@@ -228,9 +264,10 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         y_priority = target.map({c: i for i, c in enumerate(classes)})
         known = y_priority.notna().to_numpy()
         y_priority = y_priority.fillna(-1).astype(int).to_numpy()
+        train_priority = use["priority"] & known[parts["train"]]
         priority = fit_lightgbm(
             params.priority_model,
-            x["train"].loc[known[parts["train"]]], y_priority[parts["train"] & known],
+            x["train"].loc[train_priority], y_priority[parts["train"]][train_priority],
             x["valid"].loc[known[parts["valid"]]], y_priority[parts["valid"] & known],
             params.seed, params.num_threads,
         )

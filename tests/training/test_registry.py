@@ -57,7 +57,7 @@ def test_run_logs_params_metrics_artifacts_and_registers_champion(small_result, 
     client = MlflowClient(local_settings.resolved_tracking_uri)
     run = client.get_run(reg.run_id)
     assert run.data.params["data.fingerprint"] == small_result.data_fingerprint
-    assert run.data.params["escalation_model.learning_rate"] == "0.05"
+    assert run.data.params["escalation_model.learning_rate"] == str(small_result.params.escalation_model.learning_rate)
     assert run.data.metrics["test_roc_auc"] == pytest.approx(small_result.metrics["test_roc_auc"])
     artifacts = {a.path for a in client.list_artifacts(reg.run_id, "evaluation")}
     assert {"evaluation/feature_importance.csv", "evaluation/priority_confusion_matrix.csv",
