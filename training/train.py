@@ -136,10 +136,15 @@ def fit_logistic_baseline(x_train: pd.DataFrame, y_train: np.ndarray, categorica
 
 
 def _as_objects(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
-    out = frame.copy()
-    for column in categorical:
-        out[column] = out[column].astype(object).where(out[column].notna(), "missing")
-    return out
+    return frame.assign(**{c: frame[c].astype(object).where(frame[c].notna(), "missing") for c in categorical})
+
+
+def predict_logistic(model, features: pd.DataFrame, categorical: list[str], chunk_rows: int = 100_000) -> np.ndarray:
+    """Scored in chunks: one-hot encoding a whole test period at once would dominate peak memory."""
+    return np.concatenate([
+        model.predict_proba(_as_objects(features.iloc[i : i + chunk_rows], categorical))[:, 1]
+        for i in range(0, len(features), chunk_rows)
+    ])
 
 
 def compute_importance(model: lgb.LGBMClassifier, features: pd.DataFrame, max_rows: int = 20_000) -> pd.DataFrame:
@@ -274,7 +279,7 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
 
     with stage("baseline_fit"):
         logistic = fit_logistic_baseline(x["train"], y_part["train"], builder.categorical_features_, params.seed)
-        logistic_prob = logistic.predict_proba(_as_objects(x["test"], builder.categorical_features_))[:, 1]
+        logistic_prob = predict_logistic(logistic, x["test"], builder.categorical_features_)
 
     test = snapshots.loc[parts["test"]].reset_index(drop=True)
     ev = params.evaluation
