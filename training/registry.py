@@ -144,7 +144,7 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
         output = python_model.predict(None, example)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=python_model,
+            python_model=str(Path(serving.__file__).parent / "mlflow_model.py"),
             artifacts={"bundle": str(bundle_dir)},
             code_paths=[str(Path(features.__file__).parent), str(Path(serving.__file__).parent)],
             signature=ModelSignature(inputs=make_input_schema(), outputs=infer_signature(example, output).outputs),

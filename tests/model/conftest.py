@@ -5,6 +5,7 @@ import pytest
 
 from features.schema import CANONICAL_COLUMNS
 from serving.model_store import load_bundle
+from training.registry import to_wire_format
 
 
 @pytest.fixture(scope="session")
@@ -17,4 +18,4 @@ def probe_tickets(demo_result) -> pd.DataFrame:
     """Open tickets from the test period, early in their life, as a ticketing system sends them."""
     test = demo_result.snapshots[demo_result.snapshots["split"] == "test"]
     early = test[test["position"] <= 3]
-    return early[list(CANONICAL_COLUMNS)].sample(400, random_state=0).reset_index(drop=True)
+    return to_wire_format(early[list(CANONICAL_COLUMNS)].sample(400, random_state=0))
