@@ -11,7 +11,7 @@ TICKETS ?= 20000
 PYTEST_ARGS ?=
 SERVICENOW_PATH ?= ../shared/data/servicenow/incident_event_log.csv.gz
 
-.PHONY: help install data train test test-data lint bench mlflow-ui clean
+.PHONY: help install data train test test-data lint bench mlflow-ui clean serve serve-bench audit-data bench-real
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,8 +27,14 @@ install: $(STAMP) ## create .venv and install the project with pinned dependenci
 data: $(STAMP) ## generate the demo ticket history (TICKETS=20000) into data/demo/
 	$(BIN)/escalation-risk generate-data --tickets $(TICKETS)
 
-train: $(STAMP) ## train on DATA (default: demo history, generated if missing), log to MLflow, write models/
-	$(BIN)/escalation-risk train $(if $(DATA),--data $(DATA))
+train: $(STAMP) ## train on DATA (default: demo history); SOURCE=servicenow|mapping (MAPPING=file) for exports
+	$(BIN)/escalation-risk train $(if $(DATA),--data $(DATA)) $(if $(SOURCE),--source $(SOURCE)) $(if $(MAPPING),--mapping $(MAPPING))
+
+audit-data: $(STAMP) ## leakage audit of an export (default: the ServiceNow log at SERVICENOW_PATH)
+	$(BIN)/escalation-risk audit-data --data $(or $(DATA),$(SERVICENOW_PATH)) $(if $(MAPPING),--mapping $(MAPPING),--source $(or $(SOURCE),servicenow))
+
+bench-real: $(STAMP) ## real-data benchmark on the ServiceNow log (both labels, out of time; minutes)
+	$(BIN)/python bench/real_servicenow.py --data $(SERVICENOW_PATH)
 
 test: $(STAMP) ## run the test suite (code, data and model tests on small generated data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,6 +45,14 @@ lint: $(STAMP) ## ruff check
 bench: $(STAMP) ## benchmarks: text-feature ablation, then training on 1,000,000 generated tickets (minutes)
 	$(BIN)/python bench/text_ablation.py
 	$(BIN)/python bench/train_bench.py
+
+serve: $(STAMP) ## scoring service on http://127.0.0.1:8080 (gunicorn; trains the demo model first if there is none)
+	@test -e models/current || $(MAKE) train
+	$(BIN)/gunicorn -c serving/gunicorn.conf.py 'serving.app:create_served_app()'
+
+serve-bench: $(STAMP) ## serving benchmark: this service vs mlflow models serve vs a hello-world floor
+	@test -e models/current || $(MAKE) train
+	$(BIN)/python bench/serve_bench.py
 
 mlflow-ui: $(STAMP) ## browse runs and registered models at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

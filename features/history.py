@@ -153,7 +153,9 @@ class HistoryFeatures:
                 out["agent_open_tickets"] = out["agent_tickets_total"] - n_ended
                 # Days since the agent's first ticket: tenure, as far as the log can tell.
                 first = np.searchsorted(index.created_keys, base, side="left")
-                first_key = index.created_keys[np.minimum(first, len(index.created_keys) - 1)]
+                # An export without agents (left out by the audit) has no keys at all.
+                padded = index.created_keys if len(index.created_keys) else np.zeros(1, dtype="int64")
+                first_key = padded[np.minimum(first, len(padded) - 1)]
                 seen = known & (first < len(index.created_keys)) & (first_key < base + t)
                 out["agent_days_seen"] = np.where(seen, (t - (first_key - base)) / 86400.0, 0.0)
             elif entity == "group":

@@ -27,7 +27,9 @@ CATEGORICAL_COLUMNS = (
 )
 ID_COLUMNS = ("ticket_id", "customer_id", "agent_id", "group")
 # escalation_type only describes an escalation once it happened: never a feature.
-OUTCOME_COLUMNS = ("escalation_type",)
+# target_priority: an importer's outcome-based priority target (e.g. time to resolve), label only.
+TARGET_PRIORITY_COLUMN = "target_priority"
+OUTCOME_COLUMNS = ("escalation_type", TARGET_PRIORITY_COLUMN)
 
 CANONICAL_COLUMNS = (
     "ticket_id",
@@ -170,7 +172,10 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True) -> 
         clean = clean.sort_values(["ticket_id", "event_time"], kind="stable")
     clean = clean.reset_index(drop=True)
     for column in CANONICAL_COLUMNS:
-        if column not in clean:
+        if column in TIME_COLUMNS and column not in clean:
+            # An export without the column (e.g. no SLA due time) still gives time arithmetic a NaT.
+            clean[column] = pd.Series(pd.NaT, index=clean.index, dtype="datetime64[ns, UTC]")
+        elif column not in clean:
             clean[column] = 0 if column in (*COUNTER_COLUMNS, LEVEL_COLUMN) else pd.NA
     return ValidationResult(
         events=clean,

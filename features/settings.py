@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -25,6 +26,28 @@ class Settings(BaseSettings):
     )
     mlflow_experiment: str = "escalation-risk"
     registered_model_name: str = "escalation-risk"
+    # Scoring service (serving/). Keys are secrets: never logged, compared in constant time.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated in the env
+    admin_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 4
+    max_batch: int = 1000
+    max_body_bytes: int = 4 * 1024 * 1024
+    policy_path: Path | None = None
+    model_path: Path | None = None
+    reload_poll_seconds: float = 0.0
+    zendesk_webhook_secret: str | None = None
+    zendesk_replay_window_seconds: int = 300
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def split_api_keys(cls, value: object) -> object:
+        """ESCALATION_RISK_API_KEYS=key1,key2 (blank entries dropped)."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
     @property
     def resolved_data_path(self) -> Path:
@@ -33,6 +56,20 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.project_dir / "models"
+
+    @property
+    def resolved_model_path(self) -> Path:
+        return self.model_path or self.resolved_models_dir / "current"
+
+    @property
+    def resolved_policy_path(self) -> Path:
+        return self.policy_path or Path(__file__).resolve().parent.parent / "serving" / "escalation_matrix.yaml"
+
+    @property
+    def resolved_servicenow_path(self) -> Path:
+        """The shared real ServiceNow export, read in place (never copied into the project)."""
+        default = self.project_dir / ".." / "shared" / "data" / "servicenow" / "incident_event_log.csv.gz"
+        return self.servicenow_path or default.resolve()
 
     @property
     def resolved_reports_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
     pytest tests/data --data-path PATH      # an event log (default: demo data generated here)
     pytest tests/model --model-path DIR     # a model bundle (default: one trained here on demo data)
+    pytest tests/data --servicenow-path P   # the real ServiceNow export (skipped when absent)
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ SMALL_TICKETS = 3_000
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--data-path", default=None, help="event log for tests/data (default: generated demo data)")
     parser.addoption("--model-path", default=None, help="model bundle for tests/model (default: trained here)")
+    parser.addoption("--servicenow-path", default=None,
+                     help="ServiceNow incident audit log for tests/data/test_servicenow.py "
+                          "(default: ESCALATION_RISK_SERVICENOW_PATH or ../shared/data/servicenow/)")
 
 
 @pytest.fixture(scope="session")

@@ -57,14 +57,85 @@ def generate_data(output_path: Path | None, n_tickets: int, seed: int, fmt: str,
     )
 
 
+SOURCE_PARAMS = {"servicenow": "params_servicenow.yaml"}
+
+
+def _default_params_path(settings: Settings, source: str) -> Path:
+    if settings.params_path is None and source in SOURCE_PARAMS:
+        return Path(__file__).resolve().parent / SOURCE_PARAMS[source]
+    return settings.resolved_params_path
+
+
+def _import_source(source: str, data_path: Path | None, mapping_path: Path | None, params, settings: Settings):
+    """A ServiceNow export or a mapped export -> audited canonical rows (flagged columns left out)."""
+    from features.sources.mapping import MappingError, describe_labels, import_export, load_mapping
+
+    if source == "mapping" and mapping_path is None:
+        raise UserError("--source mapping needs --mapping FILE (see docs/mapping-files.md)")
+    if source == "servicenow":
+        data_path = data_path or settings.resolved_servicenow_path
+    if data_path is None:
+        raise UserError(f"--source {source} needs --data PATH (the export)")
+    label = params.label
+    try:
+        mapping = load_mapping(mapping_path or source)
+        return data_path, import_export(data_path, mapping, describe_labels(label.rule, label.counter, label.min_rise))
+    except (MappingError, FileNotFoundError, KeyError) as exc:
+        raise UserError(str(exc)) from exc
+
+
+_SOURCE_OPTION = click.option("--source", type=click.Choice(["events", "servicenow", "mapping"]), default="events",
+                              show_default=True, help="events: a canonical event log; servicenow: an incident "
+                              "audit-log export; mapping: any export described by --mapping FILE.")
+_MAPPING_OPTION = click.option("--mapping", "mapping_path", type=click.Path(path_type=Path), default=None,
+                               help="Mapping file (YAML) for --source mapping, or to override the ServiceNow one.")
+
+
+@main.command("audit-data")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="The export (default for servicenow: ESCALATION_RISK_SERVICENOW_PATH or the shared copy).")
+@_SOURCE_OPTION
+@_MAPPING_OPTION
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=None,
+              help="Params file whose label the audit checks (default per source).")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,
+              help="CSV of the audit table (default: reports/audit.csv).")
+def audit_data(data_path: Path | None, source: str, mapping_path: Path | None, params_path: Path | None,
+               output_path: Path | None) -> None:
+    """Leakage audit of an export: flag back-filled and outcome columns (the importer leaves them out)."""
+    from features.audit import format_audit_table
+    from training.config import ParamsError, load_params
+
+    settings = Settings()
+    if source == "events":
+        source = "mapping" if mapping_path else "servicenow"
+    try:
+        params = load_params(params_path or _default_params_path(settings, source))
+    except ParamsError as exc:
+        raise UserError(str(exc)) from exc
+    data_path, imported = _import_source(source, data_path, mapping_path, params, settings)
+    click.echo(f"leakage audit of {data_path} (mapping {imported.mapping.name}):\n")
+    click.echo(format_audit_table(imported.audit))
+    output_path = output_path or settings.resolved_reports_dir / "audit.csv"
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    imported.audit.to_csv(output_path, index=False)
+    click.echo(f"\nflagged and left out by the importer ({len(imported.excluded)}): {', '.join(imported.excluded)}")
+    if imported.mapping.audit.keep:
+        click.echo(f"kept on purpose (mapping audit.keep): {', '.join(imported.mapping.audit.keep)}")
+    click.echo(f"table: {output_path}")
+
+
 @main.command()
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-              help="Event log (Parquet or CSV). Default: the demo data, generated if missing.")
+              help="Event log or export (Parquet or CSV). Default: the demo data, generated if missing.")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=None,
-              help="Params file (default: training/params.yaml).")
+              help="Params file (default: training/params.yaml; params_servicenow.yaml for --source servicenow).")
 @click.option("--models-dir", type=click.Path(path_type=Path), default=None, help="Default: models/.")
 @click.option("--no-mlflow", is_flag=True, help="Skip MLflow logging and registration.")
-def train(data_path: Path | None, params_path: Path | None, models_dir: Path | None, no_mlflow: bool) -> None:
+@_SOURCE_OPTION
+@_MAPPING_OPTION
+def train(data_path: Path | None, params_path: Path | None, models_dir: Path | None, no_mlflow: bool,
+          source: str = "events", mapping_path: Path | None = None) -> None:
     """Train, evaluate and register the escalation and priority models; write a bundle."""
     from features.schema import SchemaError
     from training.bundle import make_version, point_current, write_bundle
@@ -72,12 +143,21 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     from training.train import format_metrics_table, train_models
 
     settings = Settings()
-    params_path = params_path or settings.resolved_params_path
+    if mapping_path is not None and source == "events":
+        source = "mapping"
+    params_path = params_path or _default_params_path(settings, source)
     models_dir = models_dir or settings.resolved_models_dir
     try:
         params = load_params(params_path)
     except ParamsError as exc:
         raise UserError(str(exc)) from exc
+    if source != "events":
+        from features.sources.mapping import write_canonical
+
+        export_path, imported = _import_source(source, data_path, mapping_path, params, settings)
+        click.echo(f"imported {export_path} with mapping {imported.mapping.name}; left out by the leakage "
+                   f"audit: {', '.join(imported.excluded) or 'nothing'}")
+        data_path = write_canonical(imported.events, settings.resolved_reports_dir / f"{source}_events.parquet")
     if data_path is None:
         data_path = settings.resolved_data_path
         if not data_path.exists():

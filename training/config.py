@@ -18,8 +18,13 @@ class DataParams(_Section):
 
 
 class LabelParams(_Section):
-    rule: Literal["level_rise"] = "level_rise"
+    """level_rise: escalation_level rises after the snapshot; counter_rise: `counter` rises at
+    least `min_rise` more times after it (e.g. reassignments: a functional escalation)."""
+
+    rule: Literal["level_rise", "counter_rise"] = "level_rise"
     horizon_hours: float | None = Field(336, gt=0)
+    counter: str = "reassignment_count"
+    min_rise: int = Field(2, ge=1)
 
 
 class SnapshotParams(_Section):
@@ -57,7 +62,8 @@ class ModelParams(_Section):
     objective: str
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(1000, ge=1)
-    early_stopping_rounds: int = Field(100, ge=1)
+    # null = fit all n_estimators: on a drifting log the validation period's loss stops too early.
+    early_stopping_rounds: int | None = Field(100, ge=1)
     calibration: Literal["isotonic", "sigmoid"] | None = None
     max_train_rows: int | None = Field(None, ge=1000)
     monotone_increasing: list[str] = []

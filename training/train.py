@@ -106,6 +106,8 @@ def fit_lightgbm(model_params, x_train, y_train, x_valid, y_valid, seed: int, nu
     if constraints is not None:
         settings["monotone_constraints"] = constraints
     model = lgb.LGBMClassifier(**settings)
+    if model_params.early_stopping_rounds is None:
+        return model.fit(x_train, y_train)
     model.fit(
         x_train,
         y_train,
@@ -183,6 +185,9 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
         max_per_ticket=params.snapshots.max_per_ticket,
         closed_statuses=params.snapshots.closed_statuses,
         horizon_hours=params.label.horizon_hours,
+        rule=params.label.rule,
+        counter=params.label.counter,
+        min_rise=params.label.min_rise,
     )
     if snapshots[LABEL].nunique() < 2:
         raise ValueError("the event log has no escalations (or only escalations) to learn from")

@@ -15,7 +15,7 @@ def run_cli(*args, cwd=None, env=None):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
-@pytest.mark.parametrize("command", [[], ["generate-data"], ["train"], ["score"]])
+@pytest.mark.parametrize("command", [[], ["generate-data"], ["train"], ["score"], ["audit-data"]])
 def test_every_command_has_help(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0

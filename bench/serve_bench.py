@@ -1,0 +1,199 @@
+"""Serving benchmark: this service vs `mlflow models serve` vs a Flask hello-world (the HTTP floor).
+
+Each server is started in turn on a free loopback port (A B C A B C) and loaded for a bounded
+time with single-ticket requests at concurrency 1 and 8 and with 100-ticket batches. Prints
+requests/s, p50/p99 latency and server CPU per ticket (psutil over the server's process tree),
+then the ratios against the issue's goals. Needs a trained model: `make train` first.
+
+    .venv/bin/python bench/serve_bench.py [--seconds 5] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from features.schema import CANONICAL_COLUMNS  # noqa: E402
+from features.settings import Settings  # noqa: E402
+from training.registry import to_wire_format  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_tickets(settings: Settings, n: int = 500) -> list[dict]:
+    """The latest update of some demo tickets, in the JSON shape clients send."""
+    events = pd.read_parquet(settings.resolved_data_path)
+    latest = events.sort_values("event_time").groupby("ticket_id").tail(1).tail(n)
+    return to_wire_format(latest[[c for c in CANONICAL_COLUMNS if c in latest]]).to_dict(orient="records")
+
+
+def start(kind: str, port: int, settings: Settings) -> subprocess.Popen:
+    env = {**os.environ, "ESCALATION_RISK_PORT": str(port), "ESCALATION_RISK_HOST": "127.0.0.1",
+           "ESCALATION_RISK_API_KEYS": "", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if kind == "service":
+        cmd = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_served_app()"]
+    elif kind == "hello":
+        cmd = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "--pythonpath", "bench",
+               "hello_app:create_app()"]
+    else:
+        env["MLFLOW_TRACKING_URI"] = settings.resolved_tracking_uri
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # mlflow starts `uvicorn` from PATH
+        cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{settings.registered_model_name}@champion",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(settings.workers)]
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    ready_path = "/ping" if kind == "mlflow" else "/readyz"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", ready_path)
+            if conn.getresponse().status == 200:
+                return process
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{kind} server did not become ready")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop the server we started (its own process group) and wait for it."""
+    try:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, 9)
+        process.wait()
+
+
+def server_cpu(process: subprocess.Popen) -> float:
+    root = psutil.Process(process.pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def body_for(kind: str, tickets: list[dict]) -> bytes:
+    if kind == "mlflow":
+        return json.dumps({"dataframe_records": tickets}).encode()
+    return json.dumps(tickets[0] if len(tickets) == 1 else {"tickets": tickets}).encode()
+
+
+def load(kind: str, port: int, process: subprocess.Popen, tickets: list[dict], batch: int, concurrency: int,
+         seconds: float) -> dict:
+    bodies = [body_for(kind, tickets[i:i + batch]) for i in range(0, len(tickets) - batch + 1, batch)]
+    path = "/invocations" if kind == "mlflow" else "/v1/score"
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    stop_at = [0.0]
+
+    def worker(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = k
+        while time.perf_counter() < stop_at[0]:
+            started = time.perf_counter()
+            conn.request("POST", path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                errors[k] += 1
+            latencies[k].append(time.perf_counter() - started)
+            i += concurrency
+
+    # warm-up, then the measured window
+    stop_at[0] = time.perf_counter() + 1.0
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    latencies = [[] for _ in range(concurrency)]
+    cpu_before = server_cpu(process)
+    begin = time.perf_counter()
+    stop_at[0] = begin + seconds
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    elapsed = time.perf_counter() - begin
+    cpu = server_cpu(process) - cpu_before
+    flat = np.array([x for part in latencies for x in part])
+    n = len(flat)
+    return {"requests_per_s": n / elapsed, "tickets_per_s": n * batch / elapsed,
+            "p50_ms": float(np.percentile(flat, 50) * 1000), "p99_ms": float(np.percentile(flat, 99) * 1000),
+            "cpu_ms_per_ticket": cpu / max(n * batch, 1) * 1000, "errors": sum(errors), "requests": n}
+
+
+SCENARIOS = (("single c=1", 1, 1), ("single c=8", 1, 8), ("batch100 c=2", 100, 2))
+KINDS = ("service", "mlflow", "hello")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per scenario")
+    parser.add_argument("--rounds", type=int, default=2, help="A B C rounds")
+    args = parser.parse_args()
+    settings = Settings()
+    tickets = load_tickets(settings)
+    results: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(args.rounds):
+        for kind in KINDS:
+            port = free_port()
+            process = start(kind, port, settings)
+            try:
+                for name, batch, concurrency in SCENARIOS:
+                    results.setdefault((kind, name), []).append(
+                        load(kind, port, process, tickets, batch, concurrency, args.seconds))
+            finally:
+                stop(process)
+
+    def best(kind: str, name: str, key: str, fn=max) -> float:
+        return fn(r[key] for r in results[(kind, name)])
+
+    print(f"\n{'server':8} {'scenario':13} {'req/s':>9} {'tickets/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'CPU ms/ticket':>14} {'errors':>7}")
+    for kind in KINDS:
+        for name, _, _ in SCENARIOS:
+            runs = results[(kind, name)]
+            r = {k: float(np.median([x[k] for x in runs])) for k in runs[0]}
+            print(f"{kind:8} {name:13} {r['requests_per_s']:9.1f} {r['tickets_per_s']:10.1f} {r['p50_ms']:8.2f} "
+                  f"{r['p99_ms']:8.2f} {r['cpu_ms_per_ticket']:14.3f} {int(sum(x['errors'] for x in runs)):7d}")
+    med = lambda kind, name, key: float(np.median([x[key] for x in results[(kind, name)]]))  # noqa: E731
+    print("\nratios (medians over rounds)")
+    for name in ("single c=1", "single c=8"):
+        print(f"  {name}: service / mlflow throughput = "
+              f"{med('service', name, 'requests_per_s') / med('mlflow', name, 'requests_per_s'):.1f}x (goal >= 15x)")
+        print(f"  {name}: service / hello-world CPU per request = "
+              f"{med('service', name, 'cpu_ms_per_ticket') / med('hello', name, 'cpu_ms_per_ticket'):.1f}x (goal <= 3x)")
+    print(f"  batch100: service {med('service', 'batch100 c=2', 'tickets_per_s'):.0f} tickets/s (goal >= 15,000); "
+          f"mlflow {med('mlflow', 'batch100 c=2', 'tickets_per_s'):.0f} tickets/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Importers: exports of ticketing systems -> the canonical event log (mapping files, ServiceNow)."""

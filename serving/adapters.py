@@ -1,0 +1,243 @@
+"""Zendesk, ServiceNow and Freshdesk payloads mapped to the canonical ticket.
+
+Each adapter returns a plain dict that the canonical `Ticket` model then validates, or raises
+`PayloadError` listing every field it cannot map (unknown enum values, missing required fields).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+from typing import Any
+
+
+class PayloadError(ValueError):
+    """Fields of a system's payload that cannot be mapped; each is (field, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = problems
+
+
+def _require(payload: dict, keys: tuple[str, ...], prefix: str, problems: list) -> None:
+    for key in keys:
+        if payload.get(key) in (None, ""):
+            problems.append((f"{prefix}{key}", "required field is missing"))
+
+
+def _lookup(table: dict, value: Any, field: str, problems: list) -> str | None:
+    if value is None or value == "":
+        return None
+    key = value.lower() if isinstance(value, str) else value
+    if isinstance(key, str) and key.isdigit():
+        key = int(key)
+    if key not in table:
+        problems.append((field, f"unknown value {value!r}; expected one of {', '.join(map(str, table))}"))
+        return None
+    return table[key]
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, dict):  # ServiceNow reference {"value": sys_id, "link": ...} or {"display_value": ...}
+        value = value.get("value") or value.get("display_value")
+    return None if value in (None, "") else str(value)
+
+
+# --- Zendesk -------------------------------------------------------------------------------
+# Via channel by name (ticket API, event webhooks) or by via-type number (Zendesk's "via types").
+ZENDESK_CHANNELS: dict[Any, str] = {
+    "web": "web", "web_form": "web", "web_service": "web", "api": "web", "help_center": "web",
+    "email": "email", "mail": "email",
+    "chat": "chat", "native_messaging": "chat", "messaging": "chat",
+    "voice": "phone", "phone": "phone", "phone_call_inbound": "phone", "phone_call_outbound": "phone",
+    "voicemail": "phone",
+    "twitter": "social", "facebook": "social", "instagram_dm": "social", "whatsapp": "social",
+    0: "web", 4: "email", 5: "web", 29: "chat", 30: "social", 33: "phone", 34: "phone", 35: "phone",
+    38: "social", 41: "social",
+}
+ZENDESK_PRIORITIES = {"low": "low", "normal": "normal", "high": "high", "urgent": "urgent"}
+ZENDESK_STATUSES = {"new": "new", "open": "open", "pending": "pending", "hold": "on_hold",
+                    "solved": "resolved", "closed": "closed"}
+ZENDESK_TIERS = ("vip", "gold", "standard")
+
+
+def map_zendesk(payload: dict) -> dict:
+    """A ticket object (`{"ticket": {...}}` or bare) or an event-webhook body (`{"detail": {...}}`)."""
+    if not isinstance(payload, dict):
+        raise PayloadError([("(body)", "expected a JSON object")])
+    event_time = None
+    if isinstance(payload.get("detail"), dict):  # event webhook: zen:event-type:ticket.*
+        ticket, prefix, event_time = payload["detail"], "detail.", payload.get("time")
+    elif isinstance(payload.get("ticket"), dict):
+        ticket, prefix = payload["ticket"], "ticket."
+    else:
+        ticket, prefix = payload, ""
+    problems: list[tuple[str, str]] = []
+    _require(ticket, ("id", "created_at"), prefix, problems)
+    via = ticket.get("via") or {}
+    channel = _lookup(ZENDESK_CHANNELS, via.get("channel") if isinstance(via, dict) else None,
+                      f"{prefix}via.channel", problems)
+    priority = _lookup(ZENDESK_PRIORITIES, ticket.get("priority"), f"{prefix}priority", problems)
+    status = _lookup(ZENDESK_STATUSES, ticket.get("status"), f"{prefix}status", problems)
+    if problems:
+        raise PayloadError(problems)
+    tags = [str(t).lower() for t in ticket.get("tags") or []]
+    tier = next((t for t in ZENDESK_TIERS if t in tags), None)
+    fields = {str(f.get("id")): f.get("value") for f in ticket.get("custom_fields") or [] if isinstance(f, dict)}
+    return {
+        "ticket_id": _id(ticket.get("id")),
+        "created_at": ticket.get("created_at"),
+        "event_time": event_time or ticket.get("updated_at") or ticket.get("created_at"),
+        "channel": channel,
+        "priority": priority,
+        "status": status,
+        "category": fields.get("category") or (ticket.get("type") or None),
+        "customer_id": _id(ticket.get("requester_id")),
+        "customer_tier": tier,
+        "agent_id": _id(ticket.get("assignee_id")),
+        "group": _id(ticket.get("group_id")),
+        "subject": ticket.get("subject") or ticket.get("raw_subject"),
+        "description": ticket.get("description"),
+        "sla_due_at": ticket.get("due_at"),
+    }
+
+
+def verify_zendesk_signature(secret: str, body: bytes, signature: str | None, timestamp: str | None,
+                             window_seconds: int, now: float | None = None) -> str | None:
+    """None when valid; else why not. Signature = base64(HMAC-SHA256(secret, timestamp + body))."""
+    if not signature or not timestamp:
+        return "missing X-Zendesk-Webhook-Signature or X-Zendesk-Webhook-Signature-Timestamp"
+    expected = base64.b64encode(hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, signature.encode()):
+        return "signature does not match"
+    try:
+        from datetime import datetime
+
+        sent = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return "unparseable X-Zendesk-Webhook-Signature-Timestamp"
+    if abs((now if now is not None else time.time()) - sent) > window_seconds:
+        return "timestamp outside the replay window"
+    return None
+
+
+# --- ServiceNow ----------------------------------------------------------------------------
+SERVICENOW_PRIORITIES = {1: "urgent", 2: "high", 3: "normal", 4: "low", 5: "low",
+                         "critical": "urgent", "high": "high", "moderate": "normal", "low": "low",
+                         "planning": "low"}
+SERVICENOW_STATES = {1: "new", 2: "open", 3: "on_hold", 6: "resolved", 7: "closed", 8: "closed",
+                     "new": "new", "in progress": "open", "active": "open", "on hold": "on_hold",
+                     "awaiting user info": "pending", "resolved": "resolved", "closed": "closed",
+                     "canceled": "closed", "cancelled": "closed"}
+SERVICENOW_CONTACT_TYPES = {"phone": "phone", "email": "email", "chat": "chat", "virtual_agent": "chat",
+                            "self-service": "web", "web": "web", "walk-in": "phone", "social": "social",
+                            "virtual agent": "chat", "self service": "web"}
+SERVICENOW_LEVELS = {0: 0, 1: 1, 2: 2, 3: 3, "normal": 0, "moderate": 1, "high": 2, "overdue": 3}
+_NUMBER_PREFIX = re.compile(r"^\s*(\d+)\s*-\s*(.+)$")  # display values like "1 - Critical"
+
+
+def _sn_value(record: dict, key: str) -> Any:
+    value = record.get(key)
+    if isinstance(value, dict):
+        value = value.get("display_value", value.get("value"))
+    if isinstance(value, str):
+        match = _NUMBER_PREFIX.match(value)
+        if match:
+            return int(match.group(1))
+        value = value.strip()
+    return None if value == "" else value
+
+
+def _sn_count(record: dict, key: str, problems: list) -> int | None:
+    value = _sn_value(record, key)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        problems.append((key, f"expected a whole number, got {value!r}"))
+        return None
+
+
+def map_servicenow(payload: dict) -> dict:
+    """An incident record (raw or display values, `{value, link}` references), bare or in `result`."""
+    if not isinstance(payload, dict):
+        raise PayloadError([("(body)", "expected a JSON object")])
+    record = payload.get("result", payload)
+    if isinstance(record, list):
+        if len(record) != 1:
+            raise PayloadError([("result", "expected exactly one incident record")])
+        record = record[0]
+    problems: list[tuple[str, str]] = []
+    if not (_id(record.get("number")) or _id(record.get("sys_id"))):
+        problems.append(("number", "required field is missing (number or sys_id)"))
+    _require(record, ("opened_at",), "", problems)
+    priority = _lookup(SERVICENOW_PRIORITIES, _sn_value(record, "priority"), "priority", problems)
+    status = _lookup(SERVICENOW_STATES, _sn_value(record, "state"), "state", problems)
+    channel = _lookup(SERVICENOW_CONTACT_TYPES, _sn_value(record, "contact_type"), "contact_type", problems)
+    level = _lookup(SERVICENOW_LEVELS, _sn_value(record, "escalation"), "escalation", problems)
+    counts = {c: _sn_count(record, c, problems) for c in ("reassignment_count", "reopen_count")}
+    if problems:
+        raise PayloadError(problems)
+    return {
+        "ticket_id": _id(record.get("number")) or _id(record.get("sys_id")),
+        "created_at": _sn_value(record, "opened_at"),
+        "event_time": _sn_value(record, "sys_updated_on") or _sn_value(record, "opened_at"),
+        "channel": channel,
+        "priority": priority,
+        "status": status,
+        "category": _sn_value(record, "category"),
+        "subcategory": _sn_value(record, "subcategory"),
+        "customer_id": _id(record.get("caller_id")),
+        "agent_id": _id(record.get("assigned_to")),
+        "group": _id(record.get("assignment_group")),
+        "subject": _sn_value(record, "short_description"),
+        "description": _sn_value(record, "description"),
+        "escalation_level": level,
+        "sla_due_at": _sn_value(record, "sla_due"),
+        **counts,
+    }
+
+
+# --- Freshdesk -----------------------------------------------------------------------------
+FRESHDESK_PRIORITIES = {1: "low", 2: "normal", 3: "high", 4: "urgent"}
+FRESHDESK_STATUSES = {2: "open", 3: "pending", 4: "resolved", 5: "closed"}
+FRESHDESK_SOURCES = {1: "email", 2: "web", 3: "phone", 4: "web", 5: "social", 6: "social", 7: "chat",
+                     8: "chat", 9: "web", 10: "email"}
+
+
+def map_freshdesk(payload: dict) -> dict:
+    """A ticket as the Freshdesk API returns it (integer codes for priority, status and source)."""
+    if not isinstance(payload, dict):
+        raise PayloadError([("(body)", "expected a JSON object")])
+    ticket = payload.get("ticket", payload) if isinstance(payload.get("ticket"), dict) else payload
+    problems: list[tuple[str, str]] = []
+    _require(ticket, ("id", "created_at"), "", problems)
+    priority = _lookup(FRESHDESK_PRIORITIES, ticket.get("priority"), "priority", problems)
+    status = _lookup(FRESHDESK_STATUSES, ticket.get("status"), "status", problems)
+    channel = _lookup(FRESHDESK_SOURCES, ticket.get("source"), "source", problems)
+    if problems:
+        raise PayloadError(problems)
+    custom = ticket.get("custom_fields") or {}
+    return {
+        "ticket_id": _id(ticket.get("id")),
+        "created_at": ticket.get("created_at"),
+        "event_time": ticket.get("updated_at") or ticket.get("created_at"),
+        "channel": channel,
+        "priority": priority,
+        "status": status,
+        "category": custom.get("cf_category") or ticket.get("type"),
+        "customer_id": _id(ticket.get("requester_id")),
+        "agent_id": _id(ticket.get("responder_id")),
+        "group": _id(ticket.get("group_id")),
+        "subject": ticket.get("subject"),
+        "description": ticket.get("description_text") or ticket.get("description"),
+        "sla_due_at": ticket.get("due_by"),
+        "escalation_level": int(bool(ticket["is_escalated"])) if "is_escalated" in ticket else None,
+    }
+
+
+ADAPTERS = {"zendesk": map_zendesk, "servicenow": map_servicenow, "freshdesk": map_freshdesk}

@@ -1,0 +1,173 @@
+"""The scoring service's app factory: settings, model, policy, errors, logging and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from features.settings import Settings
+from serving.metrics import ServiceMetrics
+from serving.policy import load_policy
+from serving.store import ModelHolder
+
+log = logging.getLogger("escalation_risk.serving")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class ApiError(Exception):
+    """An error answered as JSON: status, short code, message and the bad fields."""
+
+    def __init__(self, status: int, error: str, message: str, details: list[dict] | None = None):
+        super().__init__(message)
+        self.status, self.error, self.message, self.details = status, error, message, details or []
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; request fields come from `extra`, never ticket text."""
+
+    FIELDS = ("request_id", "method", "path", "status", "duration_ms", "tickets", "remote")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr for the service's logger (idempotent; other loggers are left alone)."""
+    if not any(isinstance(h.formatter, JsonFormatter) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
+                    mimetype="application/json", headers=headers)
+
+
+def error_response(status: int, error: str, message: str, details: list[dict] | None = None) -> Response:
+    body = {"error": error, "message": message, "details": details or [], "request_id": g.get("request_id")}
+    return json_response(body, status)
+
+
+def create_app(settings: Settings | None = None, load_model: bool = True) -> Flask:
+    """Build the service. The model is loaded here (not at import); without one /readyz says 503."""
+    settings = settings or Settings()
+    configure_logging()
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False, TESTING=False)
+    app.extensions["settings"] = settings
+    app.extensions["policy"] = load_policy(settings.resolved_policy_path)  # bad policy: refuse to start
+    metrics = app.extensions["metrics"] = ServiceMetrics()
+    holder = app.extensions["model"] = ModelHolder(settings)
+    if not settings.api_keys:
+        log.warning("no API keys configured (ESCALATION_RISK_API_KEYS): scoring is open; "
+                    "bind to loopback only (host %s)", settings.host)
+        if settings.host not in LOOPBACK:
+            raise RuntimeError(f"refusing to serve on {settings.host} without API keys; "
+                               "set ESCALATION_RISK_API_KEYS or bind to 127.0.0.1")
+    if load_model:
+        outcome = holder.reload()
+        metrics.reloads.labels(outcome="ok" if outcome.ok else "failed").inc()
+        metrics.set_model(outcome.version)
+    holder.start_polling(settings.reload_poll_seconds)
+    register_request_hooks(app)
+    register_error_handlers(app)
+    from serving import routes
+
+    routes.init_app(app)
+    return app
+
+
+def register_request_hooks(app: Flask) -> None:
+    metrics: ServiceMetrics = app.extensions["metrics"]
+
+    @app.before_request
+    def start_request() -> None:
+        g.request_id = (request.headers.get("X-Request-ID") or uuid.uuid4().hex)[:64]
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
+        metrics.latency.labels(endpoint=endpoint).observe(elapsed)
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        if endpoint not in ("/healthz", "/metrics", "/readyz"):
+            log.info("request", extra={"request_id": g.get("request_id"), "method": request.method,
+                                       "path": request.path, "status": response.status_code,
+                                       "duration_ms": round(elapsed * 1000, 2),
+                                       "tickets": g.get("n_tickets")})
+        return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error is JSON, including Werkzeug's 404/405/413 and anything unexpected."""
+
+    @app.errorhandler(ApiError)
+    def handle_api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.error, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(exc: HTTPException) -> Response:
+        name = (exc.name or "error").lower().replace(" ", "_")
+        response = error_response(exc.code or 500, name, exc.description or exc.name)
+        if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+        return error_response(500, "internal_error", "unexpected server error; see the log for this request_id")
+
+
+def create_served_app() -> Flask:
+    """gunicorn's entry point: create_app, with SIGHUP reloading the model in this worker.
+
+    A SIGHUP that arrives while the worker is still starting is remembered and applied once
+    the app exists, instead of killing the worker (the default action).
+    """
+    pending: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: pending.append(signum))
+    app = create_app()
+    install_sighup_reload(app)
+    if pending:
+        os.kill(os.getpid(), signal.SIGHUP)
+    return app
+
+
+def install_sighup_reload(app: Flask) -> None:
+    """SIGHUP reloads the model in this process (main thread only; a failed reload keeps the old one)."""
+    holder: ModelHolder = app.extensions["model"]
+    metrics: ServiceMetrics = app.extensions["metrics"]
+
+    def on_hup(signum, frame) -> None:
+        def run() -> None:
+            outcome = holder.reload()
+            metrics.reloads.labels(outcome="ok" if outcome.ok else "failed").inc()
+            metrics.set_model(holder.bundle.version if holder.bundle else None)
+
+        threading.Thread(target=run, name="sighup-reload", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, on_hup)

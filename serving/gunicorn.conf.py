@@ -1,0 +1,44 @@
+"""gunicorn settings for `make serve`: threaded workers, one OpenMP thread each, never debug.
+
+Run: gunicorn -c serving/gunicorn.conf.py 'serving.app:create_served_app()'
+SIGHUP to the master is forwarded to every worker, which reloads the model in place
+(verified first; a failed reload keeps the old model), instead of gunicorn's worker restart.
+"""
+
+import contextlib
+import os
+import signal
+
+from features.settings import Settings
+
+_settings = Settings()
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+worker_class = "gthread"
+threads = _settings.threads
+preload_app = False  # each worker loads and verifies the model itself, after fork
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = None  # the app writes one structured JSON line per request
+errorlog = "-"
+loglevel = "info"
+# LightGBM uses OpenMP; with several workers on few cores, one thread each avoids oversubscription.
+raw_env = ["OMP_NUM_THREADS=1"]
+# No gunicornc control socket: its default path is shared by every gunicorn of the user, and reloads
+# go through SIGHUP or /v1/admin/reload.
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Replace gunicorn's HUP (restart all workers) with an in-place model reload in each worker."""
+
+    def forward_hup():
+        server.log.info("SIGHUP: asking %d worker(s) to reload the model", len(server.WORKERS))
+        for pid in list(server.WORKERS):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+    server.handle_hup = forward_hup
+

@@ -1,0 +1,228 @@
+"""The service's endpoints: scoring, integrations, model info, health, metrics, admin, OpenAPI."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from serving.adapters import ADAPTERS, PayloadError, verify_zendesk_signature
+from serving.app import ApiError, json_response
+from serving.auth import key_matches, presented_key
+from serving.model_store import ModelBundle
+from serving.online_score import score_many
+from serving.openapi import DOCS_HTML, build_openapi
+from serving.schemas import Ticket
+from serving.store import LiveModel
+
+api = Blueprint("api", __name__)
+OPEN_ENDPOINTS = {"api.get_health", "api.get_readiness", "api.get_metrics", "api.get_openapi", "api.get_docs"}
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(api)
+
+
+@api.before_request
+def check_api_key() -> None:
+    """Scoring and model info need a key when keys are configured; health and metrics stay open."""
+    settings = current_app.extensions["settings"]
+    if request.endpoint in OPEN_ENDPOINTS or request.endpoint == "api.reload_model" or not settings.api_keys:
+        return
+    if not key_matches(presented_key(request), settings.api_keys):
+        raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer … or X-API-Key)")
+
+
+def read_json() -> object:
+    """Parse the body with orjson; 415 for another content type, 400 for malformed JSON."""
+    if not request.mimetype or request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+    try:
+        return orjson.loads(request.get_data(cache=True))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[dict]:
+    return [
+        {"field": prefix + ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
+    ]
+
+
+def parse_tickets(body: object) -> tuple[list[Ticket], bool]:
+    """One ticket, or {"tickets": [...]} up to the configured maximum; every bad field is named."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "expected a JSON object: a ticket or {\"tickets\": [...]}")
+    settings = current_app.extensions["settings"]
+    if "tickets" not in body:
+        try:
+            return [Ticket.model_validate(body)], False
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_ticket", "the ticket has invalid fields", field_errors(exc)) from exc
+    raw = body["tickets"]
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(422, "invalid_request", "`tickets` must be a non-empty list",
+                       [{"field": "tickets", "message": "expected a non-empty list"}])
+    if len(raw) > settings.max_batch:
+        raise ApiError(422, "batch_too_large", f"at most {settings.max_batch} tickets per request",
+                       [{"field": "tickets", "message": f"{len(raw)} tickets; the maximum is {settings.max_batch}"}])
+    tickets, details = [], []
+    for i, item in enumerate(raw):
+        try:
+            tickets.append(Ticket.model_validate(item))
+        except ValidationError as exc:
+            details += field_errors(exc, f"tickets.{i}.")
+    if details:
+        raise ApiError(422, "invalid_ticket", "some tickets have invalid fields", details)
+    return tickets, True
+
+
+def current_model() -> LiveModel:
+    live = current_app.extensions["model"].live
+    if live is None:
+        raise ApiError(503, "model_unavailable", "no verified model is loaded; see /readyz")
+    return live
+
+
+def current_bundle() -> ModelBundle:
+    return current_model().bundle
+
+
+def score_rows(live: LiveModel, rows: list[dict]) -> list[dict]:
+    """features.online per ticket, then each model once on the whole batch (no pandas)."""
+    return score_many(live.bundle, live.online, rows, lock=live.predict_lock)
+
+
+def score_tickets(tickets: list[Ticket]) -> list[dict]:
+    """Score, then apply the escalation matrix and shape the response."""
+    live = current_model()
+    policy = current_app.extensions["policy"]
+    metrics = current_app.extensions["metrics"]
+    rows = [t.model_dump(mode="json") for t in tickets]
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    model = {"name": current_app.extensions["settings"].registered_model_name, "version": live.bundle.version}
+    out = []
+    for row, scored in zip(rows, score_rows(live, rows), strict=True):
+        band, predicted = scored["band"], scored["priority_predicted"]
+        metrics.scores.labels(band=band).inc()
+        out.append({
+            "ticket_id": scored["ticket_id"],
+            "escalation": {"probability": scored["escalation_probability"], "band": band,
+                           "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
+            "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
+            "action": policy.decide(band, predicted, row.get("category")),
+            "model": model,
+            "scored_at": now,
+        })
+    return out
+
+
+@api.post("/v1/score")
+def score() -> Response:
+    """Score one canonical ticket or a batch."""
+    tickets, batch = parse_tickets(read_json())
+    g.n_tickets = len(tickets)
+    results = score_tickets(tickets)
+    return json_response({"scores": results} if batch else results[0])
+
+
+@api.post("/v1/integrations/<system>")
+def score_integration(system: str) -> Response:
+    """Score a ticket in Zendesk's, ServiceNow's or Freshdesk's own payload shape."""
+    if system not in ADAPTERS:
+        raise ApiError(404, "not_found", f"no integration {system!r}; available: {', '.join(ADAPTERS)}")
+    body = read_json()
+    settings = current_app.extensions["settings"]
+    if system == "zendesk" and settings.zendesk_webhook_secret:
+        problem = verify_zendesk_signature(
+            settings.zendesk_webhook_secret, request.get_data(cache=True),
+            request.headers.get("X-Zendesk-Webhook-Signature"),
+            request.headers.get("X-Zendesk-Webhook-Signature-Timestamp"),
+            settings.zendesk_replay_window_seconds,
+        )
+        if problem:
+            raise ApiError(401, "invalid_signature", f"Zendesk webhook signature rejected: {problem}")
+    try:
+        canonical = ADAPTERS[system](body)
+        ticket = Ticket.model_validate(canonical)
+    except PayloadError as exc:
+        raise ApiError(422, "invalid_payload", f"cannot map the {system} payload",
+                       [{"field": f, "message": m} for f, m in exc.problems]) from exc
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_payload", f"the {system} payload maps to an invalid ticket",
+                       field_errors(exc, "(canonical) ")) from exc
+    g.n_tickets = 1
+    return json_response(score_tickets([ticket])[0])
+
+
+@api.get("/v1/model")
+def get_model() -> Response:
+    """What is serving: version, training time, data window, metrics, bands and features."""
+    holder = current_app.extensions["model"]
+    bundle = current_bundle()
+    meta = bundle.metadata
+    return json_response({
+        "name": current_app.extensions["settings"].registered_model_name,
+        "version": bundle.version,
+        "trained_at": meta.get("trained_at") or meta.get("created_at"),
+        "source": holder.source,
+        "loaded_at": holder.loaded_at.isoformat() if holder.loaded_at else None,
+        "data_window": meta.get("data_window"),
+        "metrics": meta.get("metrics"),
+        "thresholds": meta.get("thresholds"),
+        "priority_classes": meta.get("priority_classes"),
+        "features": meta.get("features"),
+        "last_reload_error": holder.last_error,
+    })
+
+
+@api.get("/healthz")
+def get_health() -> Response:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok"})
+
+
+@api.get("/readyz")
+def get_readiness() -> Response:
+    """Readiness: 503 until a verified model is loaded."""
+    holder = current_app.extensions["model"]
+    if holder.bundle is None:
+        return json_response({"status": "unavailable", "error": holder.last_error}, 503)
+    return json_response({"status": "ready", "version": holder.bundle.version, "last_reload_error": holder.last_error})
+
+
+@api.get("/metrics")
+def get_metrics() -> Response:
+    return Response(generate_latest(current_app.extensions["metrics"].registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@api.post("/v1/admin/reload")
+def reload_model() -> Response:
+    """Load and verify the current model, then swap; a failure keeps the old model (409)."""
+    settings = current_app.extensions["settings"]
+    presented = presented_key(request)
+    if not settings.admin_key or presented is None or not hmac.compare_digest(
+        presented.encode(), settings.admin_key.encode()
+    ):
+        raise ApiError(401, "unauthorized", "admin key required (ESCALATION_RISK_ADMIN_KEY)")
+    holder = current_app.extensions["model"]
+    metrics = current_app.extensions["metrics"]
+    outcome = holder.reload()
+    metrics.reloads.labels(outcome="ok" if outcome.ok else "failed").inc()
+    metrics.set_model(holder.bundle.version if holder.bundle else None)
+    body = {"reloaded": outcome.ok, "version": outcome.version, "source": outcome.source, "error": outcome.error}
+    return json_response(body, 200 if outcome.ok else 409)
+
+
+@api.get("/openapi.json")
+def get_openapi() -> Response:
+    return json_response(build_openapi(current_app.extensions["settings"]))
+
+
+@api.get("/docs")
+def get_docs() -> Response:
+    return Response(DOCS_HTML, mimetype="text/html")

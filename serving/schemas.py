@@ -1,0 +1,141 @@
+"""Request and response models: they validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
+
+PRIORITY_VALUES = (*PRIORITY_ORDER, *PRIORITY_ALIASES)
+
+
+class Ticket(BaseModel):
+    """One canonical ticket (DESIGN.md): its state right after its latest update."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    ticket_id: str = Field(min_length=1, description="the ticketing system's id")
+    event_time: datetime = Field(description="time of this update (ISO 8601; naive = UTC)")
+    created_at: datetime
+    event_type: str | None = None
+    channel: str | None = Field(None, description="phone, email, chat, web, social, ...")
+    category: str | None = None
+    subcategory: str | None = None
+    priority: str | None = Field(None, description="low, normal, high, urgent or P1..P4")
+    customer_id: str | None = None
+    customer_tier: str | None = Field(None, description="standard, gold, vip, ...")
+    agent_id: str | None = None
+    group: str | None = None
+    status: str | None = None
+    subject: str | None = None
+    description: str | None = None
+    last_customer_message: str | None = None
+    reassignment_count: int | None = Field(None, ge=0)
+    reopen_count: int | None = Field(None, ge=0)
+    customer_messages: int | None = Field(None, ge=0)
+    agent_messages: int | None = Field(None, ge=0)
+    sla_due_at: datetime | None = None
+    escalation_level: int | None = Field(None, ge=0)
+
+    @field_validator("ticket_id", "customer_id", "agent_id", "group", mode="before")
+    @classmethod
+    def accept_numeric_ids(cls, value: Any) -> Any:
+        """Ticketing systems send ids as numbers or strings; they are opaque strings here."""
+        if isinstance(value, bool):
+            return value
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("reassignment_count", "reopen_count", "customer_messages", "agent_messages",
+                     "escalation_level", mode="before")
+    @classmethod
+    def accept_whole_floats(cls, value: Any) -> Any:
+        """Counters arrive as 3.0 from some clients (and from MLflow's wire format)."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    @field_validator("event_time", "created_at", "sla_due_at")
+    @classmethod
+    def assume_utc(cls, value: datetime | None) -> datetime | None:
+        """Naive times are UTC, as in training (features.schema.parse_times)."""
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def check_update_after_creation(self) -> Ticket:
+        if self.event_time < self.created_at:
+            raise ValueError("event_time is before created_at")
+        return self
+
+    @field_validator("priority")
+    @classmethod
+    def check_priority(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in PRIORITY_VALUES:
+            raise ValueError(f"unknown priority {value!r}; expected one of {', '.join(PRIORITY_VALUES)}")
+        return value
+
+
+class TicketBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tickets: list[Ticket] = Field(min_length=1)
+
+
+class Reason(BaseModel):
+    feature: str
+    label: str
+    value: Any = None
+    effect: float = Field(description="contribution to the raw score (log-odds)")
+    direction: str
+
+
+class Escalation(BaseModel):
+    probability: float
+    band: str
+    escalate_now: bool
+    reasons: list[Reason]
+
+
+class PriorityPrediction(BaseModel):
+    predicted: str
+    probabilities: dict[str, float]
+
+
+class ActionOut(BaseModel):
+    route_to: str
+    tier: str
+    escalation_type: str
+    respond_within: float = Field(description="hours")
+    rule: str
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Score(BaseModel):
+    ticket_id: str
+    escalation: Escalation
+    priority: PriorityPrediction
+    action: ActionOut
+    model: ModelRef
+    scored_at: datetime
+
+
+class ScoreBatch(BaseModel):
+    scores: list[Score]
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    details: list[ErrorDetail] = []
+    request_id: str | None = None

@@ -1,0 +1,88 @@
+"""The service scores exactly what the training code computes, on both the single and batch paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.online import OnlineFeatures
+from features.schema import CANONICAL_COLUMNS
+from features.synthetic import generate_event_log
+from serving.model_store import load_bundle
+from serving.online_score import score_many
+from serving.schemas import Ticket
+from tests.serving.conftest import AUTH
+from training.registry import to_wire_format
+
+
+@pytest.fixture(scope="module")
+def bundle(serving_models_dir):
+    return load_bundle(serving_models_dir / "current")
+
+
+@pytest.fixture(scope="module")
+def generated_tickets(tmp_path_factory) -> list[dict]:
+    """Every update of 400 tickets from another seed: new and known customers, agents and texts."""
+    path = tmp_path_factory.mktemp("parity") / "events.parquet"
+    generate_event_log(path, n_tickets=400, seed=2024)
+    events = pd.read_parquet(path)
+    rows = to_wire_format(events[[c for c in CANONICAL_COLUMNS if c in events]].head(1500)).to_dict(orient="records")
+    return [Ticket.model_validate(r).model_dump(mode="json") for r in rows]
+
+
+def test_online_features_equal_the_feature_builder(bundle, generated_tickets, wire_tickets):
+    """features.online gives the builder's exact float32 features and categories on every ticket."""
+    rows = generated_tickets + [Ticket.model_validate(r).model_dump(mode="json") for r in wire_tickets]
+    assert bundle.escalation_model.feature_name() == bundle.builder.feature_names_
+    _, expected = bundle.build_features(pd.DataFrame(rows))
+    online = OnlineFeatures(bundle.builder)
+    got = np.vstack([online.transform_one(r)[0] for r in rows])
+    want = np.column_stack([
+        expected[name].cat.codes.to_numpy().astype(float) if name in online.categories
+        else expected[name].to_numpy(dtype="float64", na_value=np.nan)
+        for name in online.names
+    ])
+    want[:, [online.position[c] for c in online.categories]] = np.where(
+        want[:, [online.position[c] for c in online.categories]] < 0, np.nan,
+        want[:, [online.position[c] for c in online.categories]])
+    mismatched = ~((got == want) | (np.isnan(got) & np.isnan(want)))
+    bad = sorted({online.names[j] for j in np.nonzero(mismatched)[1]})
+    assert not bad, f"online features differ from FeatureBuilder.transform in: {bad}"
+
+
+def test_fast_path_equals_model_bundle_score(bundle, generated_tickets):
+    """score_many (one ticket or a batch) == ModelBundle.score, field by field."""
+    reference = bundle.score(pd.DataFrame(generated_tickets))
+    online = OnlineFeatures(bundle.builder)
+    classes = bundle.metadata["priority_classes"]
+    batch = score_many(bundle, online, generated_tickets)
+    singles = {i: score_many(bundle, online, [generated_tickets[i]])[0] for i in range(0, len(generated_tickets), 7)}
+    for i, fast in enumerate(batch):
+        ref = reference.iloc[i]
+        assert fast["escalation_probability"] == ref["escalation_probability"]
+        assert (fast["band"], fast["escalate_now"], fast["priority_predicted"]) == (
+            ref["band"], bool(ref["escalate_now"]), ref["priority_predicted"])
+        assert fast["priority_probabilities"] == {c: ref[f"priority_probability_{c}"] for c in classes}
+        assert fast["reasons"] == ref["reasons"]
+        if i in singles:
+            assert singles[i] == fast
+
+
+def test_service_scores_equal_training_scores(client, small_result, wire_tickets):
+    """Test-period snapshots sent over HTTP, one by one and in batches, get training's probability."""
+    snapshots = small_result.snapshots
+    test = snapshots.loc[snapshots["split"] == "test"].head(len(wire_tickets))
+    expected = small_result.test_scores.set_index(["ticket_id", "snapshot_time"])["probability"]
+    training = expected.loc[list(zip(test["ticket_id"].astype(str), test["snapshot_time"], strict=True))].to_numpy()
+
+    batched = []
+    for start in range(0, len(wire_tickets), 50):
+        response = client.post("/v1/score", json={"tickets": wire_tickets[start:start + 50]}, headers=AUTH)
+        assert response.status_code == 200
+        batched += [s["escalation"]["probability"] for s in response.get_json()["scores"]]
+    np.testing.assert_allclose(batched, training, rtol=0, atol=1e-12)
+
+    single = [client.post("/v1/score", json=t, headers=AUTH).get_json()["escalation"]["probability"]
+              for t in wire_tickets[:60]]
+    np.testing.assert_allclose(single, training[:60], rtol=0, atol=1e-12)
