@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.yaml_files import load_yaml_model
 
 Band = Literal["low", "medium", "high"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -83,19 +84,4 @@ class EscalationMatrix(BaseModel):
 
 def load_policy(path: Path) -> EscalationMatrix:
     """Read and validate the matrix; every problem is reported with its location in the file."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise PolicyError(f"escalation matrix {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"escalation matrix {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PolicyError(f"escalation matrix {path} must be a mapping with `rules`")
-    try:
-        return EscalationMatrix.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise PolicyError(f"escalation matrix {path} is invalid: {problems}") from exc
+    return load_yaml_model(Path(path), EscalationMatrix, "escalation matrix", PolicyError)

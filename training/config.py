@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.yaml_files import load_yaml_model
 
 
 class _Section(BaseModel):
@@ -136,19 +137,7 @@ class ParamsError(ValueError):
 
 
 def load_params(params_path: Path) -> Params:
-    try:
-        raw = yaml.safe_load(Path(params_path).read_text())
-    except FileNotFoundError as exc:
-        raise ParamsError(f"params file not found: {params_path}") from exc
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"params file {params_path} is not valid YAML: {exc}") from exc
-    try:
-        return Params.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ParamsError(f"params file {params_path} is invalid: {problems}") from exc
+    return load_yaml_model(params_path, Params, "params file", ParamsError)
 
 
 def flatten_params(params: Params) -> dict[str, object]:

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.audit import AuditThresholds, audit_columns
 from features.schema import CANONICAL_COLUMNS, REQUIRED_COLUMNS, TARGET_PRIORITY_COLUMN, TIME_COLUMNS
+from features.yaml_files import load_yaml_model
 
 MAPPINGS_DIR = Path(__file__).resolve().parent / "mappings"
 # Canonical fields a mapping may fill from a column (the derived ones come from rules).
@@ -120,17 +120,7 @@ def load_mapping(path_or_name: str | Path) -> Mapping:
     path = Path(path_or_name)
     if not path.exists() and (MAPPINGS_DIR / f"{path_or_name}.yaml").exists():
         path = MAPPINGS_DIR / f"{path_or_name}.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise MappingError(f"mapping file not found: {path_or_name}") from exc
-    except yaml.YAMLError as exc:
-        raise MappingError(f"mapping file {path} is not valid YAML: {exc}") from exc
-    try:
-        return Mapping.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise MappingError(f"mapping file {path} is invalid: {problems}") from exc
+    return load_yaml_model(path, Mapping, "mapping file", MappingError)
 
 
 def read_export(path: Path, read: ReadSpec) -> pd.DataFrame:
