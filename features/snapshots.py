@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import PRIORITY_ORDER, TARGET_PRIORITY_COLUMN
+from features.schema import TARGET_PRIORITY_COLUMN
 
 LABEL = "escalates"
 PRIORITY_TARGET = "priority_target"
@@ -124,9 +124,3 @@ def build_snapshots(
     snaps[PRIORITY_TARGET] = snaps["ticket_id"].map(find_final_priorities(events))
     snaps[SNAPSHOT_TIME] = snaps["event_time"]
     return snaps.reset_index(drop=True)
-
-
-def encode_priority(values: pd.Series) -> np.ndarray:
-    """low/normal/high/urgent as 0..3 (unknown: -1), the class index of the priority model."""
-    lookup = {name: i for i, name in enumerate(PRIORITY_ORDER)}
-    return values.map(lookup).fillna(-1).astype("int64").to_numpy()

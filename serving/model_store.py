@@ -20,7 +20,7 @@ import pandas as pd
 
 from features.build import FeatureBuilder
 from features.history import HistoryFeatures
-from features.schema import PRIORITY_ORDER, validate_events
+from features.schema import validate_events
 from features.snapshots import SNAPSHOT_TIME
 
 MANIFEST = "manifest.json"
@@ -208,7 +208,3 @@ def load_bundle(bundle_dir: Path) -> ModelBundle:
         escalation_model=lgb.Booster(model_file=str(bundle_dir / ESCALATION_MODEL)),
         priority_model=lgb.Booster(model_file=str(bundle_dir / PRIORITY_MODEL)),
     )
-
-
-def priority_classes() -> list[str]:
-    return list(PRIORITY_ORDER)

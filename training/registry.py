@@ -174,16 +174,3 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
         client.set_model_version_tag(name, version, "promotion_reason", reason)
         client.set_model_version_tag(name, version, "bundle_version", bundle_dir.name)
     return Registration(run.info.run_id, version, promote, reason, settings.resolved_tracking_uri)
-
-
-def champion_exists(settings: Settings) -> bool:
-    client = MlflowClient(settings.resolved_tracking_uri)
-    try:
-        client.get_model_version_by_alias(settings.registered_model_name, CHAMPION)
-        return True
-    except mlflow.exceptions.MlflowException:
-        return False
-
-
-def _is_nan(value: float) -> bool:
-    return bool(np.isnan(value))
