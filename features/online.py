@@ -13,12 +13,11 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from features.build import COUNTER_FEATURES, FeatureBuilder
 from features.history import _SPAN, ENTITIES
 from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
-from features.text import CUE_PATTERNS
+from features.text import CUE_PATTERNS, load_sentiment_analyzer
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_HOUR = 3_600_000_000_000
@@ -59,7 +58,7 @@ class OnlineFeatures:
         created = builder.history_.ticket_created_
         self.ticket_created = dict(zip(created.index.tolist(), created.to_numpy().tolist(), strict=True))
         self.text = builder.text_
-        self.analyzer = SentimentIntensityAnalyzer() if self.text is not None else None
+        self.analyzer = load_sentiment_analyzer() if self.text is not None else None
         self._sentiment_cache: dict[str, float] = {}
 
     def sentiment(self, text: str) -> float:

@@ -9,6 +9,7 @@ Every text is scored once however many snapshots share it.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -60,9 +61,15 @@ def count_cues(texts: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(_score_unique(texts, score), columns=list(CUE_PATTERNS), index=texts.index)
 
 
+@lru_cache(maxsize=1)
+def load_sentiment_analyzer() -> SentimentIntensityAnalyzer:
+    """Built once per process: it reads VADER's lexicon file, too slow to repeat per request."""
+    return SentimentIntensityAnalyzer()
+
+
 def score_sentiment(texts: pd.Series) -> np.ndarray:
     """VADER compound score in [-1, 1]; empty text is neutral (0)."""
-    analyzer = SentimentIntensityAnalyzer()
+    analyzer = load_sentiment_analyzer()
 
     def score(uniques: pd.Series) -> np.ndarray:
         return np.array([analyzer.polarity_scores(t)["compound"] if t else 0.0 for t in uniques])
