@@ -11,7 +11,7 @@ TICKETS ?= 20000
 PYTEST_ARGS ?=
 SERVICENOW_PATH ?= ../shared/data/servicenow/incident_event_log.csv.gz
 
-.PHONY: help install data train test test-data lint bench mlflow-ui clean serve serve-bench audit-data bench-real
+.PHONY: help install data train report test test-data lint bench mlflow-ui clean serve serve-bench audit-data bench-real
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,13 +30,23 @@ data: $(STAMP) ## generate the demo ticket history (TICKETS=20000) into data/dem
 train: $(STAMP) ## train on DATA (default: demo history); SOURCE=servicenow|mapping (MAPPING=file) for exports
 	$(BIN)/escalation-risk train $(if $(DATA),--data $(DATA)) $(if $(SOURCE),--source $(SOURCE)) $(if $(MAPPING),--mapping $(MAPPING))
 
+report: $(STAMP) ## ops leads' report (HTML + JSON/CSV) of MODEL (default models/current) into reports/<version>/
+	$(BIN)/escalation-risk report $(if $(MODEL),--model-path $(MODEL))
+
+# Browser tests render the report in Debian's chromium; installed here when missing (CI runs as root).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) || \
+		echo "could not install chromium: browser tests will skip"; \
+	else echo "chromium missing and not root: browser tests will skip (apt-get install chromium)"; fi
+
 audit-data: $(STAMP) ## leakage audit of an export (default: the ServiceNow log at SERVICENOW_PATH)
 	$(BIN)/escalation-risk audit-data --data $(or $(DATA),$(SERVICENOW_PATH)) $(if $(MAPPING),--mapping $(MAPPING),--source $(or $(SOURCE),servicenow))
 
 bench-real: $(STAMP) ## real-data benchmark on the ServiceNow log (both labels, out of time; minutes)
 	$(BIN)/python bench/real_servicenow.py --data $(SERVICENOW_PATH)
 
-test: $(STAMP) ## run the test suite (code, data and model tests on small generated data)
+test: $(STAMP) | $(CHROMIUM) ## run the test suite (code, data and model tests on small generated data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check

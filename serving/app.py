@@ -92,9 +92,10 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     holder.start_polling(settings.reload_poll_seconds)
     register_request_hooks(app)
     register_error_handlers(app)
-    from serving import routes
+    from serving import reports, routes
 
     routes.init_app(app)
+    reports.init_app(app)
     return app
 
 

@@ -19,6 +19,7 @@ from serving.model_store import (
     write_manifest,
 )
 from training.config import flatten_params
+from training.report import write_report_data
 from training.train import TrainingResult
 
 CURRENT = "current"
@@ -64,6 +65,7 @@ def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path
         result.builder.history_ = history
     result.tickets.to_parquet(tmp_dir / HISTORY, index=False)
     result.importance.to_csv(tmp_dir / "feature_importance.csv", index=False)
+    write_report_data(result, tmp_dir)
     metadata = {
         "name": "escalation-risk",
         "version": version,

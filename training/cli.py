@@ -179,11 +179,12 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
 
     bundle_dir = write_bundle(result, models_dir, make_version(result))
     click.echo(f"\nbundle: {bundle_dir}")
+    report_dir = _write_report(bundle_dir, settings.resolved_reports_dir / bundle_dir.name)
     promote = True
     if not no_mlflow:
         from training.registry import log_and_register
 
-        registration = log_and_register(result, bundle_dir, settings, params_path, data_path)
+        registration = log_and_register(result, bundle_dir, settings, params_path, data_path, report_dir)
         promote = registration.champion
         click.echo(f"mlflow: run {registration.run_id} at {registration.tracking_uri}; "
                    f"registered {settings.registered_model_name} v{registration.model_version} (@challenger)")
@@ -192,6 +193,36 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     if promote or not current.exists():
         point_current(models_dir, bundle_dir)
         click.echo(f"{current} -> {bundle_dir.name}")
+
+
+def _write_report(bundle_dir: Path, output_dir: Path) -> Path:
+    from training.report import ReportError, write_report
+
+    try:
+        written = write_report(bundle_dir, output_dir)
+    except ReportError as exc:
+        raise UserError(str(exc)) from exc
+    click.echo(f"report: {written['dir'] / 'report.html'} ({written['html_bytes']:,} bytes, "
+               f"{written['seconds']:.1f} s)")
+    return written["dir"]
+
+
+@main.command()
+@click.option("--model-path", "bundle_path", type=click.Path(path_type=Path), default=None,
+              help="Bundle folder (default: models/current).")
+@click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
+              help="Report folder (default: reports/<model version>/).")
+def report(bundle_path: Path | None, output_dir: Path | None) -> None:
+    """Write the ops leads' report (HTML, JSON, CSV) from a bundle's saved test-period predictions."""
+    from training.report import ReportError, read_bundle_version
+
+    settings = Settings()
+    bundle_path = bundle_path or settings.resolved_models_dir / "current"
+    try:
+        version = read_bundle_version(bundle_path)
+    except ReportError as exc:
+        raise UserError(str(exc)) from exc
+    _write_report(bundle_path, output_dir or settings.resolved_reports_dir / version)
 
 
 @main.command()

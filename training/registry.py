@@ -104,7 +104,7 @@ def score_champion(client: MlflowClient, name: str, result: TrainingResult) -> t
 
 
 def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Settings, params_path: Path,
-                     events_path: Path) -> Registration:
+                     events_path: Path, report_dir: Path | None = None) -> Registration:
     experiment_id = ensure_experiment(settings)
     client = MlflowClient(settings.resolved_tracking_uri)
     name = settings.registered_model_name
@@ -137,6 +137,8 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
             (tmp / "thresholds.json").write_text(json.dumps(result.thresholds, indent=2))
             for path in tmp.iterdir():
                 mlflow.log_artifact(str(path), artifact_path="evaluation")
+        if report_dir is not None:
+            mlflow.log_artifacts(str(report_dir), artifact_path="report")
 
         example = make_input_example(result)
         python_model = EscalationRiskModel()

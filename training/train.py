@@ -37,7 +37,7 @@ from features.schema import (
 )
 from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_snapshots
 from serving.model_store import apply_calibration, assign_bands
-from training import evaluate
+from training import evaluate, report
 from training.config import Params
 from training.split import SPLIT, describe_split, split_by_time
 from training.thresholds import choose_thresholds
@@ -64,6 +64,7 @@ class TrainingResult:
     confusion: pd.DataFrame
     test_scores: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    driver_values: pd.DataFrame = field(default_factory=pd.DataFrame)  # top drivers on test rows, for the report
 
 
 def read_event_log(events_path: Path) -> pd.DataFrame:
@@ -189,6 +190,8 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
         counter=params.label.counter,
         min_rise=params.label.min_rise,
     )
+    # Outcome only, for the report's segments; never a feature.
+    snapshots[report.ESCALATION_TYPE] = snapshots["ticket_id"].map(report.find_escalation_types(events)).astype("category")
     if snapshots[LABEL].nunique() < 2:
         raise ValueError("the event log has no escalations (or only escalations) to learn from")
     tickets = summarize_tickets(events, params.snapshots.closed_statuses)
@@ -337,8 +340,10 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
             "priority_final": final,
             "priority_typed": typed,
             "priority_predicted": predicted_priority,
+            **{c: test[c].astype("string").to_numpy() for c in report.SEGMENTS if c in test},
         }
     )
+    importance = compute_importance(escalation, x["test"])
     return TrainingResult(
         params=params,
         data_fingerprint=fingerprint,
@@ -353,10 +358,11 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         thresholds=thresholds,
         metrics=metrics,
         split_table=describe_split(snapshots),
-        importance=compute_importance(escalation, x["test"]),
+        importance=importance,
         confusion=confusion,
         test_scores=test_scores,
         timings=timings,
+        driver_values=report.collect_driver_values(escalation, x["test"], importance),
     )
 
 

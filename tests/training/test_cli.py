@@ -15,7 +15,7 @@ def run_cli(*args, cwd=None, env=None):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
-@pytest.mark.parametrize("command", [[], ["generate-data"], ["train"], ["score"], ["audit-data"]])
+@pytest.mark.parametrize("command", [[], ["generate-data"], ["train"], ["score"], ["audit-data"], ["report"]])
 def test_every_command_has_help(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0
@@ -52,6 +52,8 @@ def test_train_then_score_batch(small_events_path, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert "ROC-AUC" in trained.stdout
     assert (tmp_path / "models" / "current").is_symlink()
+    version = (tmp_path / "models" / "current").resolve().name
+    assert (tmp_path / "reports" / version / "report.html").is_file(), "train writes the ops leads' report"
     events = pd.read_parquet(small_events_path)
     open_rows = events[events.status != "closed"].groupby("ticket_id").tail(1).head(300)
     open_rows.to_parquet(tmp_path / "open.parquet")
