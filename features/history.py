@@ -114,13 +114,27 @@ class HistoryFeatures:
         own_created = (
             self.ticket_created_.reindex(snapshots["ticket_id"].astype("string").to_numpy()).to_numpy()
         )
+        codes = {
+            entity: _entity_values(snapshots, columns).map(self.indexes_[entity].codes)
+            .fillna(-1).astype("int64").to_numpy()
+            for entity, columns in ENTITIES.items()
+        }
+        return pd.DataFrame(self.transform_arrays(t, own_created, codes), index=snapshots.index)
+
+    def entity_codes(self, entity: str, values: list[str | None]) -> np.ndarray:
+        """Codes of entity keys ("\x1f"-joined column values; None = missing), -1 when unknown."""
+        codes = self.indexes_[entity].codes
+        return np.array([-1 if v is None else codes.get(v, -1) for v in values], dtype="int64")
+
+    def transform_arrays(self, t: np.ndarray, own_created: np.ndarray,
+                         codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The features in feature_names_ order from snapshot seconds, the snapshot's own ticket's
+        created second (NaN when unknown) and each entity's codes; serving calls this directly."""
         out: dict[str, np.ndarray] = {}
-        for entity, columns in ENTITIES.items():
+        for entity in ENTITIES:
             index = self.indexes_[entity]
-            values = _entity_values(snapshots, columns)
-            codes = values.map(index.codes).fillna(-1).astype("int64").to_numpy()
-            known = codes >= 0
-            base = np.where(known, codes, 0) * _SPAN
+            known = codes[entity] >= 0
+            base = np.where(known, codes[entity], 0) * _SPAN
 
             def opened_between(start: np.ndarray, end: np.ndarray, index=index, base=base, known=known) -> np.ndarray:
                 """Other tickets of the entity opened in [start, end)."""
@@ -161,4 +175,4 @@ class HistoryFeatures:
             elif entity == "group":
                 out["group_tickets_7d"] = opened_between(t - 7 * 86400, t)
                 out["group_open_tickets"] = opened_between(zero, t) - n_ended
-        return pd.DataFrame({name: out[name] for name in self.feature_names_}, index=snapshots.index)
+        return {name: out[name] for name in self.feature_names_}
