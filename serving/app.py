@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False, TESTING=False)
     app.extensions["settings"] = settings
     app.extensions["policy"] = load_policy(settings.resolved_policy_path)  # bad policy: refuse to start
-    metrics = app.extensions["metrics"] = ServiceMetrics()
+    metrics = app.extensions["metrics"] = ServiceMetrics(settings.prometheus_multiproc_dir)
     holder = app.extensions["model"] = ModelHolder(settings)
     if not settings.api_keys:
         log.warning("no API keys configured (ESCALATION_RISK_API_KEYS): scoring is open; "

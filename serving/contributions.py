@@ -7,16 +7,19 @@ score) depends only on which leaf a ticket reaches, so it is precomputed once pe
 load time; a ticket then costs one `pred_leaf` call and a gathered sum. The contributions
 plus the bias add up to the raw score exactly as LightGBM's do, and the raw score itself is
 the sum of the leaf values, so no separate `predict` call is needed. TreeSHAP stays
-available (`ESCALATION_RISK_REASONS=shap`); bench/serve_bench.py --agreement reports how
+available (`ESCALATION_RISK_REASONS=shap`); bench/serve_bench.py reports how
 often the two name the same top features.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cached_property
 
 import lightgbm as lgb
 import numpy as np
+
+from serving.fast_predict import PREDICT_LEAF_INDEX, SingleRowPredictor
 
 
 class TreePaths:
@@ -74,9 +77,16 @@ class TreePaths:
         self._walk(node["left_child"], start, tree_values, step, rows, cols, values)
         self._walk(node["right_child"], start, tree_values, step, rows, cols, values)
 
+    @cached_property
+    def single_row(self) -> SingleRowPredictor:
+        return SingleRowPredictor(self.booster, PREDICT_LEAF_INDEX)
+
     def global_leaves(self, features: np.ndarray) -> np.ndarray:
         """(n, trees) indices into the concatenated leaves, from one `pred_leaf` call."""
-        leaves = self.booster.predict(features, pred_leaf=True)
+        if isinstance(features, np.ndarray) and len(features) == 1:
+            leaves = self.single_row.predict(features[0]).astype(np.int64)[None, :]
+        else:
+            leaves = self.booster.predict(features, pred_leaf=True)
         if leaves.shape[1] != len(self.offsets):
             raise ValueError(f"pred_leaf gave {leaves.shape[1]} trees; the dump has {len(self.offsets)}")
         return leaves + self.offsets

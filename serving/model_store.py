@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import joblib
@@ -24,6 +24,7 @@ from features.history import HistoryFeatures
 from features.schema import validate_events
 from features.snapshots import SNAPSHOT_TIME
 from serving.contributions import TreePaths
+from serving.fast_predict import SingleRowPredictor
 
 MANIFEST = "manifest.json"
 ESCALATION_MODEL = "escalation_model.txt"
@@ -103,9 +104,14 @@ def apply_calibration(calibration: dict, prob: np.ndarray) -> np.ndarray:
 def assign_bands(score: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
     """high / medium / low by the raw-score cut-offs chosen at training (training.thresholds)."""
     score = np.asarray(score, dtype=float)
-    return np.where(score >= thresholds["high"], "high", np.where(score >= thresholds["medium"], "medium", "low"))
+    level = (score >= thresholds["medium"]).astype(np.intp) + (score >= thresholds["high"])
+    return BANDS[level]
 
 
+BANDS = np.array(["low", "medium", "high"])
+
+
+@lru_cache(maxsize=4096)
 def label_feature(name: str) -> str:
     if name in FEATURE_LABELS:
         return FEATURE_LABELS[name]
@@ -162,6 +168,10 @@ class ModelBundle:
         """The escalation model's per-leaf path contributions, compiled on first use."""
         return TreePaths(self.escalation_model)
 
+    @cached_property
+    def priority_single_row(self) -> SingleRowPredictor:
+        return SingleRowPredictor(self.priority_model)
+
     def score_features(self, features: pd.DataFrame | np.ndarray, n_reasons: int = 3,
                        reasons: str = "path") -> ScoredFeatures:
         """Both models once on the whole matrix; `reasons` is "path" (precomputed per leaf) or "shap"."""
@@ -174,7 +184,10 @@ class ModelBundle:
         else:
             raise ValueError(f"unknown reasons method {reasons!r}; expected 'path' or 'shap'")
         thresholds = self.metadata["thresholds"]
-        priority_prob = self.priority_model.predict(features)
+        if isinstance(features, np.ndarray) and len(features) == 1:
+            priority_prob = self.priority_single_row.predict(features[0])[None, :]
+        else:
+            priority_prob = self.priority_model.predict(features)
         classes = self.metadata["priority_classes"]
         return ScoredFeatures(
             raw=raw,

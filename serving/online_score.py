@@ -27,7 +27,6 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
         scored = bundle.score_features(features, n_reasons, reasons)
     classes = bundle.metadata["priority_classes"]
     names = online.names
-    labels = [label_feature(name) for name in names]
     contributions = scored.contributions
     probability = scored.probability.tolist()
     bands = scored.band.tolist()
@@ -41,7 +40,7 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
             effect = float(contributions[i, j])
             reasons_out.append({
                 "feature": names[j],
-                "label": labels[j],
+                "label": label_feature(names[j]),
                 "value": online.show(features, shown, i, j),
                 "effect": round(effect, 4),
                 "direction": "raises risk" if effect > 0 else "lowers risk",
