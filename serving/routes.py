@@ -175,6 +175,7 @@ def get_model() -> Response:
         "version": bundle.version,
         "trained_at": meta.get("trained_at") or meta.get("created_at"),
         "source": holder.source,
+        "registry_version": holder.registry_version,
         "loaded_at": holder.loaded_at.isoformat() if holder.loaded_at else None,
         "data_window": meta.get("data_window"),
         "metrics": meta.get("metrics"),
