@@ -138,14 +138,13 @@ class HistoryFeatures:
 
             def opened_between(start: np.ndarray, end: np.ndarray, index=index, base=base, known=known) -> np.ndarray:
                 """Other tickets of the entity opened in [start, end)."""
-                n = np.searchsorted(index.created_keys, base + end, side="left") - np.searchsorted(
-                    index.created_keys, base + start, side="left"
-                )
+                keys = index.created_keys
+                n = keys.searchsorted(base + end, side="left") - keys.searchsorted(base + start, side="left")
                 own = (own_created >= start) & (own_created < end)
                 return np.where(known, n - own, 0)
 
-            lo = np.searchsorted(index.ended_keys, base, side="left")
-            hi = np.searchsorted(index.ended_keys, base + t, side="left")
+            lo = index.ended_keys.searchsorted(base, side="left")
+            hi = index.ended_keys.searchsorted(base + t, side="left")
             n_ended = np.where(known, hi - lo, 0)
             n_escalated = np.where(known, index.ended_escalations[hi] - index.ended_escalations[lo], 0)
             out[f"{entity}_past_tickets"] = n_ended
@@ -166,7 +165,7 @@ class HistoryFeatures:
                 out["agent_tickets_total"] = opened_between(zero, t)
                 out["agent_open_tickets"] = out["agent_tickets_total"] - n_ended
                 # Days since the agent's first ticket: tenure, as far as the log can tell.
-                first = np.searchsorted(index.created_keys, base, side="left")
+                first = index.created_keys.searchsorted(base, side="left")
                 # An export without agents (left out by the audit) has no keys at all.
                 padded = index.created_keys if len(index.created_keys) else np.zeros(1, dtype="int64")
                 first_key = padded[np.minimum(first, len(padded) - 1)]

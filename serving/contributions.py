@@ -18,6 +18,7 @@ from functools import cached_property
 
 import lightgbm as lgb
 import numpy as np
+from scipy import sparse
 
 from serving.fast_predict import PREDICT_LEAF_INDEX, SingleRowPredictor
 
@@ -78,6 +79,15 @@ class TreePaths:
         self._walk(node["right_child"], start, tree_values, step, rows, cols, values)
 
     @cached_property
+    def leaf_matrix(self) -> np.ndarray | sparse.csr_matrix:
+        """(leaves, n_features + 2) contributions per leaf for batches: dense unless that is large."""
+        n_leaves, width = self.leaf_columns.shape
+        rows = np.repeat(np.arange(n_leaves), width)
+        matrix = sparse.csr_matrix((self.leaf_amounts.ravel(), (rows, self.leaf_columns.ravel())),
+                                   shape=(n_leaves, self.n_features + 2))
+        return matrix.toarray() if n_leaves * (self.n_features + 2) <= 5_000_000 else matrix
+
+    @cached_property
     def single_row(self) -> SingleRowPredictor:
         return SingleRowPredictor(self.booster, PREDICT_LEAF_INDEX)
 
@@ -95,11 +105,18 @@ class TreePaths:
         """Raw score (the booster's predict output: sigmoid of the summed leaf values) and
         contributions (n, n_features + 1; the last column is the bias)."""
         ids = self.global_leaves(features)
-        n = len(ids)
+        n, n_trees = ids.shape
         # Summed left to right in tree order, as LightGBM does, so the score matches predict().
         margin = np.cumsum(self.leaf_values[ids], axis=1)[:, -1]
         width = self.n_features + 2
-        columns = self.leaf_columns[ids] + (np.arange(n) * width)[:, None, None]
-        contributions = np.bincount(columns.ravel(), weights=self.leaf_amounts[ids].ravel(), minlength=n * width)
-        contributions = contributions.reshape(n, width)[:, :-1]
+        if n == 1:
+            columns = self.leaf_columns[ids[0]]
+            contributions = np.bincount(columns.ravel(), weights=self.leaf_amounts[ids[0]].ravel(), minlength=width)
+            contributions = contributions[None, :-1]
+        else:
+            # The same sums in the same (tree) order, as one sparse product: the leaves one-hot.
+            onehot = sparse.csr_matrix((np.ones(ids.size), ids.ravel(), np.arange(0, ids.size + 1, n_trees)),
+                                       shape=(n, len(self.leaf_values)))
+            contributions = onehot @ self.leaf_matrix
+            contributions = (contributions.toarray() if sparse.issparse(contributions) else contributions)[:, :-1]
         return 1.0 / (1.0 + np.exp(-self.sigmoid * margin)), contributions

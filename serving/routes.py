@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections import Counter
 from datetime import UTC, datetime
 from functools import cache
 
@@ -111,18 +112,24 @@ def score_tickets(tickets: list[Ticket]) -> list[dict]:
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     model = {"name": current_app.extensions["settings"].registered_model_name, "version": live.bundle.version}
     out = []
+    actions: dict[tuple, dict] = {}  # a batch repeats few (band, priority, category) combinations
     for row, scored in zip(rows, score_rows(live, rows), strict=True):
         band, predicted = scored["band"], scored["priority_predicted"]
-        metrics.scores.labels(band=band).inc()
+        key = (band, predicted, row.get("category"))
+        action = actions.get(key)
+        if action is None:
+            action = actions[key] = policy.decide(*key)
         out.append({
             "ticket_id": scored["ticket_id"],
             "escalation": {"probability": scored["escalation_probability"], "band": band,
                            "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
             "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
-            "action": policy.decide(band, predicted, row.get("category")),
+            "action": action,
             "model": model,
             "scored_at": now,
         })
+    for band, count in Counter(s["escalation"]["band"] for s in out).items():
+        metrics.scores.labels(band=band).inc(count)
     return out
 
 
