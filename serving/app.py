@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -47,7 +46,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return orjson.dumps(entry, default=str).decode()
 
 
 def configure_logging() -> None:
