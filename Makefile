@@ -58,7 +58,7 @@ bench: $(STAMP) ## benchmarks: text-feature ablation, then training on 1,000,000
 
 serve: $(STAMP) ## scoring service on http://127.0.0.1:8080 (gunicorn; trains the demo model first if there is none)
 	@test -e models/current || $(MAKE) train
-	$(BIN)/gunicorn -c serving/gunicorn.conf.py 'serving.app:create_served_app()'
+	$(BIN)/escalation-risk serve
 
 serve-bench: $(STAMP) ## serving benchmark: this service vs mlflow models serve vs a hello-world floor
 	@test -e models/current || $(MAKE) train

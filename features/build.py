@@ -19,6 +19,12 @@ CATEGORICAL_FEATURES = ("channel", "category", "subcategory", "priority", "custo
                         "event_type")
 COUNTER_FEATURES = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages",
                     "escalation_level")
+TICKET_FEATURES = ("age_hours", "created_hour", "created_weekday", "snapshot_hour", "snapshot_weekday",
+                   "business_hours", "hours_to_sla", "sla_breached", *COUNTER_FEATURES, "messages_total",
+                   "customer_to_agent_messages", "customer_messages_per_day", "priority_rank")
+# How a reason shows a feature the ticket does not have, or a category not seen in training.
+MISSING = "not set"
+UNSEEN = "other"
 _HOUR = pd.Timedelta(hours=1)
 
 
@@ -53,7 +59,7 @@ def compute_ticket_features(snapshots: pd.DataFrame) -> pd.DataFrame:
     out["customer_messages_per_day"] = out["customer_messages"] / (out["age_hours"] / 24 + 1)
     lookup = {name: float(i) for i, name in enumerate(PRIORITY_ORDER)}
     out["priority_rank"] = snapshots["priority"].map(lookup).astype("float64") if "priority" in snapshots else np.nan
-    return out
+    return out[list(TICKET_FEATURES)]
 
 
 class FeatureBuilder:

@@ -114,24 +114,37 @@ class HistoryFeatures:
         own_created = (
             self.ticket_created_.reindex(snapshots["ticket_id"].astype("string").to_numpy()).to_numpy()
         )
+        codes = {
+            entity: _entity_values(snapshots, columns).map(self.indexes_[entity].codes)
+            .fillna(-1).astype("int64").to_numpy()
+            for entity, columns in ENTITIES.items()
+        }
+        return pd.DataFrame(self.transform_arrays(t, own_created, codes), index=snapshots.index)
+
+    def entity_codes(self, entity: str, values: list[str | None]) -> np.ndarray:
+        """Codes of entity keys ("\x1f"-joined column values; None = missing), -1 when unknown."""
+        codes = self.indexes_[entity].codes
+        return np.array([-1 if v is None else codes.get(v, -1) for v in values], dtype="int64")
+
+    def transform_arrays(self, t: np.ndarray, own_created: np.ndarray,
+                         codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The features in feature_names_ order from snapshot seconds, the snapshot's own ticket's
+        created second (NaN when unknown) and each entity's codes; serving calls this directly."""
         out: dict[str, np.ndarray] = {}
-        for entity, columns in ENTITIES.items():
+        for entity in ENTITIES:
             index = self.indexes_[entity]
-            values = _entity_values(snapshots, columns)
-            codes = values.map(index.codes).fillna(-1).astype("int64").to_numpy()
-            known = codes >= 0
-            base = np.where(known, codes, 0) * _SPAN
+            known = codes[entity] >= 0
+            base = np.where(known, codes[entity], 0) * _SPAN
 
             def opened_between(start: np.ndarray, end: np.ndarray, index=index, base=base, known=known) -> np.ndarray:
                 """Other tickets of the entity opened in [start, end)."""
-                n = np.searchsorted(index.created_keys, base + end, side="left") - np.searchsorted(
-                    index.created_keys, base + start, side="left"
-                )
+                keys = index.created_keys
+                n = keys.searchsorted(base + end, side="left") - keys.searchsorted(base + start, side="left")
                 own = (own_created >= start) & (own_created < end)
                 return np.where(known, n - own, 0)
 
-            lo = np.searchsorted(index.ended_keys, base, side="left")
-            hi = np.searchsorted(index.ended_keys, base + t, side="left")
+            lo = index.ended_keys.searchsorted(base, side="left")
+            hi = index.ended_keys.searchsorted(base + t, side="left")
             n_ended = np.where(known, hi - lo, 0)
             n_escalated = np.where(known, index.ended_escalations[hi] - index.ended_escalations[lo], 0)
             out[f"{entity}_past_tickets"] = n_ended
@@ -152,7 +165,7 @@ class HistoryFeatures:
                 out["agent_tickets_total"] = opened_between(zero, t)
                 out["agent_open_tickets"] = out["agent_tickets_total"] - n_ended
                 # Days since the agent's first ticket: tenure, as far as the log can tell.
-                first = np.searchsorted(index.created_keys, base, side="left")
+                first = index.created_keys.searchsorted(base, side="left")
                 # An export without agents (left out by the audit) has no keys at all.
                 padded = index.created_keys if len(index.created_keys) else np.zeros(1, dtype="int64")
                 first_key = padded[np.minimum(first, len(padded) - 1)]
@@ -161,4 +174,4 @@ class HistoryFeatures:
             elif entity == "group":
                 out["group_tickets_7d"] = opened_between(t - 7 * 86400, t)
                 out["group_open_tickets"] = opened_between(zero, t) - n_ended
-        return pd.DataFrame({name: out[name] for name in self.feature_names_}, index=snapshots.index)
+        return {name: out[name] for name in self.feature_names_}

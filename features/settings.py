@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     policy_path: Path | None = None
     model_path: Path | None = None
     reload_poll_seconds: float = 0.0
+    # Set by serving/gunicorn.conf.py for its workers (prometheus_client reads it at import too).
+    prometheus_multiproc_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    reasons: Literal["path", "shap"] = "path"  # how reasons are computed (serving/contributions.py)
     zendesk_webhook_secret: str | None = None
     zendesk_replay_window_seconds: int = 300
 

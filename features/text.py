@@ -9,6 +9,7 @@ Every text is scored once however many snapshots share it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -47,18 +48,33 @@ def _last_message(snapshots: pd.DataFrame) -> pd.Series:
 def _score_unique(texts: pd.Series, score) -> np.ndarray:
     """Apply a per-text scorer once per distinct text and broadcast back."""
     codes, uniques = pd.factorize(texts.fillna(""))
-    scored = score(pd.Series(uniques, dtype="string"))
+    scored = score(list(uniques))
     return np.asarray(scored)[codes]
 
 
-def count_cues(texts: pd.Series) -> pd.DataFrame:
-    def score(uniques: pd.Series) -> np.ndarray:
-        lowered = uniques.str.lower()
-        return np.column_stack(
-            [lowered.str.count(re.compile(p)).to_numpy(dtype="float64") for p in CUE_PATTERNS.values()]
-        )
+def count_cues(texts: Sequence[str]) -> np.ndarray:
+    """(n, cues) matches of each cue pattern in the lower-cased text."""
+    patterns = compile_cue_patterns()
+    out = np.empty((len(texts), len(patterns)))
+    for i, text in enumerate(texts):
+        lowered = text.lower()
+        out[i] = [len(pattern.findall(lowered)) for pattern in patterns]
+    return out
 
-    return pd.DataFrame(_score_unique(texts, score), columns=list(CUE_PATTERNS), index=texts.index)
+
+def count_words(texts: Sequence[str]) -> np.ndarray:
+    words = compile_word_pattern()
+    return np.array([len(words.findall(text)) for text in texts], dtype="float64")
+
+
+@lru_cache(maxsize=1)
+def compile_cue_patterns() -> tuple[re.Pattern, ...]:
+    return tuple(re.compile(p) for p in CUE_PATTERNS.values())
+
+
+@lru_cache(maxsize=1)
+def compile_word_pattern() -> re.Pattern:
+    return re.compile(r"\S+")
 
 
 @lru_cache(maxsize=1)
@@ -67,14 +83,52 @@ def load_sentiment_analyzer() -> SentimentIntensityAnalyzer:
     return SentimentIntensityAnalyzer()
 
 
-def score_sentiment(texts: pd.Series) -> np.ndarray:
-    """VADER compound score in [-1, 1]; empty text is neutral (0)."""
-    analyzer = load_sentiment_analyzer()
+@lru_cache(maxsize=16_384)
+def score_sentiment_one(text: str) -> float:
+    """VADER compound score in [-1, 1]; empty text is neutral (0). Cached: live texts repeat."""
+    return load_sentiment_analyzer().polarity_scores(text)["compound"] if text else 0.0
 
-    def score(uniques: pd.Series) -> np.ndarray:
-        return np.array([analyzer.polarity_scores(t)["compound"] if t else 0.0 for t in uniques])
 
-    return _score_unique(texts, score)
+def score_sentiment(texts: Sequence[str]) -> np.ndarray:
+    return np.array([score_sentiment_one(text) for text in texts], dtype="float64")
+
+
+class TextEmbedding:
+    """TF-IDF (sublinear tf, idf, l2) followed by the SVD projection, as one sparse pass.
+
+    Equal to `svd.transform(vectorizer.transform(texts))` up to float rounding, but without
+    scikit-learn's per-call validation, which costs a live ticket more than the arithmetic.
+    Training and serving both embed through this class, so they agree exactly.
+    """
+
+    def __init__(self, vectorizer: TfidfVectorizer, svd: TruncatedSVD):
+        self.analyze = vectorizer.build_analyzer()
+        self.vocabulary = vectorizer.vocabulary_
+        self.idf = np.asarray(vectorizer.idf_, dtype="float64")
+        self.projection = np.ascontiguousarray(svd.components_.T, dtype="float64")  # (terms, components)
+        self.sublinear = vectorizer.sublinear_tf
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        vocabulary = self.vocabulary
+        rows: list[int] = []
+        terms: list[int] = []
+        for i, text in enumerate(texts):
+            found = [vocabulary[token] for token in self.analyze(text) if token in vocabulary]
+            terms += found
+            rows += [i] * len(found)
+        out = np.zeros((len(texts), self.projection.shape[1]))
+        if not terms:
+            return out
+        # Count each (row, term) pair; keys sort by row, then term.
+        keys, counts = np.unique(np.asarray(rows, dtype=np.int64) * len(self.idf) + np.asarray(terms), return_counts=True)
+        row, term = np.divmod(keys, len(self.idf))
+        tf = 1.0 + np.log(counts) if self.sublinear else counts.astype("float64")
+        weight = tf * self.idf[term]
+        norm = np.sqrt(np.bincount(row, weights=weight * weight, minlength=len(texts)))
+        weight /= norm[row]
+        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        out[row[starts]] = np.add.reduceat(weight[:, None] * self.projection[term], starts, axis=0)
+        return out
 
 
 class TextFeatures:
@@ -118,24 +172,38 @@ class TextFeatures:
             names += [f"text_svd_{i}" for i in range(self.svd_.n_components)]
         return names
 
+    @property
+    def embedding(self) -> TextEmbedding | None:
+        """The fast TF-IDF+SVD pass, compiled on first use (not pickled with the builder)."""
+        if self.svd_ is None:
+            return None
+        if getattr(self, "_embedding", None) is None:
+            self._embedding = TextEmbedding(self.vectorizer_, self.svd_)
+        return self._embedding
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_embedding"}
+
+    def transform_texts(self, ticket_texts: Sequence[str], last_messages: Sequence[str]) -> np.ndarray:
+        """(n, features) in feature_names_ order, from joined ticket texts and latest messages."""
+        parts = [count_cues(ticket_texts), count_cues(last_messages),
+                 score_sentiment(ticket_texts)[:, None], score_sentiment(last_messages)[:, None],
+                 count_words(ticket_texts)[:, None]]
+        if self.embedding is not None:
+            parts.append(self.embedding.transform([t + ". " + m for t, m in zip(ticket_texts, last_messages,
+                                                                                 strict=True)]))
+        return np.hstack(parts)
+
     def transform(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         ticket_text = join_ticket_text(snapshots)
         last_message = _last_message(snapshots)
-        cues = count_cues(ticket_text).add_prefix("cue_")
-        last_cues = count_cues(last_message).add_prefix("last_message_cue_")
-        frame = pd.concat([cues, last_cues], axis=1)
-        frame["sentiment_description"] = score_sentiment(ticket_text)
-        frame["sentiment_last_message"] = score_sentiment(last_message)
-        frame["description_words"] = _score_unique(
-            ticket_text, lambda u: u.str.count(r"\S+").to_numpy(dtype="float64")
-        )
-        if self.svd_ is not None:
-            combined = ticket_text + ". " + last_message
-
-            def embed(uniques: pd.Series) -> np.ndarray:
-                return self.svd_.transform(self.vectorizer_.transform(uniques.to_numpy(dtype=object)))
-
-            svd = _score_unique(combined, embed)
-            for i in range(svd.shape[1]):
-                frame[f"text_svd_{i}"] = svd[:, i]
-        return frame[self.feature_names_]
+        n_cues = len(CUE_PATTERNS)
+        out = np.empty((len(snapshots), len(self.feature_names_)))
+        out[:, :n_cues] = _score_unique(ticket_text, count_cues)
+        out[:, n_cues:2 * n_cues] = _score_unique(last_message, count_cues)
+        out[:, 2 * n_cues] = _score_unique(ticket_text, score_sentiment)
+        out[:, 2 * n_cues + 1] = _score_unique(last_message, score_sentiment)
+        out[:, 2 * n_cues + 2] = _score_unique(ticket_text, count_words)
+        if self.embedding is not None:
+            out[:, 2 * n_cues + 3:] = _score_unique(ticket_text + ". " + last_message, self.embedding.transform)
+        return pd.DataFrame(out, columns=self.feature_names_, index=snapshots.index)

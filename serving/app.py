@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -47,7 +46,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return orjson.dumps(entry, default=str).decode()
 
 
 def configure_logging() -> None:
@@ -77,7 +76,7 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False, TESTING=False)
     app.extensions["settings"] = settings
     app.extensions["policy"] = load_policy(settings.resolved_policy_path)  # bad policy: refuse to start
-    metrics = app.extensions["metrics"] = ServiceMetrics()
+    metrics = app.extensions["metrics"] = ServiceMetrics(settings.prometheus_multiproc_dir)
     holder = app.extensions["model"] = ModelHolder(settings)
     if not settings.api_keys:
         log.warning("no API keys configured (ESCALATION_RISK_API_KEYS): scoring is open; "

@@ -7,7 +7,10 @@ SIGHUP to the master is forwarded to every worker, which reloads the model in pl
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 from features.settings import Settings
 
@@ -29,10 +32,22 @@ raw_env = ["OMP_NUM_THREADS=1"]
 # No gunicornc control socket: its default path is shared by every gunicorn of the user, and reloads
 # go through SIGHUP or /v1/admin/reload.
 control_socket_disable = True
+_created_dirs: list[Path] = []
 
 
 def on_starting(server):
-    """Replace gunicorn's HUP (restart all workers) with an in-place model reload in each worker."""
+    """Prepare the metrics directory the workers share, and replace gunicorn's HUP (restart all
+    workers) with an in-place model reload in each worker."""
+    metrics_dir = _settings.prometheus_multiproc_dir
+    if metrics_dir is None:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="escalation-risk-metrics-"))
+        _created_dirs.append(metrics_dir)  # ours: removed on exit
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):  # values of an earlier server would be summed in
+        stale.unlink()
+    # Workers are forked after this and import prometheus_client with it set (multi-process mode).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    server.log.info("Prometheus multi-process metrics in %s", metrics_dir)
 
     def forward_hup():
         server.log.info("SIGHUP: asking %d worker(s) to reload the model", len(server.WORKERS))
@@ -42,3 +57,17 @@ def on_starting(server):
 
     server.handle_hup = forward_hup
 
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges (the loaded model version) leave /metrics."""
+    # Imported here, not at the top: the master must not import prometheus_client before
+    # PROMETHEUS_MULTIPROC_DIR is set, or forked workers would inherit single-process mode.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    for created in _created_dirs:
+        shutil.rmtree(created, ignore_errors=True)

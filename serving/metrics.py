@@ -1,14 +1,23 @@
-"""Prometheus metrics (prometheus_client), one registry per app so tests and apps do not share state."""
+"""Prometheus metrics (prometheus_client), one registry per app so tests and apps do not share state.
+
+Under gunicorn every worker is its own process: serving/gunicorn.conf.py sets
+PROMETHEUS_MULTIPROC_DIR before the workers start, prometheus_client then keeps each
+worker's values in files there, and /metrics adds up all workers (MultiProcessCollector)
+whichever worker answers. Without it (tests, a single process) the app's own registry is served.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 @dataclass
 class ServiceMetrics:
+    multiprocess_dir: Path | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -18,12 +27,25 @@ class ServiceMetrics:
                                  ["endpoint"], registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.scores = Counter("escalation_risk_scores", "tickets scored by band", ["band"], registry=self.registry)
+        # One sample per live worker (pid label) in multi-process mode: a partial reload shows.
         self.model_info = Gauge("escalation_risk_model_info", "the loaded model version (value 1)",
-                                ["version"], registry=self.registry)
+                                ["version"], registry=self.registry, multiprocess_mode="liveall")
         self.reloads = Counter("escalation_risk_model_reloads", "model reloads by outcome", ["outcome"],
                                registry=self.registry)
+        self._version: str | None = None
 
     def set_model(self, version: str | None) -> None:
-        self.model_info.clear()
+        """The loaded version's sample is 1; a replaced one drops to 0 (files cannot forget a label)."""
+        if self._version is not None and self._version != version:
+            self.model_info.labels(version=self._version).set(0)
         if version:
             self.model_info.labels(version=version).set(1)
+        self._version = version
+
+    def exposition(self) -> bytes:
+        """The text format: summed over all workers in multi-process mode, else this app's registry."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.multiprocess_dir))
+        return generate_latest(registry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import joblib
@@ -18,10 +19,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.build import FeatureBuilder
+from features.build import MISSING, UNSEEN, FeatureBuilder
 from features.history import HistoryFeatures
 from features.schema import validate_events
 from features.snapshots import SNAPSHOT_TIME
+from serving.contributions import TreePaths
+from serving.fast_predict import SingleRowPredictor
 
 MANIFEST = "manifest.json"
 ESCALATION_MODEL = "escalation_model.txt"
@@ -101,9 +104,14 @@ def apply_calibration(calibration: dict, prob: np.ndarray) -> np.ndarray:
 def assign_bands(score: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
     """high / medium / low by the raw-score cut-offs chosen at training (training.thresholds)."""
     score = np.asarray(score, dtype=float)
-    return np.where(score >= thresholds["high"], "high", np.where(score >= thresholds["medium"], "medium", "low"))
+    level = (score >= thresholds["medium"]).astype(np.intp) + (score >= thresholds["high"])
+    return BANDS[level]
 
 
+BANDS = np.array(["low", "medium", "high"])
+
+
+@lru_cache(maxsize=4096)
 def label_feature(name: str) -> str:
     if name in FEATURE_LABELS:
         return FEATURE_LABELS[name]
@@ -114,6 +122,20 @@ def label_feature(name: str) -> str:
     if name.startswith("text_svd_"):
         return f"wording of the ticket (text component {name.removeprefix('text_svd_')})"
     return name.replace("_", " ")
+
+
+@dataclass
+class ScoredFeatures:
+    """What both models say about a feature matrix, row-aligned."""
+
+    raw: np.ndarray
+    probability: np.ndarray
+    band: np.ndarray
+    escalate_now: np.ndarray
+    contributions: np.ndarray
+    top: np.ndarray
+    priority_probabilities: np.ndarray
+    priority_predicted: np.ndarray
 
 
 @dataclass
@@ -141,53 +163,87 @@ class ModelBundle:
             rows[SNAPSHOT_TIME] = rows["event_time"]
         return rows, self.builder.transform(rows)
 
-    def score(self, tickets: pd.DataFrame, n_reasons: int = 3) -> pd.DataFrame:
+    @cached_property
+    def paths(self) -> TreePaths:
+        """The escalation model's per-leaf path contributions, compiled on first use."""
+        return TreePaths(self.escalation_model)
+
+    @cached_property
+    def priority_single_row(self) -> SingleRowPredictor:
+        return SingleRowPredictor(self.priority_model)
+
+    def score_features(self, features: pd.DataFrame | np.ndarray, n_reasons: int = 3,
+                       reasons: str = "path") -> ScoredFeatures:
+        """Both models once on the whole matrix; `reasons` is "path" (precomputed per leaf) or "shap"."""
+        if reasons == "shap":
+            raw = self.escalation_model.predict(features)
+            contributions = self.escalation_model.predict(features, pred_contrib=True)[:, :-1]
+        elif reasons == "path":
+            raw, contributions = self.paths.explain(features)
+            contributions = contributions[:, :-1]
+        else:
+            raise ValueError(f"unknown reasons method {reasons!r}; expected 'path' or 'shap'")
+        thresholds = self.metadata["thresholds"]
+        if isinstance(features, np.ndarray) and len(features) == 1:
+            priority_prob = self.priority_single_row.predict(features[0])[None, :]
+        else:
+            priority_prob = self.priority_model.predict(features)
+        classes = self.metadata["priority_classes"]
+        return ScoredFeatures(
+            raw=raw,
+            probability=apply_calibration(self.metadata["calibration"], raw),
+            band=assign_bands(raw, thresholds),
+            escalate_now=raw >= thresholds["escalate_now"],
+            contributions=contributions,
+            top=np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :n_reasons],
+            priority_probabilities=priority_prob,
+            priority_predicted=np.asarray(classes)[np.argmax(priority_prob, axis=1)],
+        )
+
+    def score(self, tickets: pd.DataFrame, n_reasons: int = 3, reasons: str = "path") -> pd.DataFrame:
         """Probability, band, escalate-now, priority and reasons for each ticket, in input order."""
         rows, features = self.build_features(tickets)
-        raw = self.escalation_model.predict(features)
-        prob = apply_calibration(self.metadata["calibration"], raw)
-        thresholds = self.metadata["thresholds"]
-        band = assign_bands(raw, thresholds)
-        contributions = self.escalation_model.predict(features, pred_contrib=True)[:, :-1]
+        scored = self.score_features(features, n_reasons, reasons)
         names = self.escalation_model.feature_name()
-        top = np.argsort(-np.abs(contributions), axis=1)[:, :n_reasons]
-        reasons = []
-        for i, columns in enumerate(top):
-            reasons.append(
+        labels = [label_feature(name) for name in names]
+        categorical = {c for c in self.builder.categorical_features_ if c in rows}
+        reasons_out = []
+        for i, columns in enumerate(scored.top):
+            reasons_out.append(
                 [
                     {
                         "feature": names[j],
-                        "label": label_feature(names[j]),
-                        "value": _plain(features.iat[i, features.columns.get_loc(names[j])]),
-                        "effect": round(float(contributions[i, j]), 4),
-                        "direction": "raises risk" if contributions[i, j] > 0 else "lowers risk",
+                        "label": labels[j],
+                        "value": show_value(features.iat[i, features.columns.get_loc(names[j])],
+                                            rows[names[j]].iat[i] if names[j] in categorical else None),
+                        "effect": round(float(scored.contributions[i, j]), 4),
+                        "direction": "raises risk" if scored.contributions[i, j] > 0 else "lowers risk",
                     }
                     for j in columns
                 ]
             )
-        classes = self.metadata["priority_classes"]
-        priority_prob = self.priority_model.predict(features)
-        predicted = np.asarray(classes)[np.argmax(priority_prob, axis=1)]
         out = pd.DataFrame(
             {
                 "ticket_id": rows["ticket_id"].astype(str).to_numpy(),
-                "escalation_probability": prob,
-                "band": band,
-                "escalate_now": raw >= thresholds["escalate_now"],
-                "priority_predicted": predicted,
-                "reasons": reasons,
+                "escalation_probability": scored.probability,
+                "band": scored.band,
+                "escalate_now": scored.escalate_now,
+                "priority_predicted": scored.priority_predicted,
+                "reasons": reasons_out,
             }
         )
-        for k, name in enumerate(classes):
-            out[f"priority_probability_{name}"] = priority_prob[:, k]
+        for k, name in enumerate(self.metadata["priority_classes"]):
+            out[f"priority_probability_{name}"] = scored.priority_probabilities[:, k]
         return out
 
 
-def _plain(value: object) -> object:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-        return None
+def show_value(value: object, raw: object = None) -> object:
+    """A feature's value as shown in a reason: a missing value reads "not set" (never null), a
+    category not seen in training "other"; `raw` is the ticket's own value of a categorical column."""
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return UNSEEN if raw is not None and raw is not pd.NA and raw == raw else MISSING
     return value
 
 

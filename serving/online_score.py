@@ -10,53 +10,48 @@ from __future__ import annotations
 import threading
 from contextlib import nullcontext
 
-import numpy as np
-
 from features.online import OnlineFeatures
-from serving.model_store import ModelBundle, apply_calibration, assign_bands, label_feature
+from serving.model_store import ModelBundle, label_feature
 
 
 def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict], n_reasons: int = 3,
-               lock: threading.Lock | None = None) -> list[dict]:
+               lock: threading.Lock | None = None, reasons: str = "path") -> list[dict]:
     """One dict per ticket with the fields of ModelBundle.score's rows, in input order.
 
     `lock` serialises the booster calls of one worker's threads: LightGBM has had data races
     when threads share a Booster (lightgbm-org/LightGBM#5482, #6142), and with one OpenMP
     thread per worker the lock costs no parallelism the GIL would not already take.
     """
-    built = [online.transform_one(ticket) for ticket in tickets]
-    features = np.vstack([row for row, _ in built])
+    features, shown = online.transform_many(tickets)
     with lock or nullcontext():
-        raw = bundle.escalation_model.predict(features)
-        contributions = bundle.escalation_model.predict(features, pred_contrib=True)[:, :-1]
-        priority_prob = bundle.priority_model.predict(features)
-    prob = apply_calibration(bundle.metadata["calibration"], raw)
-    thresholds = bundle.metadata["thresholds"]
-    bands = assign_bands(raw, thresholds)
-    top = np.argsort(-np.abs(contributions), axis=1)[:, :n_reasons]
+        scored = bundle.score_features(features, n_reasons, reasons)
     classes = bundle.metadata["priority_classes"]
-    predicted = np.asarray(classes)[np.argmax(priority_prob, axis=1)]
     names = online.names
-    labels = [label_feature(name) for name in names]
+    contributions = scored.contributions
+    probability = scored.probability.tolist()
+    bands = scored.band.tolist()
+    escalate_now = scored.escalate_now.tolist()
+    predicted = scored.priority_predicted.tolist()
+    priority_prob = scored.priority_probabilities.tolist()
     out = []
     for i, ticket in enumerate(tickets):
-        shown = built[i][1]
+        reasons_out = []
+        for j in scored.top[i].tolist():
+            effect = float(contributions[i, j])
+            reasons_out.append({
+                "feature": names[j],
+                "label": label_feature(names[j]),
+                "value": online.show(features, shown, i, j),
+                "effect": round(effect, 4),
+                "direction": "raises risk" if effect > 0 else "lowers risk",
+            })
         out.append({
             "ticket_id": str(ticket["ticket_id"]),
-            "escalation_probability": float(prob[i]),
-            "band": str(bands[i]),
-            "escalate_now": bool(raw[i] >= thresholds["escalate_now"]),
-            "priority_predicted": str(predicted[i]),
-            "priority_probabilities": dict(zip(classes, priority_prob[i].tolist(), strict=True)),
-            "reasons": [
-                {
-                    "feature": names[j],
-                    "label": labels[j],
-                    "value": shown.get(names[j]),
-                    "effect": round(float(contributions[i, j]), 4),
-                    "direction": "raises risk" if contributions[i, j] > 0 else "lowers risk",
-                }
-                for j in top[i]
-            ],
+            "escalation_probability": probability[i],
+            "band": bands[i],
+            "escalate_now": escalate_now[i],
+            "priority_predicted": predicted[i],
+            "priority_probabilities": dict(zip(classes, priority_prob[i], strict=True)),
+            "reasons": reasons_out,
         })
     return out

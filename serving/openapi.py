@@ -66,11 +66,61 @@ def build_openapi(settings: Settings) -> dict:
     }
 
 
-DOCS_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>escalation-risk API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"><p>API reference: <a href="/openapi.json">/openapi.json</a></p></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>window.SwaggerUIBundle && SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+DOCS_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ doc.info.title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2rem; }
+.op { border: 1px solid #ddd; border-radius: 4px; margin: 1rem 0; padding: .5rem 1rem; }
+.method { font-weight: bold; text-transform: uppercase; display: inline-block; min-width: 4rem; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0; font-size: .9rem; }
+td, th { border-bottom: 1px solid #eee; text-align: left; padding: .2rem .4rem; vertical-align: top; }
+code { background: #f4f4f4; padding: 0 .2rem; }
+</style></head>
+<body>
+<h1>{{ doc.info.title }}</h1>
+<p>{{ doc.info.description }} The machine-readable contract is <a href="openapi.json">/openapi.json</a>
+(OpenAPI {{ doc.openapi }}). Send API keys as <code>Authorization: Bearer &lt;key&gt;</code> or
+<code>X-API-Key</code>.</p>
+<h2>Endpoints</h2>
+{% for path, item in doc.paths.items() %}{% for method, op in item.items() %}
+<div class="op" id="{{ op.operationId or path }}">
+<p><span class="method">{{ method }}</span> <code>{{ path }}</code> — {{ op.summary }}
+{% if op.security == [] %}(no key needed){% endif %}</p>
+{% if op.requestBody %}<p>Body: {{ schema_names(op.requestBody.content["application/json"].schema) }}</p>{% endif %}
+<table><tr><th>status</th><th>meaning</th><th>body</th></tr>
+{% for code, response in op.responses.items() %}<tr><td>{{ code }}</td><td>{{ response.description }}</td>
+<td>{% if response.content %}{{ schema_names(response.content["application/json"].schema) }}{% endif %}</td></tr>
+{% endfor %}</table></div>
+{% endfor %}{% endfor %}
+<h2>Schemas</h2>
+{% for name, schema in doc.components.schemas.items() %}
+<h3 id="schema-{{ name }}">{{ name }}</h3>
+{% if schema.description %}<p>{{ schema.description }}</p>{% endif %}
+{% if schema.properties %}<table><tr><th>field</th><th>type</th><th>required</th><th>description</th></tr>
+{% for field, spec in schema.properties.items() %}<tr><td><code>{{ field }}</code></td>
+<td>{{ type_name(spec) }}</td><td>{{ "yes" if field in schema.get("required", []) else "" }}</td>
+<td>{{ spec.description or "" }}</td></tr>{% endfor %}</table>{% endif %}
+{% endfor %}
 </body></html>
 """
+
+
+def _type_name(spec: dict) -> str:
+    if "$ref" in spec:
+        return spec["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in spec or "oneOf" in spec:
+        return " or ".join(_type_name(s) for s in spec.get("anyOf", spec.get("oneOf", [])))
+    if spec.get("type") == "array":
+        return f"list of {_type_name(spec.get('items', {}))}"
+    if "enum" in spec:
+        return "one of " + ", ".join(str(v) for v in spec["enum"])
+    kind = spec.get("type", "any")
+    return f"{kind} ({spec['format']})" if "format" in spec else str(kind)
+
+
+def render_docs(document: dict) -> str:
+    """The API reference as one self-contained HTML page: no scripts, nothing fetched from a CDN."""
+    from flask import render_template_string
+
+    return render_template_string(DOCS_TEMPLATE, doc=document, type_name=_type_name, schema_names=_type_name)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import hmac
+from collections import Counter
 from datetime import UTC, datetime
+from functools import cache
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import TypeAdapter, ValidationError
 
 from serving.adapters import ADAPTERS, PayloadError, verify_zendesk_signature
 from serving.app import ApiError, json_response
 from serving.auth import key_matches, presented_key
 from serving.model_store import ModelBundle
 from serving.online_score import score_many
-from serving.openapi import DOCS_HTML, build_openapi
+from serving.openapi import build_openapi, render_docs
 from serving.schemas import Ticket
 from serving.store import LiveModel
 
 api = Blueprint("api", __name__)
+
 OPEN_ENDPOINTS = {"api.get_health", "api.get_readiness", "api.get_metrics", "api.get_openapi", "api.get_docs"}
 
 
@@ -53,6 +56,12 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[dict]:
     ]
 
 
+@cache
+def ticket_list_adapter() -> TypeAdapter:
+    """A batch is validated in one call (built on first use, not at import)."""
+    return TypeAdapter(list[Ticket])
+
+
 def parse_tickets(body: object) -> tuple[list[Ticket], bool]:
     """One ticket, or {"tickets": [...]} up to the configured maximum; every bad field is named."""
     if not isinstance(body, dict):
@@ -70,15 +79,11 @@ def parse_tickets(body: object) -> tuple[list[Ticket], bool]:
     if len(raw) > settings.max_batch:
         raise ApiError(422, "batch_too_large", f"at most {settings.max_batch} tickets per request",
                        [{"field": "tickets", "message": f"{len(raw)} tickets; the maximum is {settings.max_batch}"}])
-    tickets, details = [], []
-    for i, item in enumerate(raw):
-        try:
-            tickets.append(Ticket.model_validate(item))
-        except ValidationError as exc:
-            details += field_errors(exc, f"tickets.{i}.")
-    if details:
-        raise ApiError(422, "invalid_ticket", "some tickets have invalid fields", details)
-    return tickets, True
+    try:
+        return ticket_list_adapter().validate_python(raw), True
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_ticket", "some tickets have invalid fields",
+                       field_errors(exc, "tickets.")) from exc
 
 
 def current_model() -> LiveModel:
@@ -94,7 +99,8 @@ def current_bundle() -> ModelBundle:
 
 def score_rows(live: LiveModel, rows: list[dict]) -> list[dict]:
     """features.online per ticket, then each model once on the whole batch (no pandas)."""
-    return score_many(live.bundle, live.online, rows, lock=live.predict_lock)
+    return score_many(live.bundle, live.online, rows, lock=live.predict_lock,
+                      reasons=current_app.extensions["settings"].reasons)
 
 
 def score_tickets(tickets: list[Ticket]) -> list[dict]:
@@ -102,22 +108,28 @@ def score_tickets(tickets: list[Ticket]) -> list[dict]:
     live = current_model()
     policy = current_app.extensions["policy"]
     metrics = current_app.extensions["metrics"]
-    rows = [t.model_dump(mode="json") for t in tickets]
+    rows = [dict(t) for t in tickets]
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     model = {"name": current_app.extensions["settings"].registered_model_name, "version": live.bundle.version}
     out = []
+    actions: dict[tuple, dict] = {}  # a batch repeats few (band, priority, category) combinations
     for row, scored in zip(rows, score_rows(live, rows), strict=True):
         band, predicted = scored["band"], scored["priority_predicted"]
-        metrics.scores.labels(band=band).inc()
+        key = (band, predicted, row.get("category"))
+        action = actions.get(key)
+        if action is None:
+            action = actions[key] = policy.decide(*key)
         out.append({
             "ticket_id": scored["ticket_id"],
             "escalation": {"probability": scored["escalation_probability"], "band": band,
                            "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
             "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
-            "action": policy.decide(band, predicted, row.get("category")),
+            "action": action,
             "model": model,
             "scored_at": now,
         })
+    for band, count in Counter(s["escalation"]["band"] for s in out).items():
+        metrics.scores.labels(band=band).inc(count)
     return out
 
 
@@ -170,6 +182,7 @@ def get_model() -> Response:
         "version": bundle.version,
         "trained_at": meta.get("trained_at") or meta.get("created_at"),
         "source": holder.source,
+        "registry_version": holder.registry_version,
         "loaded_at": holder.loaded_at.isoformat() if holder.loaded_at else None,
         "data_window": meta.get("data_window"),
         "metrics": meta.get("metrics"),
@@ -197,7 +210,8 @@ def get_readiness() -> Response:
 
 @api.get("/metrics")
 def get_metrics() -> Response:
-    return Response(generate_latest(current_app.extensions["metrics"].registry), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus text format; under gunicorn the sum over all workers."""
+    return Response(current_app.extensions["metrics"].exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 
 @api.post("/v1/admin/reload")
@@ -225,4 +239,5 @@ def get_openapi() -> Response:
 
 @api.get("/docs")
 def get_docs() -> Response:
-    return Response(DOCS_HTML, mimetype="text/html")
+    """The API reference rendered on the server from /openapi.json (works offline)."""
+    return Response(render_docs(build_openapi(current_app.extensions["settings"])), mimetype="text/html")

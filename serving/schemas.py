@@ -15,7 +15,9 @@ PRIORITY_VALUES = (*PRIORITY_ORDER, *PRIORITY_ALIASES)
 class Ticket(BaseModel):
     """One canonical ticket (DESIGN.md): its state right after its latest update."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # Ticketing systems send ids as numbers or strings (opaque strings here), and counters as 3.0
+    # (whole floats pass lax int validation); both without Python validators on the hot path.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
     ticket_id: str = Field(min_length=1, description="the ticketing system's id")
     event_time: datetime = Field(description="time of this update (ISO 8601; naive = UTC)")
@@ -39,23 +41,6 @@ class Ticket(BaseModel):
     agent_messages: int | None = Field(None, ge=0)
     sla_due_at: datetime | None = None
     escalation_level: int | None = Field(None, ge=0)
-
-    @field_validator("ticket_id", "customer_id", "agent_id", "group", mode="before")
-    @classmethod
-    def accept_numeric_ids(cls, value: Any) -> Any:
-        """Ticketing systems send ids as numbers or strings; they are opaque strings here."""
-        if isinstance(value, bool):
-            return value
-        return str(value) if isinstance(value, int) else value
-
-    @field_validator("reassignment_count", "reopen_count", "customer_messages", "agent_messages",
-                     "escalation_level", mode="before")
-    @classmethod
-    def accept_whole_floats(cls, value: Any) -> Any:
-        """Counters arrive as 3.0 from some clients (and from MLflow's wire format)."""
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
 
     @field_validator("event_time", "created_at", "sla_due_at")
     @classmethod

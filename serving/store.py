@@ -44,6 +44,7 @@ class ModelHolder:
         self.settings = settings
         self.live: LiveModel | None = None
         self.source: str | None = None
+        self.registry_version: str | None = None  # the registered model version, when loaded from MLflow
         self.loaded_at: datetime | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -59,12 +60,13 @@ class ModelHolder:
     def ready(self) -> bool:
         return self.live is not None
 
-    def resolve_source(self) -> tuple[Path, str]:
-        """The MLflow champion when a tracking server is configured, else the local bundle."""
+    def resolve_source(self) -> tuple[Path, str, str | None]:
+        """The MLflow champion (path, models:/ URI, registry version) when a tracking server is
+        configured, else the local bundle (path, path, None)."""
         local = self.settings.resolved_model_path
         uri = self.settings.mlflow_tracking_uri
         if not uri:
-            return local, str(local)
+            return local, str(local), None
         model_uri = f"models:/{self.settings.registered_model_name}@champion"
         try:
             import mlflow.artifacts
@@ -78,16 +80,16 @@ class ModelHolder:
             candidates = [p.parent for p in root.rglob("manifest.json")]
             if not candidates:
                 raise BundleError(f"{model_uri} holds no model bundle")
-            return candidates[0], model_uri
+            return candidates[0], model_uri, str(version.version)
         except Exception as exc:  # any tracking-server failure: serve the local bundle instead
             log.warning("cannot load %s from %s (%s); falling back to the local bundle %s",
                         model_uri, uri, type(exc).__name__, local)
-            return local, str(local)
+            return local, str(local), None
 
     def reload(self) -> ReloadOutcome:
         """Load and verify first, then swap; on failure keep serving the old model."""
         with self._lock:
-            path, source = self.resolve_source()
+            path, source, registry_version = self.resolve_source()
             try:
                 bundle = load_bundle(path)
                 live = LiveModel(bundle, OnlineFeatures(bundle.builder))
@@ -98,6 +100,7 @@ class ModelHolder:
                 return ReloadOutcome(False, self.bundle.version if self.bundle else None, source, self.last_error)
             previous = self.bundle.version if self.bundle else None
             self.live, self.source, self.loaded_at, self.last_error = live, source, datetime.now(UTC), None
+            self.registry_version = registry_version
             log.info("model loaded: version %s from %s (previous %s)", bundle.version, source, previous)
             return ReloadOutcome(True, bundle.version, source)
 

@@ -5,19 +5,19 @@ from features.build import FeatureBuilder, compute_ticket_features
 from features.history import summarize_tickets
 from features.schema import validate_events
 from features.snapshots import build_snapshots
-from features.text import TextFeatures, count_cues, score_sentiment
+from features.text import CUE_PATTERNS, TextFeatures, count_cues, score_sentiment
 from tests.helpers import make_log, make_ticket
 
 
 def test_cue_counts_find_the_phrases_escalations_follow():
-    texts = pd.Series([
+    texts = [
         "This is the third time I'm calling, I want to speak to your supervisor",
         "My lawyer will hear about this, I will report you to the ombudsman",
         "Please cancel my account, I am switching provider",
         "The service is down for everyone, total outage",
         "Thanks, no rush",
-    ])
-    cues = count_cues(texts)
+    ]
+    cues = pd.DataFrame(count_cues(texts), columns=list(CUE_PATTERNS))
     assert cues.loc[0, "repeat_contact"] >= 1 and cues.loc[0, "supervisor"] >= 1
     assert cues.loc[1, "legal"] >= 2
     assert cues.loc[2, "cancellation"] >= 2
@@ -27,7 +27,7 @@ def test_cue_counts_find_the_phrases_escalations_follow():
 
 
 def test_sentiment_orders_angry_below_polite_and_empty_is_neutral():
-    scores = score_sentiment(pd.Series(["This is absolutely unacceptable, I am furious", "Thank you, great help", ""]))
+    scores = score_sentiment(["This is absolutely unacceptable, I am furious", "Thank you, great help", ""])
     assert scores[0] < 0 < scores[1]
     assert scores[2] == 0
 
@@ -46,6 +46,24 @@ def test_text_embedding_is_learned_then_only_applied():
     unseen = text.transform(pd.DataFrame({"subject": ["zebra"], "description": ["quantum"],
                                           "last_customer_message": ["x"]}))
     assert np.allclose(unseen.filter(like="text_svd_").to_numpy(), 0), "unknown words embed to zero"
+
+
+def test_fast_embedding_equals_scikit_learn_tfidf_then_svd():
+    """The one-pass TF-IDF+SVD projection is scikit-learn's pipeline, up to float32 rounding."""
+    rows = pd.DataFrame({
+        "subject": ["refund refund", "router down", "refund please", "password reset", ""] * 8,
+        "description": [f"text number {i} about billing and routers, billing again" for i in range(40)],
+        "last_customer_message": ["still waiting", None, "router router down", None] * 10,
+    })
+    text = TextFeatures(svd_components=3, min_df=1).fit(rows)
+    combined = (rows["subject"].fillna("") + ". " + rows["description"] + ". "
+                + rows["last_customer_message"].fillna("")).tolist() + ["", "zebra"]
+    expected = text.svd_.transform(text.vectorizer_.transform(combined))
+    got = text.embedding.transform(combined)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_array_equal(got[-2:], 0)
+    np.testing.assert_array_equal(text.embedding.transform(combined[7:8]), got[7:8])
 
 
 def test_ticket_features_read_the_row_at_its_time():

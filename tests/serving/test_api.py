@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -241,3 +242,15 @@ def test_concurrent_requests_get_the_same_scores_as_sequential_ones(client, wire
     with ThreadPoolExecutor(max_workers=8) as pool:
         concurrent = list(pool.map(score, tickets * 3))
     assert concurrent == sequential * 3
+
+
+def test_docs_page_is_self_contained_and_lists_every_endpoint(client):
+    """The docs page is rendered from /openapi.json on the server: no CDN, no scripts, no network."""
+    html = client.get("/docs").get_data(as_text=True)
+    document = client.get("/openapi.json").get_json()
+    for path in document["paths"]:
+        assert f"<code>{path}</code>" in html
+    for name in ("Ticket", "Score", "ErrorBody"):
+        assert f'id="schema-{name}"' in html
+    assert "<script" not in html
+    assert not re.search(r'(src|href)="(https?:)?//', html), "the docs page must not load anything remote"

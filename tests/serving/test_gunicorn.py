@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.serving.conftest import ADMIN_KEY, API_KEY
 from training.bundle import point_current, write_bundle
@@ -134,3 +135,30 @@ def test_sighup_reloads_every_worker_and_a_bad_bundle_keeps_the_old_model(server
     server["process"].send_signal(signal.SIGHUP)
     assert wait_for_version(base, "v2-small") == {"v2-small"}
     assert server["process"].poll() is None
+
+
+def read_metrics(base: str) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def score_count(metrics: dict) -> float:
+    key = ("escalation_risk_requests_total",
+           tuple(sorted({"endpoint": "/v1/score", "method": "POST", "status": "200"}.items())))
+    return metrics.get(key, 0.0)
+
+
+def test_metrics_add_up_every_worker(server, wire_tickets):
+    """/metrics counts the requests of both workers, whichever worker answers the scrape."""
+    base = server["base"]
+    before = score_count(read_metrics(base))
+    for ticket in wire_tickets[:20]:
+        assert call(f"{base}/v1/score", ticket, AUTH)[0] == 200
+    scrapes = [read_metrics(base) for _ in range(6)]
+    assert {score_count(m) for m in scrapes} == {before + 20}
+    pids = {dict(labels)["pid"] for m in scrapes for (name, labels) in m
+            if name == "escalation_risk_model_info" and dict(labels).get("pid")}
+    assert len(pids) == 2, f"expected the model gauge of both workers, got pids {pids}"
+    bands = sum(v for (name, _), v in scrapes[0].items() if name == "escalation_risk_scores_total")
+    assert bands >= 20

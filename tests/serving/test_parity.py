@@ -37,7 +37,7 @@ def test_online_features_equal_the_feature_builder(bundle, generated_tickets, wi
     assert bundle.escalation_model.feature_name() == bundle.builder.feature_names_
     _, expected = bundle.build_features(pd.DataFrame(rows))
     online = OnlineFeatures(bundle.builder)
-    got = np.vstack([online.transform_one(r)[0] for r in rows])
+    got = online.transform_many(rows)[0]
     want = np.column_stack([
         expected[name].cat.codes.to_numpy().astype(float) if name in online.categories
         else expected[name].to_numpy(dtype="float64", na_value=np.nan)

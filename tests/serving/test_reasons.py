@@ -1,0 +1,102 @@
+"""Reasons: path contributions precomputed per leaf, the one-row LightGBM fast path, TreeSHAP on
+request, and missing or unseen values shown readably."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.build import MISSING, UNSEEN
+from features.online import OnlineFeatures
+from serving.contributions import TreePaths
+from serving.fast_predict import PREDICT_LEAF_INDEX, SingleRowPredictor
+from serving.model_store import load_bundle
+from serving.online_score import score_many
+from serving.schemas import Ticket
+from tests.serving.conftest import AUTH
+
+
+@pytest.fixture(scope="module")
+def bundle(serving_models_dir):
+    return load_bundle(serving_models_dir / "current")
+
+
+@pytest.fixture(scope="module")
+def features(bundle, wire_tickets) -> np.ndarray:
+    rows = [dict(Ticket.model_validate(t)) for t in wire_tickets]
+    return OnlineFeatures(bundle.builder).transform_many(rows)[0]
+
+
+def test_path_contributions_add_up_to_the_raw_score(bundle, features):
+    """bias + contributions == LightGBM's raw margin, and the score is LightGBM's predict()."""
+    paths = TreePaths(bundle.escalation_model)
+    score, contributions = paths.explain(features)
+    margin = bundle.escalation_model.predict(features, raw_score=True)
+    np.testing.assert_allclose(contributions.sum(axis=1), margin, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(score, bundle.escalation_model.predict(features), rtol=0, atol=1e-15)
+    assert (np.abs(contributions[:, :-1]) > 0).sum(axis=1).min() >= 3, "every ticket has at least 3 reasons"
+
+
+def test_path_contributions_of_one_stump_are_the_value_changes():
+    """A one-split model credits the split feature with (leaf value - root value)."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 1] > 0).astype(int)
+    booster = lgb.train({"objective": "binary", "num_leaves": 2, "min_data_in_leaf": 5, "verbose": -1,
+                         "learning_rate": 1.0}, lgb.Dataset(x, y), num_boost_round=1)
+    tree = booster.dump_model()["tree_info"][0]["tree_structure"]
+    root, left, right = tree["internal_value"], tree["left_child"]["leaf_value"], tree["right_child"]["leaf_value"]
+    _, contributions = TreePaths(booster).explain(np.array([[0.0, -2.0, 0.0], [0.0, 2.0, 0.0]]))
+    np.testing.assert_allclose(contributions, [[0, left - root, 0, root], [0, right - root, 0, root]], atol=1e-12)
+
+
+def test_one_row_fast_path_equals_booster_predict(bundle, features):
+    priority = SingleRowPredictor(bundle.priority_model)
+    leaves = SingleRowPredictor(bundle.escalation_model, PREDICT_LEAF_INDEX)
+    for row in features[:40]:
+        np.testing.assert_array_equal(priority.predict(row), bundle.priority_model.predict(row[None, :])[0])
+        np.testing.assert_array_equal(leaves.predict(row), bundle.escalation_model.predict(row[None, :],
+                                                                                          pred_leaf=True)[0])
+    with pytest.raises(ValueError, match="expected one row"):
+        priority.predict(features[0][:5])
+
+
+def test_shap_reasons_are_lightgbm_pred_contrib(bundle, features, wire_tickets):
+    """reasons="shap" names the top TreeSHAP features, on the fast path and in ModelBundle.score."""
+    scored = bundle.score_features(features, reasons="shap")
+    shap = bundle.escalation_model.predict(features, pred_contrib=True)[:, :-1]
+    np.testing.assert_array_equal(scored.contributions, shap)
+    rows = [dict(Ticket.model_validate(t)) for t in wire_tickets[:30]]
+    online = OnlineFeatures(bundle.builder)
+    fast = score_many(bundle, online, rows, reasons="shap")
+    reference = bundle.score(pd.DataFrame([Ticket.model_validate(t).model_dump(mode="json")
+                                           for t in wire_tickets[:30]]), reasons="shap")
+    assert [f["reasons"] for f in fast] == reference["reasons"].tolist()
+    with pytest.raises(ValueError, match="unknown reasons method"):
+        bundle.score_features(features, reasons="guess")
+
+
+def test_missing_and_unseen_categories_read_as_text_never_null(bundle, wire_tickets):
+    """Every feature as a reason: a missing value is "not set", an unseen category "other"."""
+    ticket = dict(wire_tickets[0], channel=None, customer_tier=None, sla_due_at=None,
+                  category="a category never seen in training")
+    rows = [dict(Ticket.model_validate(ticket))]
+    online = OnlineFeatures(bundle.builder)
+    every = len(online.names)
+    fast = {r["feature"]: r["value"] for r in score_many(bundle, online, rows, n_reasons=every)[0]["reasons"]}
+    assert fast["channel"] == MISSING and fast["customer_tier"] == MISSING
+    assert fast["hours_to_sla"] == MISSING
+    assert fast["category"] == UNSEEN
+    assert fast["priority"] == wire_tickets[0]["priority"].lower() or fast["priority"] in (MISSING, UNSEEN)
+    assert None not in fast.values()
+    reference = bundle.score(pd.DataFrame([Ticket.model_validate(ticket).model_dump(mode="json")]), n_reasons=every)
+    assert {r["feature"]: r["value"] for r in reference["reasons"].iloc[0]} == fast
+
+
+def test_response_reasons_never_carry_null(client, wire_tickets):
+    tickets = [dict(t, channel=None, customer_tier=None, group=None, status=None) for t in wire_tickets[:50]]
+    scores = client.post("/v1/score", json={"tickets": tickets}, headers=AUTH).get_json()["scores"]
+    assert all(r["value"] is not None for s in scores for r in s["escalation"]["reasons"])
