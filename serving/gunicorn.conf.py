@@ -7,7 +7,10 @@ SIGHUP to the master is forwarded to every worker, which reloads the model in pl
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 from features.settings import Settings
 
@@ -32,7 +35,12 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Replace gunicorn's HUP (restart all workers) with an in-place model reload in each worker."""
+    """Replace gunicorn's HUP (restart all workers) with an in-place model reload in each worker.
+
+    Development switches that would re-execute code on file changes are refused here.
+    """
+    if server.cfg.reload:
+        raise RuntimeError("--reload is a development switch; the scoring service refuses it")
 
     def forward_hup():
         server.log.info("SIGHUP: asking %d worker(s) to reload the model", len(server.WORKERS))
@@ -42,3 +50,7 @@ def on_starting(server):
 
     server.handle_hup = forward_hup
 
+
+def on_exit(server):
+    """Remove the folder where the workers recorded their model versions (serving.store.WorkerFleet)."""
+    shutil.rmtree(Path(tempfile.gettempdir()) / f"escalation-risk-workers-{os.getpid()}", ignore_errors=True)
