@@ -41,8 +41,11 @@ def read_json() -> object:
     """Parse the body with orjson; 415 for another content type, 400 for malformed JSON."""
     if not request.mimetype or request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+    data = request.get_data(cache=True)
+    if request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]:
+        request.stream.read(1)  # a chunked body cut at the limit: reading on raises 413, not a 400 later
     try:
-        return orjson.loads(request.get_data(cache=True))
+        return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
 

@@ -127,6 +127,12 @@ def start_service(env: dict[str, str], log_path: Path, workers: int = 2, wait_re
         time.sleep(0.2)
 
 
+def version_of(raw: bytes) -> str | None:
+    """The model version a score answer is labelled with (one ticket or the first of a batch)."""
+    body = json.loads(raw)
+    return (body["scores"][0] if "scores" in body else body)["model"]["version"]
+
+
 @dataclass
 class Outcome:
     sent: float
@@ -174,15 +180,13 @@ class LoadRun:
                 conn.request("POST", self.path, body=self.bodies[i % len(self.bodies)], headers=headers)
                 response = conn.getresponse()
                 raw = response.read()
-                version = None
-                if response.status == 200:
-                    version = json.loads(raw)["model"]["version"]
+                version = version_of(raw) if response.status == 200 else None
                 outcome = Outcome(sent, time.monotonic(), response.status, version,
                                   None if response.status == 200 else raw[:300].decode(errors="replace"))
                 if response.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
                 outcome = Outcome(sent, time.monotonic(), 0, None, f"{type(exc).__name__}: {exc}")
                 if conn is not None:
                     conn.close()

@@ -196,3 +196,47 @@ def test_sigterm_during_load_lets_in_flight_requests_complete(serving_models_dir
     assert "Handling signal: term" in service.log()
     with pytest.raises(OSError):  # after shutdown nothing listens any more
         socket.create_connection(("127.0.0.1", service.port), timeout=2).close()
+
+
+@pytest.mark.reliability
+@pytest.mark.timeout(900)
+def test_tracking_server_lost_during_training_registers_nothing(tmp_path):
+    """A real `mlflow server` answers when training starts and is gone when it ends: clear error, exit 2,
+    no bundle, no run or model version on the server's store."""
+    from features.synthetic import generate_event_log
+    from tests.training.test_registry import wait_for
+
+    events_path = tmp_path / "events.parquet"
+    generate_event_log(events_path, n_tickets=1500, seed=5)  # small: the training only has to take a while
+    port = free_port()
+    store = tmp_path / "server.db"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{store}", "--artifacts-destination", str(tmp_path / "server-artifacts"),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", server)
+        env = {**os.environ, "ESCALATION_RISK_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        training = subprocess.Popen([sys.executable, "-m", "training", "train", "--data", str(events_path)],
+                                    cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 600
+        while not (tmp_path / "reports" / "rejects.csv").exists():  # written once training has started
+            assert training.poll() is None, training.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+        out, err = training.communicate(timeout=800)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    assert training.returncode == 2, err[-2000:]
+    assert "is unreachable" in err and "after training, before writing or registering anything" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
+    assert client.search_registered_models() == []
+    assert client.search_model_versions() == []
