@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -206,9 +207,9 @@ class ModelHolder:
                 live = LiveModel(bundle, OnlineFeatures(bundle.builder))
                 warm_up(live)
             except Exception as exc:  # a bad bundle must never take the serving model down with it
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("model reload failed; keeping version %s: %s",
-                          self.bundle.version if self.bundle else None, self.last_error)
+                log.error("model reload failed; keeping version %s: %s: %s",
+                          self.bundle.version if self.bundle else None, type(exc).__name__, exc)
+                self.last_error = without_paths(f"{type(exc).__name__}: {exc}")  # /readyz is open to anyone
                 return ReloadOutcome(False, self.bundle.version if self.bundle else None, source, self.last_error)
             finally:
                 if download is not None:
@@ -261,6 +262,14 @@ class ModelHolder:
 
     def stop_polling(self) -> None:
         self._stop.set()
+
+
+def without_paths(message: str) -> str:
+    """Keep only the last part of each absolute path (the bundle or file name) in a message others can read."""
+    return _ABSOLUTE_PATH.sub("", message)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/:;,'\"()]+)+/(?=[^\s/])")
 
 
 def warm_up(live: LiveModel) -> None:

@@ -110,6 +110,7 @@ def test_bad_bundle_is_refused_and_the_old_model_keeps_serving(models_dir, wire_
         assert scored.status_code == 200 and scored.get_json()["model"]["version"] == V1
         ready = client.get("/readyz").get_json()
         assert ready["version"] == V1 and FAULTS[fault][1] in ready["last_reload_error"]
+        assert str(models_dir) not in ready["last_reload_error"]  # an open endpoint: no server paths
         assert not Path("/tmp/escalation-risk-pickle-ran").exists()
     finally:
         app.extensions["model"].stop_polling()
@@ -125,6 +126,7 @@ def test_bad_bundle_at_start_up_keeps_readiness_503(models_dir, wire_tickets, fa
     try:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and FAULTS[fault][1] in ready.get_json()["error"]
+        assert str(models_dir) not in ready.get_data(as_text=True)
         assert client.get("/healthz").status_code == 200
         scored = client.post("/v1/score", json=wire_tickets[0], headers=AUTH)
         assert scored.status_code == 503 and scored.get_json()["error"] == "model_unavailable"
@@ -225,7 +227,7 @@ def test_tracking_server_lost_during_training_registers_nothing(tmp_path):
             assert training.poll() is None, training.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        os.killpg(server.pid, signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGKILL)  # at once: the training must still be running afterwards
         server.wait(60)
         out, err = training.communicate(timeout=800)
     finally:
