@@ -11,7 +11,7 @@ TICKETS ?= 20000
 PYTEST_ARGS ?=
 SERVICENOW_PATH ?= ../shared/data/servicenow/incident_event_log.csv.gz
 
-.PHONY: help install data train report test test-data lint bench mlflow-ui clean serve serve-bench audit-data bench-real
+.PHONY: help install data train report test test-data test-reliability lint bench mlflow-ui clean serve serve-bench loadtest audit-data bench-real
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ bench-real: $(STAMP) ## real-data benchmark on the ServiceNow log (both labels, 
 test: $(STAMP) | $(CHROMIUM) ## run the test suite (code, data and model tests on small generated data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-reliability: $(STAMP) ## heavy reliability runs: load and 20 model rollouts under gunicorn (minutes)
+	$(BIN)/python -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check features training serving tests bench
 
@@ -63,6 +66,10 @@ serve: $(STAMP) ## scoring service on http://127.0.0.1:8080 (gunicorn; trains th
 serve-bench: $(STAMP) ## serving benchmark: this service vs mlflow models serve vs a hello-world floor
 	@test -e models/current || $(MAKE) train
 	$(BIN)/python bench/serve_bench.py
+
+loadtest: $(STAMP) ## load run under gunicorn: 30,000 requests at concurrency 16; errors, latency, memory
+	@test -e models/current || $(MAKE) train
+	$(BIN)/python bench/load_bench.py
 
 mlflow-ui: $(STAMP) ## browse runs and registered models at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -9,8 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -31,13 +34,25 @@ def _require(payload: dict, keys: tuple[str, ...], prefix: str, problems: list) 
 def _lookup(table: dict, value: Any, field: str, problems: list) -> str | None:
     if value is None or value == "":
         return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        problems.append((field, f"expected a string or a number, got {type(value).__name__}"))
+        return None
     key = value.lower() if isinstance(value, str) else value
-    if isinstance(key, str) and key.isdigit():
+    if isinstance(key, str) and key.isdecimal():
         key = int(key)
     if key not in table:
         problems.append((field, f"unknown value {value!r}; expected one of {', '.join(map(str, table))}"))
         return None
     return table[key]
+
+
+def _list(value: Any) -> list:
+    """A list field (tags, custom fields); anything else counts as absent."""
+    return value if isinstance(value, list) else []
+
+
+def _object(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _id(value: Any) -> str | None:
@@ -84,9 +99,9 @@ def map_zendesk(payload: dict) -> dict:
     status = _lookup(ZENDESK_STATUSES, ticket.get("status"), f"{prefix}status", problems)
     if problems:
         raise PayloadError(problems)
-    tags = [str(t).lower() for t in ticket.get("tags") or []]
+    tags = [str(t).lower() for t in _list(ticket.get("tags"))]
     tier = next((t for t in ZENDESK_TIERS if t in tags), None)
-    fields = {str(f.get("id")): f.get("value") for f in ticket.get("custom_fields") or [] if isinstance(f, dict)}
+    fields = {str(f.get("id")): f.get("value") for f in _list(ticket.get("custom_fields")) if isinstance(f, dict)}
     return {
         "ticket_id": _id(ticket.get("id")),
         "created_at": ticket.get("created_at"),
@@ -122,6 +137,45 @@ def verify_zendesk_signature(secret: str, body: bytes, signature: str | None, ti
     if abs((now if now is not None else time.time()) - sent) > window_seconds:
         return "timestamp outside the replay window"
     return None
+
+
+class ReplayGuard:
+    """Remembers the Zendesk signatures already accepted within the replay window, so each is used once.
+
+    With a folder (the gunicorn workers' shared one) the memory is shared by all workers: one
+    file per signature, created with O_EXCL, so a replay to another worker is refused too.
+    """
+
+    def __init__(self, window_seconds: int, state_dir: Path | None = None):
+        self.window_seconds = window_seconds
+        self.state_dir = state_dir
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+
+    def first_use(self, signature: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        key = hashlib.sha256(signature.encode()).hexdigest()
+        with self._lock:
+            self._forget_older_than(now - 2 * self.window_seconds)
+            if self.state_dir is None:
+                if key in self._seen:
+                    return False
+                self._seen[key] = now
+                return True
+            try:
+                os.close(os.open(self.state_dir / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return False
+            self._seen[key] = now
+            return True
+
+    def _forget_older_than(self, cutoff: float) -> None:
+        for key in [k for k, t in self._seen.items() if t < cutoff]:
+            del self._seen[key]
+            if self.state_dir is not None:
+                (self.state_dir / key).unlink(missing_ok=True)
 
 
 # --- ServiceNow ----------------------------------------------------------------------------
@@ -171,6 +225,8 @@ def map_servicenow(payload: dict) -> dict:
         if len(record) != 1:
             raise PayloadError([("result", "expected exactly one incident record")])
         record = record[0]
+    if not isinstance(record, dict):
+        raise PayloadError([("result", "expected an incident record (a JSON object)")])
     problems: list[tuple[str, str]] = []
     if not (_id(record.get("number")) or _id(record.get("sys_id"))):
         problems.append(("number", "required field is missing (number or sys_id)"))
@@ -221,7 +277,7 @@ def map_freshdesk(payload: dict) -> dict:
     channel = _lookup(FRESHDESK_SOURCES, ticket.get("source"), "source", problems)
     if problems:
         raise PayloadError(problems)
-    custom = ticket.get("custom_fields") or {}
+    custom = _object(ticket.get("custom_fields"))
     return {
         "ticket_id": _id(ticket.get("id")),
         "created_at": ticket.get("created_at"),

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from features.settings import Settings
 from serving.metrics import ServiceMetrics
 from serving.policy import load_policy
-from serving.store import ModelHolder
+from serving.store import ModelHolder, WorkerFleet
 
 log = logging.getLogger("escalation_risk.serving")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -146,11 +146,15 @@ def create_served_app() -> Flask:
     """gunicorn's entry point: create_app, with SIGHUP reloading the model in this worker.
 
     A SIGHUP that arrives while the worker is still starting is remembered and applied once
-    the app exists, instead of killing the worker (the default action).
+    the app exists, instead of killing the worker (the default action). Each worker records
+    the version it serves in a folder shared by the workers (serving.store.WorkerFleet).
     """
     pending: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: pending.append(signum))
     app = create_app()
+    holder: ModelHolder = app.extensions["model"]
+    holder.fleet = WorkerFleet.for_gunicorn_worker()  # so /v1/admin/reload reaches every worker
+    holder.fleet.record(holder.bundle.version if holder.bundle else None)
     install_sighup_reload(app)
     if pending:
         os.kill(os.getpid(), signal.SIGHUP)

@@ -37,7 +37,12 @@ _created_dirs: list[Path] = []
 
 def on_starting(server):
     """Prepare the metrics directory the workers share, and replace gunicorn's HUP (restart all
-    workers) with an in-place model reload in each worker."""
+    workers) with an in-place model reload in each worker.
+
+    Development switches that would re-execute code on file changes are refused here.
+    """
+    if server.cfg.reload:
+        raise RuntimeError("--reload is a development switch; the scoring service refuses it")
     metrics_dir = _settings.prometheus_multiproc_dir
     if metrics_dir is None:
         metrics_dir = Path(tempfile.mkdtemp(prefix="escalation-risk-metrics-"))
@@ -69,5 +74,8 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
+    """Remove the metrics folder we made and the folder where the workers recorded their model
+    versions (serving.store.WorkerFleet)."""
     for created in _created_dirs:
         shutil.rmtree(created, ignore_errors=True)
+    shutil.rmtree(Path(tempfile.gettempdir()) / f"escalation-risk-workers-{os.getpid()}", ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -247,20 +248,74 @@ def show_value(value: object, raw: object = None) -> object:
     return value
 
 
+def check_lightgbm_text(path: Path, text: bytes) -> None:
+    """Refuse what is not a complete LightGBM text model before LightGBM parses it.
+
+    LightGBM aborts the whole process (not an exception) on some truncated files, so the
+    structure is checked here: the header, every tree's byte size as the header lists it,
+    then the end markers.
+    """
+    if not text.startswith((b"tree\n", b"tree\r\n")):
+        raise BundleError(f"{path.name} is not a LightGBM text model (it starts with {text[:8]!r}, "
+                          "not 'tree'); refusing to load it")
+    sizes = re.search(rb"^tree_sizes=([0-9 ]*)\r?$", text, re.MULTILINE)
+    first_tree = text.find(b"\nTree=0")
+    if sizes is None or first_tree < 0:
+        raise BundleError(f"{path.name} is not a valid LightGBM model (no tree_sizes or trees; truncated?)")
+    trees_end = first_tree + 1 + sum(int(n) for n in sizes.group(1).split())
+    if not text[trees_end:].lstrip(b"\r\n").startswith(b"end of trees") or b"\nend of parameters" not in text:
+        raise BundleError(f"{path.name} is not a valid LightGBM model (truncated: the trees or the end "
+                          "markers are incomplete)")
+
+
+def load_booster(path: Path) -> lgb.Booster:
+    """A complete LightGBM text model, and nothing else: pickles or binaries in its place are refused unread."""
+    text = path.read_bytes()
+    check_lightgbm_text(path, text)
+    try:
+        return lgb.Booster(model_str=text.decode())
+    except (lgb.basic.LightGBMError, ValueError) as exc:  # ValueError: bad UTF-8 or pandas_categorical JSON
+        raise BundleError(f"{path.name} is not a valid LightGBM model: {exc}") from exc
+
+
+def check_feature_schema(metadata: dict, builder: FeatureBuilder, models: dict[str, lgb.Booster]) -> None:
+    """The builder, both models and the metadata must agree on the feature list, name by name, in order."""
+    expected = list(metadata.get("features") or [])
+    produced = list(getattr(builder, "feature_names_", []) or [])
+    for name, features in (("feature builder", produced), *((n, m.feature_name()) for n, m in models.items())):
+        if list(features) != expected:
+            missing = [f for f in expected if f not in features][:5]
+            extra = [f for f in features if f not in expected][:5]
+            raise BundleError(f"incompatible feature schema: the {name} has {len(features)} features, the "
+                              f"metadata lists {len(expected)} (missing {missing}, unexpected {extra})")
+
+
 def load_bundle(bundle_dir: Path) -> ModelBundle:
-    """Verify the manifest first, then load; a tampered or partial bundle is refused."""
+    """Verify the manifest first, then load; a tampered, partial or mismatched bundle is refused."""
     bundle_dir = Path(bundle_dir).resolve()
     if not bundle_dir.is_dir():
         raise BundleError(f"no model bundle at {bundle_dir}; run `make train` first")
     verify_manifest(bundle_dir)
-    metadata = json.loads((bundle_dir / METADATA).read_text())
-    builder: FeatureBuilder = joblib.load(bundle_dir / BUILDER)
+    # Models first: they are plain text; the builder is a pickle, unpickled only once the rest checks out.
+    models = {"escalation model": load_booster(bundle_dir / ESCALATION_MODEL),
+              "priority model": load_booster(bundle_dir / PRIORITY_MODEL)}
+    try:
+        metadata = json.loads((bundle_dir / METADATA).read_text())
+    except ValueError as exc:
+        raise BundleError(f"{METADATA} is not valid JSON: {exc}") from exc
+    try:
+        builder: FeatureBuilder = joblib.load(bundle_dir / BUILDER)
+    except Exception as exc:
+        raise BundleError(f"{BUILDER} cannot be loaded ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(builder, FeatureBuilder):
+        raise BundleError(f"{BUILDER} holds a {type(builder).__name__}, not a FeatureBuilder")
+    check_feature_schema(metadata, builder, models)
     history = pd.read_parquet(bundle_dir / HISTORY)
     builder.history_ = HistoryFeatures(builder.history_windows_days, builder.history_smoothing).fit(history)
     return ModelBundle(
         path=bundle_dir,
         metadata=metadata,
         builder=builder,
-        escalation_model=lgb.Booster(model_file=str(bundle_dir / ESCALATION_MODEL)),
-        priority_model=lgb.Booster(model_file=str(bundle_dir / PRIORITY_MODEL)),
+        escalation_model=models["escalation model"],
+        priority_model=models["priority model"],
     )

@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
-from serving.adapters import ADAPTERS, PayloadError, verify_zendesk_signature
+from serving.adapters import ADAPTERS, PayloadError, ReplayGuard, verify_zendesk_signature
 from serving.app import ApiError, json_response
 from serving.auth import key_matches, presented_key
 from serving.model_store import ModelBundle
@@ -44,8 +44,11 @@ def read_json() -> object:
     """Parse the body with orjson; 415 for another content type, 400 for malformed JSON."""
     if not request.mimetype or request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+    data = request.get_data(cache=True)
+    if request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]:
+        request.stream.read(1)  # a chunked body cut at the limit: reading on raises 413, not a 400 later
     try:
-        return orjson.loads(request.get_data(cache=True))
+        return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
 
@@ -156,6 +159,8 @@ def score_integration(system: str) -> Response:
             request.headers.get("X-Zendesk-Webhook-Signature-Timestamp"),
             settings.zendesk_replay_window_seconds,
         )
+        if not problem and not replay_guard().first_use(request.headers["X-Zendesk-Webhook-Signature"]):
+            problem = "this signature was already used (replayed request)"
         if problem:
             raise ApiError(401, "invalid_signature", f"Zendesk webhook signature rejected: {problem}")
     try:
@@ -169,6 +174,17 @@ def score_integration(system: str) -> Response:
                        field_errors(exc, "(canonical) ")) from exc
     g.n_tickets = 1
     return json_response(score_tickets([ticket])[0])
+
+
+def replay_guard() -> ReplayGuard:
+    """Created on first use: under gunicorn it shares the workers' folder (serving.store.WorkerFleet)."""
+    guard = current_app.extensions.get("zendesk_replay")
+    if guard is None:
+        fleet = current_app.extensions["model"].fleet
+        guard = ReplayGuard(current_app.extensions["settings"].zendesk_replay_window_seconds,
+                            fleet.state_dir / "zendesk-signatures" if fleet else None)
+        guard = current_app.extensions.setdefault("zendesk_replay", guard)
+    return guard
 
 
 @api.get("/v1/model")
@@ -190,6 +206,7 @@ def get_model() -> Response:
         "priority_classes": meta.get("priority_classes"),
         "features": meta.get("features"),
         "last_reload_error": holder.last_error,
+        "workers": holder.fleet.workers() if holder.fleet else None,
     })
 
 
@@ -225,10 +242,11 @@ def reload_model() -> Response:
         raise ApiError(401, "unauthorized", "admin key required (ESCALATION_RISK_ADMIN_KEY)")
     holder = current_app.extensions["model"]
     metrics = current_app.extensions["metrics"]
-    outcome = holder.reload()
+    outcome = holder.reload_everywhere()
     metrics.reloads.labels(outcome="ok" if outcome.ok else "failed").inc()
     metrics.set_model(holder.bundle.version if holder.bundle else None)
-    body = {"reloaded": outcome.ok, "version": outcome.version, "source": outcome.source, "error": outcome.error}
+    body = {"reloaded": outcome.ok, "version": outcome.version, "source": outcome.source, "error": outcome.error,
+            "workers": list(outcome.workers)}
     return json_response(body, 200 if outcome.ok else 409)
 
 

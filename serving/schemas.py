@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
 
 PRIORITY_VALUES = (*PRIORITY_ORDER, *PRIORITY_ALIASES)
+MIN_YEAR, MAX_YEAR = 1900, 2200
 
 
 class Ticket(BaseModel):
@@ -45,7 +46,10 @@ class Ticket(BaseModel):
     @field_validator("event_time", "created_at", "sla_due_at")
     @classmethod
     def assume_utc(cls, value: datetime | None) -> datetime | None:
-        """Naive times are UTC, as in training (features.schema.parse_times)."""
+        """Naive times are UTC, as in training (features.schema.parse_times); years stay in a sane range
+        (a ticket from year 1 or 9999 is a client bug, and would overflow time arithmetic)."""
+        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"time {value.isoformat()} is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @model_validator(mode="after")

@@ -1,23 +1,41 @@
 """The live model: loaded and verified before it is used, swapped atomically on reload.
 
-A reload builds the new bundle completely (manifest verified, models loaded) before the
-swap, so requests always see either the old model or the new one; a failed reload leaves
-the old model serving and is reported by /readyz, /v1/model and the log.
+A reload builds the new bundle completely (manifest verified, models loaded, one warm-up
+ticket scored) before the swap, so requests always see either the old model or the new one;
+a failed reload leaves the old model serving and is reported by /readyz, /v1/model and the log.
+
+Under gunicorn each worker holds its own model. `WorkerFleet` lets the worker that handles
+/v1/admin/reload tell its sibling workers to reload and wait until every one of them serves
+the new version, so a completed reload means that only the new version answers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
+
+import psutil
 
 from features.online import OnlineFeatures
 from features.settings import Settings
 from serving.model_store import BundleError, ModelBundle, load_bundle
 
 log = logging.getLogger("escalation_risk.serving")
+WARM_UP_TICKET = {"ticket_id": "warm-up", "event_time": "2025-01-02T00:00:00+00:00",
+                  "created_at": "2025-01-01T00:00:00+00:00", "subject": "warm-up", "description": "warm-up"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +44,7 @@ class ReloadOutcome:
     version: str | None
     source: str
     error: str | None = None
+    workers: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,74 @@ class LiveModel:
     predict_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
 
+def tracking_server_problem(uri: str | None, timeout: float = 3.0) -> str | None:
+    """Why an http(s) tracking URI cannot be reached (one TCP connect), or None.
+
+    MLflow's own client retries an unreachable server with back-off for minutes; a service
+    starting up or a training run should learn that at once instead.
+    """
+    parsed = urlparse(uri or "")
+    if parsed.scheme not in ("http", "https"):
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"MLflow tracking server {parsed.scheme}://{parsed.hostname}:{port} is unreachable ({exc.strerror or exc})"
+
+
+class WorkerFleet:
+    """One status file per gunicorn worker (pid -> loaded version), in a folder shared by the workers."""
+
+    def __init__(self, state_dir: Path, master_pid: int):
+        self.state_dir = Path(state_dir)
+        self.master_pid = master_pid
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_gunicorn_worker(cls) -> WorkerFleet:
+        """The folder is named after the gunicorn master, the parent of every worker."""
+        master = os.getppid()
+        return cls(Path(tempfile.gettempdir()) / f"escalation-risk-workers-{master}", master)
+
+    def record(self, version: str | None) -> None:
+        path = self.state_dir / f"{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "version": version}))
+        os.replace(tmp, path)
+
+    def sibling_pids(self) -> list[int]:
+        try:
+            children = psutil.Process(self.master_pid).children()
+        except psutil.Error:
+            return []
+        return [child.pid for child in children if child.pid != os.getpid()]
+
+    def workers(self) -> list[dict]:
+        """Every live worker (this one included) and the version it serves (None: not loaded yet)."""
+        status = []
+        for pid in sorted([os.getpid(), *self.sibling_pids()]):
+            try:
+                status.append(json.loads((self.state_dir / f"{pid}.json").read_text()))
+            except (OSError, ValueError):
+                status.append({"pid": pid, "version": None})
+        return status
+
+    def signal_siblings(self) -> None:
+        for pid in self.sibling_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+    def wait_for(self, version: str, timeout: float) -> tuple[bool, list[dict]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = self.workers()
+            if all(w["version"] == version for w in workers) or time.monotonic() > deadline:
+                return all(w["version"] == version for w in workers), workers
+            time.sleep(0.05)
+
+
 class ModelHolder:
     """Holds the current model; `live` is read without a lock (a single reference swap)."""
 
@@ -44,12 +131,14 @@ class ModelHolder:
         self.settings = settings
         self.live: LiveModel | None = None
         self.source: str | None = None
-        self.registry_version: str | None = None  # the registered model version, when loaded from MLflow
+        self.registry_version: str | None = None
         self.loaded_at: datetime | None = None
         self.last_error: str | None = None
+        self.fleet: WorkerFleet | None = None
         self._lock = threading.Lock()
         self._poll_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._client = None
 
     @property
     def bundle(self) -> ModelBundle | None:
@@ -60,60 +149,112 @@ class ModelHolder:
     def ready(self) -> bool:
         return self.live is not None
 
-    def resolve_source(self) -> tuple[Path, str, str | None]:
-        """The MLflow champion (path, models:/ URI, registry version) when a tracking server is
-        configured, else the local bundle (path, path, None)."""
-        local = self.settings.resolved_model_path
-        uri = self.settings.mlflow_tracking_uri
-        if not uri:
-            return local, str(local), None
-        model_uri = f"models:/{self.settings.registered_model_name}@champion"
-        try:
-            import mlflow.artifacts
+    def mlflow_client(self):
+        if self._client is None:
             from mlflow import MlflowClient
 
             # Tracking and registry both at the configured URI (MLflow's default would be ./mlflow.db).
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            version = client.get_model_version_by_alias(self.settings.registered_model_name, "champion")
-            location = client.get_model_version_download_uri(version.name, version.version)
-            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, tracking_uri=uri))
+            uri = self.settings.mlflow_tracking_uri
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return self._client
+
+    def champion_version(self) -> str:
+        """The registry version that @champion points at (raises when there is none or no server)."""
+        problem = tracking_server_problem(self.settings.mlflow_tracking_uri)
+        if problem:
+            raise ConnectionError(problem)
+        name = self.settings.registered_model_name
+        return str(self.mlflow_client().get_model_version_by_alias(name, "champion").version)
+
+    def resolve_source(self) -> tuple[Path, str, str | None, Path | None]:
+        """(bundle folder, source, registry version, temporary download folder to delete after loading).
+
+        The MLflow champion when a tracking server is configured, else (or when it cannot be
+        reached) the local bundle.
+        """
+        local = self.settings.resolved_model_path
+        uri = self.settings.mlflow_tracking_uri
+        if not uri:
+            return local, str(local), None, None
+        model_uri = f"models:/{self.settings.registered_model_name}@champion"
+        download: Path | None = None
+        try:
+            import mlflow.artifacts
+
+            client = self.mlflow_client()
+            version = self.champion_version()
+            location = client.get_model_version_download_uri(self.settings.registered_model_name, version)
+            download = Path(tempfile.mkdtemp(prefix="escalation-risk-champion-"))
+            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, tracking_uri=uri,
+                                                            dst_path=str(download)))
             candidates = [p.parent for p in root.rglob("manifest.json")]
             if not candidates:
                 raise BundleError(f"{model_uri} holds no model bundle")
-            return candidates[0], model_uri, str(version.version)
+            return candidates[0], f"{model_uri} (version {version})", version, download
         except Exception as exc:  # any tracking-server failure: serve the local bundle instead
-            log.warning("cannot load %s from %s (%s); falling back to the local bundle %s",
-                        model_uri, uri, type(exc).__name__, local)
-            return local, str(local), None
+            if download is not None:
+                shutil.rmtree(download, ignore_errors=True)
+            log.warning("cannot load %s from %s (%s: %s); falling back to the local bundle %s",
+                        model_uri, uri, type(exc).__name__, str(exc)[:200], local)
+            return local, str(local), None, None
 
     def reload(self) -> ReloadOutcome:
-        """Load and verify first, then swap; on failure keep serving the old model."""
+        """Load, verify and warm up first, then swap; on any failure keep serving the old model."""
         with self._lock:
-            path, source, registry_version = self.resolve_source()
+            path, source, registry_version, download = self.resolve_source()
             try:
                 bundle = load_bundle(path)
                 live = LiveModel(bundle, OnlineFeatures(bundle.builder))
-            except (BundleError, OSError, ValueError, KeyError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("model reload failed; keeping version %s: %s",
-                          self.bundle.version if self.bundle else None, self.last_error)
+                warm_up(live)
+            except Exception as exc:  # a bad bundle must never take the serving model down with it
+                log.error("model reload failed; keeping version %s: %s: %s",
+                          self.bundle.version if self.bundle else None, type(exc).__name__, exc)
+                self.last_error = without_paths(f"{type(exc).__name__}: {exc}")  # /readyz is open to anyone
                 return ReloadOutcome(False, self.bundle.version if self.bundle else None, source, self.last_error)
+            finally:
+                if download is not None:
+                    shutil.rmtree(download, ignore_errors=True)  # everything is in memory now
             previous = self.bundle.version if self.bundle else None
             self.live, self.source, self.loaded_at, self.last_error = live, source, datetime.now(UTC), None
             self.registry_version = registry_version
+            if self.fleet is not None:
+                self.fleet.record(bundle.version)
             log.info("model loaded: version %s from %s (previous %s)", bundle.version, source, previous)
             return ReloadOutcome(True, bundle.version, source)
 
+    def reload_everywhere(self, timeout: float = 60.0) -> ReloadOutcome:
+        """Reload here; then make every sibling worker reload and wait until all serve the new version."""
+        outcome = self.reload()
+        if not outcome.ok or self.fleet is None:
+            return outcome
+        self.fleet.signal_siblings()
+        converged, workers = self.fleet.wait_for(outcome.version, timeout)
+        if converged:
+            return ReloadOutcome(True, outcome.version, outcome.source, None, tuple(workers))
+        behind = ", ".join(f"pid {w['pid']} on {w['version']}" for w in workers if w["version"] != outcome.version)
+        error = f"this worker serves {outcome.version} but not every worker switched within {timeout:.0f} s: {behind}"
+        return ReloadOutcome(False, outcome.version, outcome.source, error, tuple(workers))
+
     def start_polling(self, interval: float) -> None:
-        """Reload when models/current points at a different bundle (checked every `interval` s)."""
+        """Reload when models/current points at another bundle, or @champion moves (every `interval` s)."""
         if interval <= 0 or self._poll_thread is not None:
             return
 
+        def changed_target() -> object | None:
+            if self.settings.mlflow_tracking_uri:
+                try:
+                    version = self.champion_version()
+                except Exception:  # no server or no champion: keep what is serving
+                    return None
+                return version if version != self.registry_version else None
+            target = self.settings.resolved_model_path.resolve()
+            return target if self.bundle is None or target != self.bundle.path else None
+
         def poll() -> None:
-            failed: Path | None = None
+            failed: object | None = None
             while not self._stop.wait(interval):
-                target = self.settings.resolved_model_path.resolve()
-                if target != failed and (self.bundle is None or target != self.bundle.path):
+                target = changed_target()
+                if target is not None and target != failed:
                     failed = None if self.reload().ok else target  # do not retry a broken bundle
 
         self._poll_thread = threading.Thread(target=poll, name="model-poll", daemon=True)
@@ -122,3 +263,23 @@ class ModelHolder:
     def stop_polling(self) -> None:
         self._stop.set()
 
+
+def without_paths(message: str) -> str:
+    """Keep only the last part of each absolute path (the bundle or file name) in a message others can read."""
+    return _ABSOLUTE_PATH.sub("", message)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/:;,'\"()]+)+/(?=[^\s/])")
+
+
+def warm_up(live: LiveModel) -> None:
+    """Score one made-up ticket through the serving path, so a bundle that loads but cannot score is refused."""
+    from serving.online_score import score_many
+
+    try:
+        scored = score_many(live.bundle, live.online, [dict(WARM_UP_TICKET)], lock=live.predict_lock)
+    except Exception as exc:
+        raise BundleError(f"bundle {live.bundle.path.name} loads but cannot score a ticket "
+                          f"(incompatible with this code's features?): {type(exc).__name__}: {exc}") from exc
+    if not 0.0 <= scored[0]["escalation_probability"] <= 1.0:
+        raise BundleError(f"bundle {live.bundle.path.name} gives a probability outside [0, 1] on a warm-up ticket")

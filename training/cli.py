@@ -163,6 +163,8 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
         if not data_path.exists():
             click.echo(f"no event log at {data_path}: generating the demo ticket history first")
             click.get_current_context().invoke(generate_data, output_path=data_path)
+    if not no_mlflow:
+        _check_tracking_server(settings, "before training")
     rejects_path = settings.resolved_reports_dir / "rejects.csv"
     rejects_path.unlink(missing_ok=True)
     try:
@@ -177,6 +179,8 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     click.echo("\n" + format_metrics_table(result.metrics))
     click.echo("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
 
+    if not no_mlflow:
+        _check_tracking_server(settings, "after training, before writing or registering anything")
     bundle_dir = write_bundle(result, models_dir, make_version(result))
     click.echo(f"\nbundle: {bundle_dir}")
     report_dir = _write_report(bundle_dir, settings.resolved_reports_dir / bundle_dir.name)
@@ -223,6 +227,14 @@ def report(bundle_path: Path | None, output_dir: Path | None) -> None:
     except ReportError as exc:
         raise UserError(str(exc)) from exc
     _write_report(bundle_path, output_dir or settings.resolved_reports_dir / version)
+def _check_tracking_server(settings: Settings, when: str) -> None:
+    """Fail with a clear message (not minutes of MLflow retries, not a half-registered model)."""
+    from serving.store import tracking_server_problem
+
+    problem = tracking_server_problem(settings.mlflow_tracking_uri)
+    if problem:
+        raise UserError(f"{problem} ({when}); nothing was registered and models/current is unchanged. "
+                        "Start the server, or pass --no-mlflow to train without it.")
 
 
 @main.command()
