@@ -43,7 +43,7 @@ class TreePaths:
             offsets.append(start)
             n_leaves = tree["num_leaves"]
             tree_values = np.zeros(n_leaves)
-            self._walk(tree["tree_structure"], start, tree_values, [], rows, cols, values)
+            self._walk(tree["tree_structure"], start, tree_values, rows, cols, values)
             leaf_values.append(tree_values)
             start += n_leaves
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -59,13 +59,19 @@ class TreePaths:
         self.leaf_columns[np.asarray(rows)[order], slot] = np.asarray(cols)[order]
         self.leaf_amounts[np.asarray(rows)[order], slot] = np.asarray(values)[order]
 
-    def _walk(self, node: dict, start: int, tree_values: np.ndarray, path: list[tuple[int, float]],
-              rows: list, cols: list, values: list) -> None:
-        if "leaf_index" in node or "split_feature" not in node:
+    def _walk(self, root: dict, start: int, tree_values: np.ndarray, rows: list, cols: list, values: list) -> None:
+        """Credit each leaf's path (iteratively: deep trees must not hit the recursion limit)."""
+        stack: list[tuple[dict, list[tuple[int, float]]]] = [(root, [])]
+        while stack:
+            node, path = stack.pop()
+            if "split_feature" in node:
+                step = [*path, (node["split_feature"], node["internal_value"])]
+                stack.append((node["right_child"], step))
+                stack.append((node["left_child"], step))
+                continue
             leaf = node.get("leaf_index", 0)
             tree_values[leaf] = node["leaf_value"]
-            root_value = path[0][1] if path else node["leaf_value"]
-            credited: dict[int, float] = {self.n_features: root_value}
+            credited: dict[int, float] = {self.n_features: path[0][1] if path else node["leaf_value"]}
             values_on_path = [v for _, v in path] + [node["leaf_value"]]
             for (feature, parent_value), child_value in zip(path, values_on_path[1:], strict=True):
                 credited[feature] = credited.get(feature, 0.0) + (child_value - parent_value)
@@ -73,10 +79,6 @@ class TreePaths:
                 rows.append(start + leaf)
                 cols.append(feature)
                 values.append(amount)
-            return
-        step = [*path, (node["split_feature"], node["internal_value"])]
-        self._walk(node["left_child"], start, tree_values, step, rows, cols, values)
-        self._walk(node["right_child"], start, tree_values, step, rows, cols, values)
 
     @cached_property
     def leaf_matrix(self) -> np.ndarray | sparse.csr_matrix:
