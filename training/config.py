@@ -58,6 +58,15 @@ class TextParams(_Section):
     svd_components: int = Field(24, ge=0)
 
 
+class FeatureParams(_Section):
+    """Columns beyond the built-in feature set, and built-in features to leave out (per source)."""
+
+    extra_categorical: list[str] = []        # canonical-log columns an importer adds (mapping `extra:`)
+    max_categories: int = Field(60, ge=1)    # levels kept per categorical, most frequent first
+    min_category_count: int = Field(1, ge=1)  # rarer levels in the training period count as missing
+    exclude: list[str] = []                  # built-in features not to use (e.g. drifting as-of rates)
+
+
 class ModelParams(_Section):
     model_config = ConfigDict(extra="allow")
     objective: str
@@ -125,6 +134,7 @@ class Params(_Section):
     split: SplitParams = SplitParams()
     history: HistoryParams = HistoryParams()
     text: TextParams = TextParams()
+    features: FeatureParams = FeatureParams()
     escalation_model: ModelParams
     priority_model: ModelParams
     bands: BandParams = BandParams()

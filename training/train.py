@@ -247,6 +247,10 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
             history_smoothing=params.history.smoothing,
             text_enabled=params.text.enabled,
             text_params=params.text.model_dump(exclude={"enabled"}),
+            max_categories=params.features.max_categories,
+            min_category_count=params.features.min_category_count,
+            extra_categorical=params.features.extra_categorical,
+            exclude_features=params.features.exclude,
             seed=params.seed,
         ).fit(snapshots.loc[parts["train"]], tickets)
         # One matrix per part (not one sliced three ways) keeps a single copy in memory.
