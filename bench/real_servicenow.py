@@ -97,7 +97,7 @@ def format_tables(tables: dict[str, pd.DataFrame]) -> str:
     return "\n".join([
         "at update 1 (the first logged state):", first.to_string(**fmt), "",
         "ROC-AUC by update (update n = the state after the n-th logged update):", by_update.to_string(**fmt), "",
-        "LightGBM (calibrated probability) by update:", ours.to_string(**fmt),
+        "LightGBM (the served probability: calibrated when the params say so) by update:", ours.to_string(**fmt),
     ])
 
 

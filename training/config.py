@@ -76,13 +76,15 @@ class ModelParams(_Section):
     early_stopping_rounds: int | None = Field(100, ge=1)
     calibration: Literal["isotonic", "sigmoid"] | None = None
     max_train_rows: int | None = Field(None, ge=1000)
+    # Weight a training ticket by 0.5 ** (days it opened before the newest one / half-life): drifting logs.
+    recency_half_life_days: float | None = Field(None, gt=0)
     monotone_increasing: list[str] = []
     monotone_decreasing: list[str] = []
 
     def lightgbm_params(self, seed: int, num_threads: int) -> dict:
         """Keyword arguments for LGBMClassifier: deterministic, so a rerun gives the same metrics."""
         own = {"early_stopping_rounds", "calibration", "monotone_increasing", "monotone_decreasing",
-               "max_train_rows"}
+               "max_train_rows", "recency_half_life_days"}
         extra = {k: v for k, v in self.model_dump().items() if k not in own}
         return extra | {
             "random_state": seed,

@@ -161,11 +161,11 @@ def test_leakage_tripwire_with_the_shipped_features(trained):
 
 
 def test_sla_model_quality_out_of_time(trained):
-    """Measured 0.808 at update 1, 0.913 at update 8, ECE 0.035 (bench); goals 0.82 / 0.89 / 0.05."""
+    """Measured 0.814 at update 1, 0.912 at update 8, ECE 0.035 (bench); goals 0.82 / 0.89 / 0.05."""
     result = trained["sla"]
     first, eighth = first_update_auc(result), first_update_auc(result, position=7)
     logistic = first_update_auc(result, "logistic_probability")
-    assert first >= 0.77, f"SLA-missed ROC-AUC at update 1 {first:.3f} fell below the measured level (0.808)"
+    assert first >= 0.79, f"SLA-missed ROC-AUC at update 1 {first:.3f} fell below the measured level (0.814)"
     assert first > logistic, f"LightGBM {first:.3f} no better than logistic {logistic:.3f} at update 1"
     assert eighth >= 0.89, f"SLA-missed ROC-AUC at update 8 {eighth:.3f} below the goal 0.89"
     assert result.metrics["test_ece"] <= 0.05, f"SLA ECE {result.metrics['test_ece']:.3f} above the goal 0.05"
