@@ -66,23 +66,34 @@ class FeatureBuilder:
     """Learns category vocabularies, the text embedding and the as-of history table."""
 
     def __init__(self, history_windows_days=(7, 30, 90), history_smoothing: float = 20.0, text_enabled: bool = True,
-                 text_params: dict | None = None, max_categories: int = 60, seed: int = 42):
+                 text_params: dict | None = None, max_categories: int = 60, seed: int = 42,
+                 min_category_count: int = 1, extra_categorical: list[str] | tuple[str, ...] = (),
+                 exclude_features: list[str] | tuple[str, ...] = ()):
         self.history_windows_days = list(history_windows_days)
         self.history_smoothing = history_smoothing
         self.text_enabled = text_enabled
         self.text_params = dict(text_params or {})
         self.max_categories = max_categories
         self.seed = seed
+        # Rare levels would let trees memorise single callers or openers of the training period.
+        self.min_category_count = min_category_count
+        self.extra_categorical = list(extra_categorical)
+        self.exclude_features = list(exclude_features)
 
     def fit(self, snapshots: pd.DataFrame, tickets: pd.DataFrame) -> FeatureBuilder:
         """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log."""
         self.categories_: dict[str, list[str]] = {}
-        for column in CATEGORICAL_FEATURES:
-            if column in snapshots:
+        for column in (*CATEGORICAL_FEATURES, *self.extra_categorical):
+            if column in snapshots and column not in self.exclude_features:
                 counts = snapshots[column].astype("string").value_counts()
+                counts = counts[counts >= self.min_category_count]
                 self.categories_[column] = sorted(counts.index[: self.max_categories].tolist())
         self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(tickets)
         self.text_ = TextFeatures(seed=self.seed, **self.text_params).fit(snapshots) if self.text_enabled else None
+        every = set(self._transform_all(snapshots.head(1)).columns) | set(CATEGORICAL_FEATURES)
+        unknown = sorted(set(self.exclude_features) - every)
+        if unknown:
+            raise ValueError(f"cannot exclude unknown feature(s): {', '.join(unknown)}")
         self.feature_names_ = list(self.transform(snapshots.head(1)).columns)
         return self
 
@@ -92,6 +103,12 @@ class FeatureBuilder:
             chunks = [self.transform(snapshots.iloc[i : i + chunk_rows], chunk_rows)
                       for i in range(0, len(snapshots), chunk_rows)]
             return pd.concat(chunks, ignore_index=True)
+        frame = self._transform_all(snapshots)
+        # Builders saved before features could be excluded have no such attribute.
+        excluded = getattr(self, "exclude_features", [])
+        return frame.drop(columns=excluded, errors="ignore") if excluded else frame
+
+    def _transform_all(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         parts = [compute_ticket_features(snapshots), self.history_.transform(snapshots)]
         if self.text_ is not None:
             parts.append(self.text_.transform(snapshots))

@@ -58,6 +58,15 @@ class TextParams(_Section):
     svd_components: int = Field(24, ge=0)
 
 
+class FeatureParams(_Section):
+    """Columns beyond the built-in feature set, and built-in features to leave out (per source)."""
+
+    extra_categorical: list[str] = []        # canonical-log columns an importer adds (mapping `extra:`)
+    max_categories: int = Field(60, ge=1)    # levels kept per categorical, most frequent first
+    min_category_count: int = Field(1, ge=1)  # rarer levels in the training period count as missing
+    exclude: list[str] = []                  # built-in features not to use (e.g. drifting as-of rates)
+
+
 class ModelParams(_Section):
     model_config = ConfigDict(extra="allow")
     objective: str
@@ -67,13 +76,15 @@ class ModelParams(_Section):
     early_stopping_rounds: int | None = Field(100, ge=1)
     calibration: Literal["isotonic", "sigmoid"] | None = None
     max_train_rows: int | None = Field(None, ge=1000)
+    # Weight a training ticket by 0.5 ** (days it opened before the newest one / half-life): drifting logs.
+    recency_half_life_days: float | None = Field(None, gt=0)
     monotone_increasing: list[str] = []
     monotone_decreasing: list[str] = []
 
     def lightgbm_params(self, seed: int, num_threads: int) -> dict:
         """Keyword arguments for LGBMClassifier: deterministic, so a rerun gives the same metrics."""
         own = {"early_stopping_rounds", "calibration", "monotone_increasing", "monotone_decreasing",
-               "max_train_rows"}
+               "max_train_rows", "recency_half_life_days"}
         extra = {k: v for k, v in self.model_dump().items() if k not in own}
         return extra | {
             "random_state": seed,
@@ -125,6 +136,7 @@ class Params(_Section):
     split: SplitParams = SplitParams()
     history: HistoryParams = HistoryParams()
     text: TextParams = TextParams()
+    features: FeatureParams = FeatureParams()
     escalation_model: ModelParams
     priority_model: ModelParams
     bands: BandParams = BandParams()

@@ -101,17 +101,27 @@ def fit_calibration(raw_prob: np.ndarray, y_true: np.ndarray, method: str | None
     return {"method": "none"}
 
 
-def fit_lightgbm(model_params, x_train, y_train, x_valid, y_valid, seed: int, num_threads: int) -> lgb.LGBMClassifier:
+def weigh_by_recency(created_at: pd.Series, half_life_days: float | None) -> np.ndarray | None:
+    """Newer tickets count more when the log drifts; None = equal weights."""
+    if half_life_days is None:
+        return None
+    age_days = (created_at.max() - created_at) / pd.Timedelta(days=1)
+    return np.power(0.5, age_days.to_numpy(dtype="float64") / half_life_days)
+
+
+def fit_lightgbm(model_params, x_train, y_train, x_valid, y_valid, seed: int, num_threads: int,
+                 sample_weight: np.ndarray | None = None) -> lgb.LGBMClassifier:
     settings = model_params.lightgbm_params(seed, num_threads)
     constraints = model_params.monotone_constraints(list(x_train.columns))
     if constraints is not None:
         settings["monotone_constraints"] = constraints
     model = lgb.LGBMClassifier(**settings)
     if model_params.early_stopping_rounds is None:
-        return model.fit(x_train, y_train)
+        return model.fit(x_train, y_train, sample_weight=sample_weight)
     model.fit(
         x_train,
         y_train,
+        sample_weight=sample_weight,
         eval_X=x_valid,
         eval_y=y_valid,
         callbacks=[lgb.early_stopping(model_params.early_stopping_rounds, verbose=False)],
@@ -250,6 +260,10 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
             history_smoothing=params.history.smoothing,
             text_enabled=params.text.enabled,
             text_params=params.text.model_dump(exclude={"enabled"}),
+            max_categories=params.features.max_categories,
+            min_category_count=params.features.min_category_count,
+            extra_categorical=params.features.extra_categorical,
+            exclude_features=params.features.exclude,
             seed=params.seed,
         ).fit(snapshots.loc[parts["train"]], tickets)
         # One matrix per part (not one sliced three ways) keeps a single copy in memory.
@@ -260,9 +274,11 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     use = {name: rows[parts["train"]] for name, rows in fit_rows.items()}
 
     with stage("escalation_fit"):
+        created = snapshots.loc[parts["train"], "created_at"][use["escalation"]]
         escalation = fit_lightgbm(params.escalation_model, x["train"].loc[use["escalation"]],
                                   y_part["train"][use["escalation"]], x["valid"], y_part["valid"],
-                                  params.seed, params.num_threads)
+                                  params.seed, params.num_threads,
+                                  weigh_by_recency(created, params.escalation_model.recency_half_life_days))
         raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
         calibration = fit_calibration(raw["valid"], y_part["valid"], params.escalation_model.calibration)
         prob = {p: apply_calibration(calibration, raw[p]) for p in raw}

@@ -85,6 +85,8 @@ class Mapping(_Spec):
     read: ReadSpec = ReadSpec()
     columns: dict[str, str]                  # canonical field -> source column
     text: dict[str, list[str]] = {}          # canonical text field -> source columns joined as tokens
+    extra: dict[str, str] = {}               # extra log column -> source column, copied as text (features
+                                             # only when a params file lists it in features.extra_categorical)
     values: dict[str, dict[str, str]] = {}   # canonical field -> {source value: canonical value}
     closing_statuses: list[str] = ["closed"]  # canonical statuses that end a ticket (for the audit)
     escalation: EscalationSpec = EscalationSpec()
@@ -97,6 +99,9 @@ class Mapping(_Spec):
         if unknown:
             raise ValueError(f"columns: unknown canonical field(s) {', '.join(unknown)}; "
                              f"expected some of {', '.join(MAPPABLE)}")
+        clashes = sorted(set(self.extra) & set(CANONICAL_COLUMNS))
+        if clashes:
+            raise ValueError(f"extra: {', '.join(clashes)} already canonical field(s); map them under columns")
         missing = [c for c in REQUIRED_COLUMNS if c not in self.columns]
         if missing:
             raise ValueError(f"columns: required canonical field(s) not mapped: {', '.join(missing)}")
@@ -148,7 +153,8 @@ def parse_source_times(values: pd.Series, time_format: str | None) -> pd.Series:
 
 def sort_export(raw: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
     """Rows by ticket, then update time, then the mapping's tie-breakers (stable)."""
-    missing = [c for c in (*mapping.columns.values(), *mapping.read.order_by) if c not in raw.columns]
+    missing = [c for c in (*mapping.columns.values(), *mapping.extra.values(), *mapping.read.order_by)
+               if c not in raw.columns]
     if missing:
         raise MappingError(f"mapping {mapping.name}: column(s) not in the export: {', '.join(sorted(set(missing)))}; "
                            f"export columns: {', '.join(map(str, raw.columns[:40]))}")
@@ -214,6 +220,9 @@ def apply_mapping(raw: pd.DataFrame, mapping: Mapping, excluded: set[str] | froz
         if kept:
             tokens = [raw[s].astype("string").str.strip().str.replace(" ", "_", regex=False).fillna("") for s in kept]
             out[field_name] = tokens[0].str.cat(tokens[1:], sep=" ").str.strip() if len(tokens) > 1 else tokens[0]
+    for name, source in mapping.extra.items():
+        if source not in excluded:
+            out[name] = raw[source].astype("string").str.strip()
     tickets = raw[mapping.columns["ticket_id"]].astype("string")
     level = derive_escalation_level(raw, tickets, mapping.escalation)
     out["escalation_level"] = level.to_numpy()

@@ -134,6 +134,7 @@ def test_shipped_mappings_are_valid():
     ({"columns": {"ticket_id": "id", "event_time": "updated"}}, "created_at"),
     ({"columns": {"ticket_id": "id", "event_time": "updated", "created_at": "opened", "tiket": "x"}}, "tiket"),
     ({"escalation": {"rule": "flag_turns", "column": "sla_ok"}}, "value"),
+    ({"extra": {"group": "team"}}, "already canonical"),
 ])
 def test_bad_mapping_is_named(tmp_path, change, message):
     path = tmp_path / "bad.yaml"
@@ -161,3 +162,12 @@ def test_cli_audit_and_bad_input_exit_2(tmp_path):
     assert bad.exit_code == 2 and "nope" in bad.output and "Traceback" not in bad.output
     absent = runner.invoke(main, ["train", "--source", "mapping", "--data", str(export)], env=env)
     assert absent.exit_code == 2 and "--mapping" in absent.output
+
+
+def test_extra_columns_are_copied_unless_the_audit_flags_them(tmp_path):
+    path = tmp_path / "export.csv"
+    make_export().to_csv(path, index=False)
+    mapping = Mapping.model_validate(MAPPING | {"extra": {"team_code": "team", "final": "final_code"}})
+    result = import_export(path, mapping)
+    assert "final" not in result.events, "final_code is back-filled: the audit leaves it out, extra or not"
+    assert set(result.events["team_code"]) == {"Desk", "L2", "L3"}

@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from features.build import FeatureBuilder, compute_ticket_features
 from features.history import summarize_tickets
@@ -91,3 +92,22 @@ def test_builder_fixes_categories_and_maps_unseen_values_to_missing():
     assert list(out.columns) == builder.feature_names_
     assert pd.isna(out.loc[0, "channel"])
     assert list(out["channel"].cat.categories) == ["chat", "email"]
+
+
+def test_builder_extra_categoricals_rare_levels_and_excluded_features():
+    events = validate_events(make_log(*[
+        make_ticket(f"T{i}", "2025-03-03 09:00", [{"hours": 1}, {"hours": 2, "status": "closed"}],
+                    location="south" if i == 4 else "north")
+        for i in range(5)
+    ])).events
+    snaps = build_snapshots(events, horizon_hours=None, data_end=pd.Timestamp("2025-06-01", tz="UTC"))
+    builder = FeatureBuilder(text_enabled=False, extra_categorical=["location"], min_category_count=3,
+                             exclude_features=["group_escalation_rate", "created_hour"]).fit(
+        snaps, summarize_tickets(events))
+    out = builder.transform(snaps)
+    assert builder.categories_["location"] == ["north"], "a level seen fewer than 3 times is not learned"
+    assert out["location"].isna().sum() == (snaps["location"] == "south").sum()
+    assert "group_escalation_rate" not in out and "created_hour" not in out
+    assert list(out.columns) == builder.feature_names_
+    with pytest.raises(ValueError, match="unknown feature"):
+        FeatureBuilder(text_enabled=False, exclude_features=["no_such_feature"]).fit(snaps, summarize_tickets(events))

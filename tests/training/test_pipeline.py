@@ -9,7 +9,7 @@ import pytest
 
 from serving.model_store import BundleError, load_bundle
 from training.bundle import make_version, point_current, write_bundle
-from training.train import train_models
+from training.train import train_models, weigh_by_recency
 
 
 def test_split_is_time_ordered_and_tickets_do_not_straddle(small_result):
@@ -114,3 +114,9 @@ def test_training_stops_on_too_many_rejects_and_keeps_them(small_events_path, pa
         train_models(bad_path, params, rejects_path)
     rejects = pd.read_csv(rejects_path)
     assert (rejects["reason"] == "unparseable or missing time").sum() >= len(events) // 5
+
+
+def test_recency_weights_halve_per_half_life():
+    created = pd.Series(pd.to_datetime(["2025-03-01", "2025-03-15", "2025-03-29"], utc=True))
+    assert weigh_by_recency(created, None) is None
+    assert weigh_by_recency(created, 14.0).tolist() == [0.25, 0.5, 1.0]
