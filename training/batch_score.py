@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dask
 import numpy as np
 import pandas as pd
 from distributed import Client, progress
@@ -51,10 +50,9 @@ def score_rows(rows: pd.DataFrame, bundle: ModelBundle, empty: pd.DataFrame) -> 
     checked = validate_events(rows, sort=False)
     parts = []
     if len(checked.rejects):
-        reasons = checked.rejects.groupby("row").apply(
-            lambda r: "; ".join(f"{c}: {why}" for c, why in zip(r["column"], r["reason"], strict=True)),
-            include_groups=False,
-        )
+        rejects = checked.rejects
+        reasons = (rejects["column"].astype(str) + ": " + rejects["reason"].astype(str)).groupby(
+            rejects["row"].to_numpy()).agg("; ".join)
         bad = rows["ticket_id"].iloc[reasons.index.to_numpy()] if "ticket_id" in rows else pd.Series(pd.NA)
         parts.append(pd.DataFrame({"ticket_id": bad.astype("string").to_numpy(), ERROR: reasons.to_numpy()}))
         rows = rows.drop(index=reasons.index).reset_index(drop=True)
@@ -108,12 +106,7 @@ def score_file_dask(input_path: Path, output_path: Path, bundle: ModelBundle, cl
         progress(scored)
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     scored.to_parquet(str(output_path), write_index=False, overwrite=True)
-    rejected, high, escalate_now, total = dask.compute(
-        scored[ERROR].notna().sum(), (scored["band"] == "high").fillna(False).sum(),
-        scored["escalate_now"].fillna(False).astype(bool).sum(), scored.shape[0],
-    )
-    return {"scored": int(total - rejected), "rejected": int(rejected), "high": int(high),
-            "escalate_now": int(escalate_now)}
+    return summarize_scores(pd.read_parquet(output_path, columns=["band", "escalate_now", ERROR]))
 
 
 def summarize_scores(scored: pd.DataFrame) -> dict[str, int]:

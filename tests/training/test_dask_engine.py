@@ -123,3 +123,36 @@ def test_score_missing_model_is_a_clear_error(open_tickets, tmp_path):
                      "--model", str(tmp_path / "nope"), project=tmp_path)
     assert result.returncode == 2
     assert "no model bundle" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_partition_step_numbers_rejects_by_input_row_and_matches_single_path(tmp_path, params):
+    """One partition through prepare_partition: rejects carry the input's row numbers; snapshots as on one machine."""
+    import dask.dataframe as dd
+
+    from features.history import summarize_tickets
+    from features.schema import validate_events
+    from features.snapshots import build_snapshots
+    from tests.helpers import make_log, make_ticket
+    from training.dask_train import SOURCE_ROW, find_data_end, prepare_partition
+
+    log = make_log(
+        make_ticket("T1", "2025-01-01 09:00", [{"hours": 2}, {"hours": 30, "escalation_level": 1}]),
+        make_ticket("T2", "2025-01-02 09:00", [{"hours": 1}, {"hours": 5, "status": "closed"}], customer_id="C2"),
+        make_ticket("T3", "2025-01-03 09:00", [{"hours": 3}], customer_id="C3"),
+    )
+    log.loc[4, "reopen_count"] = -2  # a bad counter: rejected with its reason
+    data_end = find_data_end(dd.from_pandas(log, npartitions=2))
+    assert data_end == log["event_time"].max()
+    partition = log.assign(**{SOURCE_ROW: np.arange(len(log)) + 100}).iloc[::-1]
+    out = prepare_partition(partition, params, data_end, tmp_path, 0)
+    assert out["n_input_rows"] == len(log)
+    assert out["rejects"][["row", "column"]].values.tolist() == [[104, "reopen_count"]]
+    clean = validate_events(log.drop(index=4)).events
+    expected = build_snapshots(clean, params.snapshots.max_per_ticket, params.snapshots.closed_statuses,
+                               params.label.horizon_hours, data_end)
+    written = pd.read_parquet(tmp_path / "part.00000.parquet")
+    assert written[["ticket_id", "event_time", "escalates"]].values.tolist() == \
+        expected[["ticket_id", "event_time", "escalates"]].values.tolist()
+    pd.testing.assert_frame_equal(out["tickets"], summarize_tickets(clean, params.snapshots.closed_statuses))
+    assert out["per_ticket"].set_index("ticket_id")["positives"].to_dict() == \
+        expected.groupby("ticket_id")["escalates"].sum().to_dict()
