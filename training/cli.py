@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -132,6 +133,25 @@ _WORKERS_OPTION = click.option("--workers", "n_workers", type=click.IntRange(min
                                help="LocalCluster worker processes when no --scheduler is given.")
 
 
+@contextmanager
+def _dask_client(scheduler_address: str | None, n_workers: int):
+    """A Dask client; an unreachable scheduler is a user error (exit 2), not a traceback."""
+    from training.dask_train import open_client
+
+    try:
+        context = open_client(scheduler_address, n_workers)
+        client = context.__enter__()
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {scheduler_address}: {exc}") from exc
+    try:
+        yield client
+    except BaseException:
+        if not context.__exit__(*sys.exc_info()):
+            raise
+    else:
+        context.__exit__(None, None, None)
+
+
 @main.command()
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Event log or export (Parquet or CSV). Default: the demo data, generated if missing.")
@@ -181,9 +201,9 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     rejects_path.unlink(missing_ok=True)
     try:
         if engine == "dask":
-            from training.dask_train import open_client, train_models_dask
+            from training.dask_train import train_models_dask
 
-            with open_client(scheduler_address, n_workers) as client:
+            with _dask_client(scheduler_address, n_workers) as client:
                 click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
                 result = train_models_dask(data_path, params, client,
                                            work_dir or settings.resolved_reports_dir / "dask-work", rejects_path)
@@ -245,9 +265,7 @@ def score(input_path: Path, output_path: Path, bundle_path: Path | None, engine:
     except BundleError as exc:
         raise UserError(str(exc)) from exc
     if engine == "dask":
-        from training.dask_train import open_client
-
-        with open_client(scheduler_address, n_workers) as client:
+        with _dask_client(scheduler_address, n_workers) as client:
             counts = score_file_dask(input_path, output_path, bundle, client, show_progress)
     else:
         scored = score_frame(read_event_log(input_path), bundle, show_progress=show_progress)
