@@ -10,8 +10,14 @@ DATA ?=
 TICKETS ?= 20000
 PYTEST_ARGS ?=
 SERVICENOW_PATH ?= ../shared/data/servicenow/incident_event_log.csv.gz
+ENGINE ?= single
+SCHEDULER ?=
+MLFLOW_PORT ?= 5000
+PG_PORT ?= 5433
+SCALE_TICKETS ?= 5000000
 
-.PHONY: help install data train report test test-data test-reliability lint bench mlflow-ui clean serve serve-bench loadtest audit-data bench-real
+.PHONY: help install data train report test test-data test-reliability lint bench mlflow-ui clean serve serve-bench loadtest audit-data bench-real \
+	postgres mlflow-server bench-scale
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,8 +33,9 @@ install: $(STAMP) ## create .venv and install the project with pinned dependenci
 data: $(STAMP) ## generate the demo ticket history (TICKETS=20000) into data/demo/
 	$(BIN)/escalation-risk generate-data --tickets $(TICKETS)
 
-train: $(STAMP) ## train on DATA (default: demo history); SOURCE=servicenow|mapping (MAPPING=file) for exports
-	$(BIN)/escalation-risk train $(if $(DATA),--data $(DATA)) $(if $(SOURCE),--source $(SOURCE)) $(if $(MAPPING),--mapping $(MAPPING))
+train: $(STAMP) ## train on DATA (default: demo history); SOURCE=servicenow|mapping (MAPPING=file); ENGINE=dask [SCHEDULER=tcp://host:8786]
+	$(BIN)/escalation-risk train $(if $(DATA),--data $(DATA)) $(if $(SOURCE),--source $(SOURCE)) $(if $(MAPPING),--mapping $(MAPPING)) \
+		--engine $(ENGINE) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 report: $(STAMP) ## ops leads' report (HTML + JSON/CSV) of MODEL (default models/current) into reports/<version>/
 	$(BIN)/escalation-risk report $(if $(MODEL),--model-path $(MODEL))
@@ -46,11 +53,19 @@ audit-data: $(STAMP) ## leakage audit of an export (default: the ServiceNow log 
 bench-real: $(STAMP) ## real-data benchmark on the ServiceNow log (both labels, out of time; minutes)
 	$(BIN)/python bench/real_servicenow.py --data $(SERVICENOW_PATH)
 
-test: $(STAMP) | $(CHROMIUM) ## run the test suite (code, data and model tests on small generated data)
+test: $(STAMP) postgres | $(CHROMIUM) ## run the test suite (code, data and model tests on small generated data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-reliability: $(STAMP) ## heavy reliability runs: load and 20 model rollouts under gunicorn (minutes)
 	$(BIN)/python -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
+postgres: ## install PostgreSQL from Debian's packages when missing (as root; tests needing it skip otherwise)
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "PostgreSQL is not installed: run 'sudo apt-get install postgresql' (its tests will skip)"; fi
+
+mlflow-server: $(STAMP) postgres ## shared MLflow server on PostgreSQL (.mlflow-server/; MLFLOW_PORT=5000, PG_PORT=5433, loopback)
+	$(BIN)/python -m training.tracking_server --dir $(CURDIR)/.mlflow-server --port $(MLFLOW_PORT) --pg-port $(PG_PORT)
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check features training serving tests bench
@@ -58,6 +73,9 @@ lint: $(STAMP) ## ruff check
 bench: $(STAMP) ## benchmarks: text-feature ablation, then training on 1,000,000 generated tickets (minutes)
 	$(BIN)/python bench/text_ablation.py
 	$(BIN)/python bench/train_bench.py
+
+bench-scale: $(STAMP) ## single process vs Dask LocalCluster on SCALE_TICKETS=5000000 generated tickets (long; see docs/scaling.md)
+	$(BIN)/python bench/scale_bench.py --tickets $(SCALE_TICKETS)
 
 serve: $(STAMP) ## scoring service on http://127.0.0.1:8080 (gunicorn; trains the demo model first if there is none)
 	@test -e models/current || $(MAKE) train

@@ -75,3 +75,31 @@ def demo_bundle_dir(request, demo_result, tmp_path_factory) -> Path:
     from training.bundle import make_version, write_bundle
 
     return write_bundle(demo_result, tmp_path_factory.mktemp("models"), make_version(demo_result))
+
+
+@pytest.fixture(scope="session")
+def postgres_tracking_uri():
+    """A real `mlflow server` on a PostgreSQL backend (a temp cluster on free loopback ports), for the session."""
+    import shutil
+    import tempfile
+
+    from training.tracking_server import (
+        PostgresUnavailable,
+        find_free_port,
+        find_postgres_bin,
+        run_tracking_server,
+    )
+
+    try:
+        find_postgres_bin()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"{exc} (`make test` installs it when run as root)")
+    # Not under pytest's tmp dir: that is private to this user and the postgres user must reach its folder.
+    root = Path(tempfile.mkdtemp(prefix="escalation-risk-pg-"))
+    root.chmod(0o755)
+    try:
+        with run_tracking_server(root / "server", find_free_port(), find_free_port(),
+                                 log_path=root / "mlflow-server.log") as uri:
+            yield uri
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -125,6 +125,33 @@ def audit_data(data_path: Path | None, source: str, mapping_path: Path | None, p
     click.echo(f"table: {output_path}")
 
 
+_ENGINE_OPTION = click.option("--engine", type=click.Choice(["single", "dask"]), default="single", show_default=True,
+                              help="single: pandas in this process; dask: the same pipeline on a Dask cluster.")
+_SCHEDULER_OPTION = click.option("--scheduler", "scheduler_address", default=None, metavar="tcp://HOST:8786",
+                                 help="Dask scheduler to use with --engine dask (default: a LocalCluster here).")
+_WORKERS_OPTION = click.option("--workers", "n_workers", type=click.IntRange(min=1), default=2, show_default=True,
+                               help="LocalCluster worker processes when no --scheduler is given.")
+
+
+@contextmanager
+def _dask_client(scheduler_address: str | None, n_workers: int):
+    """A Dask client; an unreachable scheduler is a user error (exit 2), not a traceback."""
+    from training.dask_train import open_client
+
+    try:
+        context = open_client(scheduler_address, n_workers)
+        client = context.__enter__()
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {scheduler_address}: {exc}") from exc
+    try:
+        yield client
+    except BaseException:
+        if not context.__exit__(*sys.exc_info()):
+            raise
+    else:
+        context.__exit__(None, None, None)
+
+
 @main.command()
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Event log or export (Parquet or CSV). Default: the demo data, generated if missing.")
@@ -134,8 +161,15 @@ def audit_data(data_path: Path | None, source: str, mapping_path: Path | None, p
 @click.option("--no-mlflow", is_flag=True, help="Skip MLflow logging and registration.")
 @_SOURCE_OPTION
 @_MAPPING_OPTION
+@_ENGINE_OPTION
+@_SCHEDULER_OPTION
+@_WORKERS_OPTION
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None,
+              help="--engine dask: folder for intermediate snapshots, visible to every worker "
+                   "(default: reports/dask-work).")
 def train(data_path: Path | None, params_path: Path | None, models_dir: Path | None, no_mlflow: bool,
-          source: str = "events", mapping_path: Path | None = None) -> None:
+          source: str = "events", mapping_path: Path | None = None, engine: str = "single",
+          scheduler_address: str | None = None, n_workers: int = 2, work_dir: Path | None = None) -> None:
     """Train, evaluate and register the escalation and priority models; write a bundle."""
     from features.schema import SchemaError
     from training.bundle import make_version, point_current, write_bundle
@@ -168,7 +202,15 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     rejects_path = settings.resolved_reports_dir / "rejects.csv"
     rejects_path.unlink(missing_ok=True)
     try:
-        result = train_models(data_path, params, rejects_path)
+        if engine == "dask":
+            from training.dask_train import train_models_dask
+
+            with _dask_client(scheduler_address, n_workers) as client:
+                click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+                result = train_models_dask(data_path, params, client,
+                                           work_dir or settings.resolved_reports_dir / "dask-work", rejects_path)
+        else:
+            result = train_models(data_path, params, rejects_path)
     except (SchemaError, FileNotFoundError, ValueError) as exc:
         hint = f" (rejected rows and reasons: {rejects_path})" if rejects_path.exists() else ""
         raise UserError(f"{exc}{hint}") from exc
@@ -240,32 +282,41 @@ def _check_tracking_server(settings: Settings, when: str) -> None:
 @main.command()
 @click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), required=True,
               help="Open tickets as canonical rows (Parquet or CSV); the latest row per ticket is scored.")
-@click.option("--output", "output_path", type=click.Path(path_type=Path), required=True, help="Parquet out.")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), required=True,
+              help="Parquet out (a Parquet folder with --engine dask).")
 @click.option("--model", "bundle_path", type=click.Path(path_type=Path), default=None,
               help="Bundle folder (default: models/current).")
-def score(input_path: Path, output_path: Path, bundle_path: Path | None) -> None:
-    """Score open tickets in one batch: probability, band, priority and top reasons."""
+@_ENGINE_OPTION
+@_SCHEDULER_OPTION
+@_WORKERS_OPTION
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
+def score(input_path: Path, output_path: Path, bundle_path: Path | None, engine: str = "single",
+          scheduler_address: str | None = None, n_workers: int = 2, show_progress: bool | None = None) -> None:
+    """Score open tickets in one batch: probability, band, priority and top reasons.
+
+    Rows that fail validation are not scored; they come out with their reason in `error`.
+    """
     from serving.model_store import BundleError, load_bundle
+    from training.batch_score import score_file_dask, score_frame, summarize_scores
     from training.train import read_event_log
 
     settings = Settings()
+    show_progress = sys.stderr.isatty() if show_progress is None else show_progress
     try:
         bundle = load_bundle(bundle_path or settings.resolved_models_dir / "current")
     except BundleError as exc:
         raise UserError(str(exc)) from exc
-    events = read_event_log(input_path)
-    if "ticket_id" in events and "event_time" in events:
-        events = events.sort_values("event_time", kind="stable").groupby("ticket_id", sort=False).tail(1)
-    try:
-        scored = bundle.score(events.reset_index(drop=True))
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    scored["reasons"] = scored["reasons"].map(json.dumps)
-    scored["model_version"] = bundle.version
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    scored.to_parquet(output_path, index=False)
-    click.echo(f"scored {len(scored):,} tickets with model {bundle.version}: "
-               f"{int((scored['band'] == 'high').sum()):,} high, {int(scored['escalate_now'].sum()):,} escalate now "
+    if engine == "dask":
+        with _dask_client(scheduler_address, n_workers) as client:
+            counts = score_file_dask(input_path, output_path, bundle, client, show_progress)
+    else:
+        scored = score_frame(read_event_log(input_path), bundle, show_progress=show_progress)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        scored.to_parquet(output_path, index=False)
+        counts = summarize_scores(scored)
+    click.echo(f"scored {counts['scored']:,} tickets with model {bundle.version}: {counts['high']:,} high, "
+               f"{counts['escalate_now']:,} escalate now; {counts['rejected']:,} rejected (reason in `error`) "
                f"-> {output_path}")
 
 

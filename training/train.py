@@ -101,6 +101,15 @@ def fit_calibration(raw_prob: np.ndarray, y_true: np.ndarray, method: str | None
     return {"method": "none"}
 
 
+def make_lightgbm_settings(model_params, feature_names: list[str], seed: int, num_threads: int) -> dict:
+    """LGBMClassifier keyword arguments, monotone constraints included (shared by both engines)."""
+    settings = model_params.lightgbm_params(seed, num_threads)
+    constraints = model_params.monotone_constraints(list(feature_names))
+    if constraints is not None:
+        settings["monotone_constraints"] = constraints
+    return settings
+
+
 def weigh_by_recency(created_at: pd.Series, half_life_days: float | None) -> np.ndarray | None:
     """Newer tickets count more when the log drifts; None = equal weights."""
     if half_life_days is None:
@@ -111,11 +120,7 @@ def weigh_by_recency(created_at: pd.Series, half_life_days: float | None) -> np.
 
 def fit_lightgbm(model_params, x_train, y_train, x_valid, y_valid, seed: int, num_threads: int,
                  sample_weight: np.ndarray | None = None) -> lgb.LGBMClassifier:
-    settings = model_params.lightgbm_params(seed, num_threads)
-    constraints = model_params.monotone_constraints(list(x_train.columns))
-    if constraints is not None:
-        settings["monotone_constraints"] = constraints
-    model = lgb.LGBMClassifier(**settings)
+    model = lgb.LGBMClassifier(**make_lightgbm_settings(model_params, list(x_train.columns), seed, num_threads))
     if model_params.early_stopping_rounds is None:
         return model.fit(x_train, y_train, sample_weight=sample_weight)
     model.fit(
@@ -219,18 +224,22 @@ def sample_training_rows(snapshots: pd.DataFrame, train: np.ndarray, caps: dict[
     The draws share one random order, so a smaller cap's tickets are a subset of a larger
     one's and one feature matrix serves both models.
     """
-    tickets = snapshots.loc[train, "ticket_id"]
-    sizes = tickets.value_counts(sort=False)
+    sizes = snapshots.loc[train, "ticket_id"].value_counts(sort=False)
+    chosen = sample_training_tickets(sizes, caps, seed)
+    return {name: train.copy() if tickets is None else train & snapshots["ticket_id"].isin(tickets).to_numpy()
+            for name, tickets in chosen.items()}
+
+
+def sample_training_tickets(sizes: pd.Series, caps: dict[str, int | None], seed: int) -> dict[str, pd.Index | None]:
+    """Per model, the training tickets to fit on (None = all), from snapshots per ticket (`sizes`).
+
+    Ticket-level, so the Dask engine draws the same tickets from a gathered count table.
+    """
     order = sizes.index.to_numpy()[np.random.default_rng(seed).permutation(len(sizes))]
     cumulative = pd.Series(sizes.reindex(order).cumsum().to_numpy(), index=order)
-    rows = {}
-    for name, cap in caps.items():
-        if cap is None or cap >= train.sum():
-            rows[name] = train.copy()
-        else:
-            chosen = cumulative.index[cumulative.to_numpy() <= cap]
-            rows[name] = train & snapshots["ticket_id"].isin(chosen).to_numpy()
-    return rows
+    total = int(sizes.sum())
+    return {name: None if cap is None or cap >= total else cumulative.index[cumulative.to_numpy() <= cap]
+            for name, cap in caps.items()}
 
 
 def train_models(events_path: Path, params: Params, rejects_path: Path | None = None,
@@ -255,17 +264,7 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     fit_rows = sample_training_rows(snapshots, parts["train"], caps, params.seed)
     parts["train"] = fit_rows["escalation"] | fit_rows["priority"]
     with stage("features"):
-        builder = FeatureBuilder(
-            history_windows_days=params.history.windows_days,
-            history_smoothing=params.history.smoothing,
-            text_enabled=params.text.enabled,
-            text_params=params.text.model_dump(exclude={"enabled"}),
-            max_categories=params.features.max_categories,
-            min_category_count=params.features.min_category_count,
-            extra_categorical=params.features.extra_categorical,
-            exclude_features=params.features.exclude,
-            seed=params.seed,
-        ).fit(snapshots.loc[parts["train"]], tickets)
+        builder = make_feature_builder(params).fit(snapshots.loc[parts["train"]], tickets)
         # One matrix per part (not one sliced three ways) keeps a single copy in memory.
         x = {p: builder.transform(snapshots.loc[mask]) for p, mask in parts.items()}
     y = snapshots[LABEL].to_numpy()
@@ -280,19 +279,13 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
                                   params.seed, params.num_threads,
                                   weigh_by_recency(created, params.escalation_model.recency_half_life_days))
         raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
-        calibration = fit_calibration(raw["valid"], y_part["valid"], params.escalation_model.calibration)
-        prob = {p: apply_calibration(calibration, raw[p]) for p in raw}
-        thresholds = choose_thresholds(raw["valid"], y_part["valid"], params.bands.high, params.bands.medium,
-                                       params.bands.min_precision)
-        thresholds |= {f"{k}_probability": float(apply_calibration(calibration, np.array([v]))[0])
-                       for k, v in list(thresholds.items())}
+        calibration, thresholds = calibrate_and_band(raw["valid"], y_part["valid"], params)
 
     with stage("priority_fit"):
-        target = snapshots[PRIORITY_TARGET].astype("string")
-        classes = [c for c in PRIORITY_ORDER if (target[parts["train"]] == c).any()]
-        y_priority = target.map({c: i for i, c in enumerate(classes)})
-        known = y_priority.notna().to_numpy()
-        y_priority = y_priority.fillna(-1).astype(int).to_numpy()
+        target = snapshots[PRIORITY_TARGET]
+        classes = choose_priority_classes(target[parts["train"]])
+        y_priority = encode_priority(target, classes)
+        known = y_priority >= 0
         train_priority = use["priority"] & known[parts["train"]]
         priority = fit_lightgbm(
             params.priority_model,
@@ -306,59 +299,12 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         logistic_prob = predict_logistic(logistic, x["test"], builder.categorical_features_)
 
     test = snapshots.loc[parts["test"]].reset_index(drop=True)
-    ev = params.evaluation
-    y_test = y_part["test"]
-    metrics = evaluate.score_binary(y_test, prob["test"], ev.top_shares, ev.ece_bins, prefix="test_")
-    metrics |= evaluate.score_by_position(y_test, prob["test"], test[POSITION].to_numpy(), ev.max_position,
-                                          prefix="test_")
-    metrics["test_ece_uncalibrated"] = evaluate.expected_calibration_error(y_test, raw["test"], ev.ece_bins)
-    metrics |= evaluate.score_binary(y_part["valid"], prob["valid"], ev.top_shares, ev.ece_bins, prefix="valid_")
-    typed_rank = test["priority"].map({c: i for i, c in enumerate(PRIORITY_ORDER)}).fillna(1).to_numpy()
-    rule_score = typed_rank + 1e-3 * test["created_at"].rank(pct=True).to_numpy()
-    metrics |= evaluate.score_ranking(y_test, rule_score, ev.top_shares, prefix="baseline_priority_rule_")
-    metrics |= evaluate.score_binary(y_test, logistic_prob, ev.top_shares, ev.ece_bins, prefix="baseline_logistic_")
-    metrics |= evaluate.score_by_position(y_test, logistic_prob, test[POSITION].to_numpy(), 0,
-                                          prefix="baseline_logistic_")
-
-    band = assign_bands(raw["test"], thresholds)
-    for name in ("high", "medium", "low"):
-        in_band = band == name
-        metrics[f"test_band_{name}_share"] = float(in_band.mean())
-        metrics[f"test_band_{name}_escalation_rate"] = float(y_test[in_band].mean()) if in_band.any() else float("nan")
-    escalate_now = raw["test"] >= thresholds["escalate_now"]
-    metrics["test_escalate_now_precision"] = float(y_test[escalate_now].mean()) if escalate_now.any() else float("nan")
-    metrics["test_escalate_now_recall"] = float(y_test[escalate_now].sum() / max(y_test.sum(), 1))
-
-    test_known = known[parts["test"]]
-    priority_prob = priority.predict_proba(x["test"])
-    predicted_priority = np.asarray(classes)[np.argmax(priority_prob, axis=1)]
-    final = test[PRIORITY_TARGET].astype("string").to_numpy()
-    typed = test["priority"].astype("string").fillna("normal").to_numpy()
-    metrics |= evaluate.score_priority(final[test_known], predicted_priority[test_known], classes, prefix="test_priority_")
-    metrics |= evaluate.score_priority(final[test_known], typed[test_known], classes, prefix="baseline_typed_priority_")
-    confusion = evaluate.tabulate_confusion(final[test_known], predicted_priority[test_known], classes)
-
-    metrics["best_iteration_escalation"] = float(escalation.best_iteration_ or escalation.n_estimators)
-    metrics["best_iteration_priority"] = float(priority.best_iteration_ or priority.n_estimators)
-    metrics["rows_rejected"] = float(validation.rejects["row"].nunique() if len(validation.rejects) else 0)
-    metrics["reject_share"] = float(validation.reject_share)
-    timings["total_seconds"] = time.perf_counter() - started
-    test_scores = pd.DataFrame(
-        {
-            "ticket_id": test["ticket_id"].astype(str),
-            "position": test[POSITION],
-            "snapshot_time": test["snapshot_time"],
-            "escalates": y_test,
-            "probability": prob["test"],
-            "raw_probability": raw["test"],
-            "band": band,
-            "logistic_probability": logistic_prob,
-            "priority_final": final,
-            "priority_typed": typed,
-            "priority_predicted": predicted_priority,
-            **{c: test[c].astype("string").to_numpy() for c in report.SEGMENTS if c in test},
-        }
+    metrics, confusion, test_scores = evaluate_test_period(
+        params, test, y_part["valid"], raw, calibration, thresholds, logistic_prob,
+        priority.predict_proba(x["test"]), classes,
     )
+    metrics |= describe_fit(escalation, priority, validation)
+    timings["total_seconds"] = time.perf_counter() - started
     importance = compute_importance(escalation, x["test"])
     return TrainingResult(
         params=params,
@@ -380,6 +326,112 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         timings=timings,
         driver_values=report.collect_driver_values(escalation, x["test"], importance),
     )
+
+
+def make_feature_builder(params: Params) -> FeatureBuilder:
+    """The unfitted feature builder the params file describes (both engines fit this one)."""
+    return FeatureBuilder(
+        history_windows_days=params.history.windows_days,
+        history_smoothing=params.history.smoothing,
+        text_enabled=params.text.enabled,
+        text_params=params.text.model_dump(exclude={"enabled"}),
+        max_categories=params.features.max_categories,
+        min_category_count=params.features.min_category_count,
+        extra_categorical=params.features.extra_categorical,
+        exclude_features=params.features.exclude,
+        seed=params.seed,
+    )
+
+
+def calibrate_and_band(raw_valid: np.ndarray, y_valid: np.ndarray, params: Params) -> tuple[dict, dict[str, float]]:
+    """Calibration map and band thresholds, both read off the validation period only."""
+    calibration = fit_calibration(raw_valid, y_valid, params.escalation_model.calibration)
+    thresholds = choose_thresholds(raw_valid, y_valid, params.bands.high, params.bands.medium,
+                                   params.bands.min_precision)
+    thresholds |= {f"{k}_probability": float(apply_calibration(calibration, np.array([v]))[0])
+                   for k, v in list(thresholds.items())}
+    return calibration, thresholds
+
+
+def choose_priority_classes(train_target: pd.Series) -> list[str]:
+    """The priority levels seen in the training rows, in PRIORITY_ORDER."""
+    seen = set(train_target.astype("string").dropna().unique())
+    return [c for c in PRIORITY_ORDER if c in seen]
+
+
+def encode_priority(target: pd.Series, classes: list[str]) -> np.ndarray:
+    """Class index of each final priority; -1 where it is unknown or not a training class."""
+    codes = target.astype("string").map({c: i for i, c in enumerate(classes)})
+    return codes.astype("float64").fillna(-1).astype(int).to_numpy()
+
+
+def describe_fit(escalation: lgb.LGBMClassifier, priority: lgb.LGBMClassifier,
+                 validation: ValidationResult) -> dict[str, float]:
+    return {
+        "best_iteration_escalation": float(escalation.best_iteration_ or escalation.n_estimators),
+        "best_iteration_priority": float(priority.best_iteration_ or priority.n_estimators),
+        "rows_rejected": float(validation.rejects["row"].nunique() if len(validation.rejects) else 0),
+        "reject_share": float(validation.reject_share),
+    }
+
+
+def evaluate_test_period(params: Params, test: pd.DataFrame, y_valid: np.ndarray, raw: dict[str, np.ndarray],
+                         calibration: dict, thresholds: dict[str, float], logistic_prob: np.ndarray,
+                         priority_prob: np.ndarray, classes: list[str]
+                         ) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
+    """Metrics beside baselines, the priority confusion matrix and per-row test scores.
+
+    `test`: the test period's snapshots in the order of the predictions; `raw`: raw escalation
+    scores of the valid and test periods. Small inputs only, so the Dask engine calls it too.
+    """
+    prob = {p: apply_calibration(calibration, raw[p]) for p in ("valid", "test")}
+    ev = params.evaluation
+    y_test = test[LABEL].to_numpy()
+    metrics = evaluate.score_binary(y_test, prob["test"], ev.top_shares, ev.ece_bins, prefix="test_")
+    metrics |= evaluate.score_by_position(y_test, prob["test"], test[POSITION].to_numpy(), ev.max_position,
+                                          prefix="test_")
+    metrics["test_ece_uncalibrated"] = evaluate.expected_calibration_error(y_test, raw["test"], ev.ece_bins)
+    metrics |= evaluate.score_binary(y_valid, prob["valid"], ev.top_shares, ev.ece_bins, prefix="valid_")
+    typed_rank = test["priority"].map({c: i for i, c in enumerate(PRIORITY_ORDER)}).fillna(1).to_numpy()
+    rule_score = typed_rank + 1e-3 * test["created_at"].rank(pct=True).to_numpy()
+    metrics |= evaluate.score_ranking(y_test, rule_score, ev.top_shares, prefix="baseline_priority_rule_")
+    metrics |= evaluate.score_binary(y_test, logistic_prob, ev.top_shares, ev.ece_bins, prefix="baseline_logistic_")
+    metrics |= evaluate.score_by_position(y_test, logistic_prob, test[POSITION].to_numpy(), 0,
+                                          prefix="baseline_logistic_")
+
+    band = assign_bands(raw["test"], thresholds)
+    for name in ("high", "medium", "low"):
+        in_band = band == name
+        metrics[f"test_band_{name}_share"] = float(in_band.mean())
+        metrics[f"test_band_{name}_escalation_rate"] = float(y_test[in_band].mean()) if in_band.any() else float("nan")
+    escalate_now = raw["test"] >= thresholds["escalate_now"]
+    metrics["test_escalate_now_precision"] = float(y_test[escalate_now].mean()) if escalate_now.any() else float("nan")
+    metrics["test_escalate_now_recall"] = float(y_test[escalate_now].sum() / max(y_test.sum(), 1))
+
+    test_known = encode_priority(test[PRIORITY_TARGET], classes) >= 0
+    predicted_priority = np.asarray(classes)[np.argmax(priority_prob, axis=1)]
+    final = test[PRIORITY_TARGET].astype("string").to_numpy()
+    typed = test["priority"].astype("string").fillna("normal").to_numpy()
+    metrics |= evaluate.score_priority(final[test_known], predicted_priority[test_known], classes, prefix="test_priority_")
+    metrics |= evaluate.score_priority(final[test_known], typed[test_known], classes, prefix="baseline_typed_priority_")
+    confusion = evaluate.tabulate_confusion(final[test_known], predicted_priority[test_known], classes)
+    test_scores = pd.DataFrame(
+        {
+            "ticket_id": test["ticket_id"].astype(str),
+            "position": test[POSITION],
+            "snapshot_time": test["snapshot_time"],
+            "escalates": y_test,
+            "probability": prob["test"],
+            "raw_probability": raw["test"],
+            "band": band,
+            "logistic_probability": logistic_prob,
+            "priority_final": final,
+            "priority_typed": typed,
+            "priority_predicted": predicted_priority,
+            **{c: test[c].astype("string").to_numpy() for c in report.SEGMENTS if c in test},
+        }
+    )
+    return metrics, confusion, test_scores
 
 
 def format_metrics_table(metrics: dict[str, float]) -> str:
