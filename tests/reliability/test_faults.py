@@ -174,13 +174,18 @@ def test_sigterm_during_load_lets_in_flight_requests_complete(serving_models_dir
     from tests.reliability.conftest import make_models_dir
 
     models = make_models_dir(tmp_path / "models", serving_models_dir, small_result)
-    service = start_service(service_env(models, ESCALATION_RISK_MAX_BATCH="200"), tmp_path / "gunicorn.log")
-    batch = {"tickets": (wire_tickets * 2)[:200]}
+    service = start_service(service_env(models, ESCALATION_RISK_MAX_BATCH="1000",
+                                        ESCALATION_RISK_MAX_BODY_BYTES=str(32 * 2**20)), tmp_path / "gunicorn.log")
+    batch = {"tickets": (wire_tickets * (1000 // len(wire_tickets) + 1))[:1000]}
     load = LoadRun(service.port, [batch], AUTH, concurrency=8, total=8)
     term_at: list[float] = []
 
     def terminate_when_busy() -> None:
-        time.sleep(0.3)  # every request sent and accepted; 200-ticket batches take longer than this
+        # All 8 requests go out at once and 2 workers share them: when the first answer is back,
+        # the others are still being served.
+        deadline = time.monotonic() + 60
+        while not load.outcomes and time.monotonic() < deadline:
+            time.sleep(0.005)
         term_at.append(time.monotonic())
         service.process.send_signal(signal.SIGTERM)
 
