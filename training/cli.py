@@ -230,7 +230,9 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     if not no_mlflow:
         from training.registry import log_and_register
 
-        registration = log_and_register(result, bundle_dir, settings, params_path, data_path, report_dir)
+        data_source = f"mapping:{mapping_path.stem}" if source == "mapping" and mapping_path else source
+        registration = log_and_register(result, bundle_dir, settings, params_path, data_path, report_dir,
+                                        data_source=data_source)
         promote = registration.champion
         click.echo(f"mlflow: run {registration.run_id} at {registration.tracking_uri}; "
                    f"registered {settings.registered_model_name} v{registration.model_version} (@challenger)")

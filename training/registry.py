@@ -90,11 +90,22 @@ def ensure_experiment(settings: Settings) -> str:
     return experiment.experiment_id
 
 
+def describe_target(result: TrainingResult, data_source: str) -> str:
+    """What a model predicts and for which system: two models are only compared when this matches."""
+    return json.dumps({"source": data_source, "label": result.params.label.model_dump()}, sort_keys=True)
+
+
+def find_champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
 def score_champion(client: MlflowClient, name: str, result: TrainingResult) -> tuple[str, float] | None:
     """The current champion's version and its ROC-AUC on this run's test rows, or None if there is none."""
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
+    champion = find_champion(client, name)
+    if champion is None:
         return None
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
     test = result.snapshots.loc[result.snapshots["split"] == "test"]
@@ -104,7 +115,7 @@ def score_champion(client: MlflowClient, name: str, result: TrainingResult) -> t
 
 
 def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Settings, params_path: Path,
-                     events_path: Path, report_dir: Path | None = None) -> Registration:
+                     events_path: Path, report_dir: Path | None = None, data_source: str = "events") -> Registration:
     experiment_id = ensure_experiment(settings)
     client = MlflowClient(settings.resolved_tracking_uri)
     name = settings.registered_model_name
@@ -119,7 +130,9 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
                 "bundle.version": bundle_dir.name,
             }
         )
-        mlflow.set_tags({"data_fingerprint": result.data_fingerprint, "bundle_version": bundle_dir.name})
+        target = describe_target(result, data_source)
+        mlflow.set_tags({"data_fingerprint": result.data_fingerprint, "bundle_version": bundle_dir.name,
+                         "target": target})
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if v == v})
         mlflow.log_metrics({f"time_{k}": v for k, v in result.timings.items()})
         mlflow.log_artifact(str(params_path), artifact_path="config")
@@ -156,10 +169,18 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
         )
         version = str(info.registered_model_version)
         client.set_registered_model_alias(name, CHALLENGER, version)
-        previous = score_champion(client, name, result)
+        client.set_model_version_tag(name, version, "target", target)
+        champion = find_champion(client, name)
+        champion_target = champion.tags.get("target") if champion is not None else None
+        previous = score_champion(client, name, result) if champion_target in (None, target) else None
         ours = result.metrics["test_roc_auc"]
         gain = result.params.registry.min_auc_gain
-        if previous is None:
+        if champion_target not in (None, target):
+            promote = False
+            reason = (f"champion v{champion.version} predicts another label or data source ({champion_target}); "
+                      f"not compared. Register this one under its own name "
+                      f"(ESCALATION_RISK_REGISTERED_MODEL_NAME)")
+        elif previous is None:
             promote, reason = True, "no champion yet"
         else:
             champ_version, champ_auc = previous

@@ -91,6 +91,23 @@ def test_quality_gate_keeps_the_better_champion(small_result, local_settings, pa
     assert client.get_run(second.run_id).data.tags["promoted_to_champion"] == "False"
 
 
+def test_gate_never_compares_models_of_another_label_or_source(small_result, local_settings, params_path,
+                                                               small_events_path, tmp_path):
+    """A model for another ticket system or label is not 'better' on this one's rows: it stays champion."""
+    demo = log_and_register(small_result, write_bundle(small_result, tmp_path / "models", "demo"), local_settings,
+                            params_path, small_events_path)
+    other = log_and_register(small_result, write_bundle(small_result, tmp_path / "models", "other"), local_settings,
+                             params_path, small_events_path, data_source="servicenow")
+    assert demo.champion and not other.champion
+    assert "another label or data source" in other.reason and "ESCALATION_RISK_REGISTERED_MODEL_NAME" in other.reason
+    client = MlflowClient(local_settings.resolved_tracking_uri)
+    assert str(client.get_model_version_by_alias("escalation-risk", "champion").version) == demo.model_version
+    assert '"source": "servicenow"' in client.get_model_version("escalation-risk", other.model_version).tags["target"]
+    same = log_and_register(small_result, write_bundle(small_result, tmp_path / "models", "again"), local_settings,
+                            params_path, small_events_path)
+    assert same.champion and "at least as good as champion" in same.reason
+
+
 @pytest.mark.mlflow_server
 def test_train_against_a_real_tracking_server_and_serve_the_champion(small_events_path, tmp_path):
     port = free_port()
