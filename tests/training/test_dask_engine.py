@@ -41,11 +41,31 @@ def test_dask_training_registers_in_postgres_backed_mlflow(dask_trained, postgre
     logged = client.get_run(champion.run_id)
     assert logged.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the tracking server
     assert logged.data.params["data.tickets"] == str(len(small_result.tickets))
-    # The brief's bar: the Dask model's test ROC-AUC within 0.01 of the single-machine model's on the same data.
-    assert abs(logged.data.metrics["test_roc_auc"] - small_result.metrics["test_roc_auc"]) <= 0.01
     assert logged.data.metrics["test_roc_auc"] > 0.6
     artifacts = {a.path for a in client.list_artifacts(champion.run_id, "evaluation")}
     assert "evaluation/feature_importance.csv" in artifacts
+
+
+@pytest.mark.slow
+def test_dask_model_quality_equals_the_single_machine_model(demo_result, tmp_path):
+    """The issue's bar: test ROC-AUC within 0.01 of the single-machine model on the same data.
+
+    On the demo-sized history (20,000 tickets): on 3,000 tickets the 450 test tickets make ROC-AUC
+    swing by about 0.02 between Dask runs, as distributed LightGBM bins and splits per worker.
+    """
+    from features.synthetic import generate_event_log
+    from tests.conftest import DEMO_TICKETS
+
+    events = tmp_path / "events.parquet"
+    generate_event_log(events, n_tickets=DEMO_TICKETS, seed=42)  # demo_result's history
+    env = os.environ | {"ESCALATION_RISK_PROJECT_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "training", "train", "--engine", "dask", "--workers", "2",
+                          "--no-mlflow", "--data", str(events), "--models-dir", str(tmp_path / "models")],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metadata = json.loads((tmp_path / "models" / "current" / "metadata.json").read_text())
+    dask_auc, single_auc = metadata["metrics"]["test_roc_auc"], demo_result.metrics["test_roc_auc"]
+    assert abs(dask_auc - single_auc) <= 0.01, f"Dask {dask_auc:.4f} vs single machine {single_auc:.4f}"
 
 
 def test_dask_split_and_features_equal_the_single_machine_path(dask_bundle, small_result):
