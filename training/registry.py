@@ -102,12 +102,9 @@ def find_champion(client: MlflowClient, name: str):
         return None
 
 
-def score_champion(client: MlflowClient, name: str, result: TrainingResult) -> tuple[str, float] | None:
-    """The current champion's version and its ROC-AUC on this run's test rows, or None if there is none."""
-    champion = find_champion(client, name)
-    if champion is None:
-        return None
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+def score_champion(champion, name: str, result: TrainingResult) -> tuple[str, float]:
+    """The champion's version and its ROC-AUC on this run's test rows."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
     test = result.snapshots.loc[result.snapshots["split"] == "test"]
     scored = model.predict(to_wire_format(test[list(CANONICAL_COLUMNS)]))
     y = test["escalates"].to_numpy()
@@ -172,7 +169,8 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
         client.set_model_version_tag(name, version, "target", target)
         champion = find_champion(client, name)
         champion_target = champion.tags.get("target") if champion is not None else None
-        previous = score_champion(client, name, result) if champion_target in (None, target) else None
+        comparable = champion is not None and champion_target in (None, target)
+        previous = score_champion(champion, name, result) if comparable else None
         ours = result.metrics["test_roc_auc"]
         gain = result.params.registry.min_auc_gain
         if champion_target not in (None, target):
