@@ -108,17 +108,36 @@ def body_for(kind: str, tickets: list[dict]) -> bytes:
     return json.dumps(tickets[0] if len(tickets) == 1 else {"tickets": tickets}).encode()
 
 
+def make_bodies(kind: str, tickets: list[dict], batch: int, fresh_texts: bool) -> list[bytes]:
+    """Request bodies to cycle through. With fresh texts every ticket of every body gets a description
+    and latest message no request had before (the service's per-text caches never hit), enough
+    bodies for the scenario's duration at the fastest rate seen here."""
+    if not fresh_texts:
+        return [body_for(kind, tickets[i:i + batch]) for i in range(0, len(tickets) - batch + 1, batch)]
+    n_bodies = 40_000 if batch == 1 else 800
+    bodies = []
+    for j in range(n_bodies):
+        group = [tickets[(j * batch + k) % len(tickets)] for k in range(batch)]
+        group = [{**t, "description": f"{t.get('description') or ''} (ref {j}-{k})",
+                  "last_customer_message": f"{t.get('last_customer_message') or ''} (ref {j}-{k})"}
+                 for k, t in enumerate(group)]
+        bodies.append(body_for(kind, group))
+    return bodies
+
+
 def load(kind: str, port: int, process: subprocess.Popen, tickets: list[dict], batch: int, concurrency: int,
-         seconds: float) -> dict:
-    bodies = [body_for(kind, tickets[i:i + batch]) for i in range(0, len(tickets) - batch + 1, batch)]
+         seconds: float, fresh_texts: bool = False) -> dict:
+    bodies = make_bodies(kind, tickets, batch, fresh_texts)
     path = "/invocations" if kind == "mlflow" else "/v1/score"
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     stop_at = [0.0]
 
+    position = list(range(concurrency))  # carried from the warm-up into the measured window
+
     def worker(k: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        i = k
+        i = position[k]
         while time.perf_counter() < stop_at[0]:
             started = time.perf_counter()
             conn.request("POST", path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
@@ -128,6 +147,7 @@ def load(kind: str, port: int, process: subprocess.Popen, tickets: list[dict], b
                 errors[k] += 1
             latencies[k].append(time.perf_counter() - started)
             i += concurrency
+        position[k] = i
 
     # warm-up, then the measured window
     stop_at[0] = time.perf_counter() + 1.0
@@ -159,6 +179,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per scenario")
     parser.add_argument("--rounds", type=int, default=2, help="A B C rounds")
     parser.add_argument("--kinds", default=",".join(KINDS), help="servers to run, comma-separated (default: all)")
+    parser.add_argument("--fresh-texts", action="store_true",
+                        help="give every request texts never sent before (no text-cache hits; the worst case)")
     args = parser.parse_args()
     kinds = [k for k in KINDS if k in args.kinds.split(",")]
     settings = Settings()
@@ -172,13 +194,15 @@ def main() -> None:
             try:
                 for name, batch, concurrency in SCENARIOS:
                     results.setdefault((kind, name), []).append(
-                        load(kind, port, process, tickets, batch, concurrency, args.seconds))
+                        load(kind, port, process, tickets, batch, concurrency, args.seconds, args.fresh_texts))
             finally:
                 stop(process)
 
     def best(kind: str, name: str, key: str, fn=max) -> float:
         return fn(r[key] for r in results[(kind, name)])
 
+    print("\ntexts: " + ("fresh in every request (no text-cache hits)" if args.fresh_texts
+                          else f"{len(tickets)} tickets' texts, repeated (text caches warm)"))
     print(f"\n{'server':8} {'scenario':13} {'req/s':>9} {'tickets/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'CPU ms/ticket':>14} {'errors':>7}")
     for kind in kinds:

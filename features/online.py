@@ -9,9 +9,12 @@ tickets, so any change to the builder that this file does not follow fails the t
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from datetime import UTC, datetime
 
 import numpy as np
+from cachetools import LRUCache
 
 from features.build import COUNTER_FEATURES, MISSING, TICKET_FEATURES, UNSEEN, FeatureBuilder
 from features.history import ENTITIES
@@ -20,6 +23,7 @@ from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_HOUR = 3_600_000_000_000
 _PRIORITY_RANK = {name: float(i) for i, name in enumerate(PRIORITY_ORDER)}
+TEXT_CACHE_ENTRIES = 32_768
 
 
 def _ns(moment: datetime) -> int:
@@ -36,10 +40,6 @@ def _parse(value: object) -> datetime | None:
 
 def _text(value: object) -> str:
     return "" if value is None else str(value)
-
-
-def _nullable(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 class OnlineFeatures:
@@ -59,11 +59,44 @@ class OnlineFeatures:
         self.history_columns = [self.position[n] for n in self.history.feature_names_]
         self.text_columns = [self.position[n] for n in self.text.feature_names_] if self.text is not None else []
         self.category_columns = [self.position[c] for c in self.categories]
+        self.category_positions = [self.position[c] for c in self.categories]
+        self.category_columns_of = [(c, c == "priority") for c in self.categories]
+        # A ticket's subject and description stay the same across its updates, and the latest
+        # customer message changes only when the customer writes, so most calls repeat a text
+        # this worker has already scored. Keys are digests: memory does not grow with text length.
+        self.text_cache: LRUCache = LRUCache(maxsize=TEXT_CACHE_ENTRIES)
+        self.text_lock = threading.Lock()
+
+    def text_features(self, ticket_texts: list[str], last_messages: list[str]) -> np.ndarray:
+        """(n, text features): each distinct (ticket text, latest message) computed once per worker
+        (the same values as computing it again: tests/serving/test_parity.py)."""
+        out = np.empty((len(ticket_texts), len(self.text_columns)))
+        missing: dict[bytes, list[int]] = {}
+        first: dict[bytes, tuple[str, str]] = {}
+        with self.text_lock:
+            for i, pair in enumerate(zip(ticket_texts, last_messages, strict=True)):
+                key = hashlib.blake2b("\x00".join(pair).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                row = self.text_cache.get(key)
+                if row is None:
+                    missing.setdefault(key, []).append(i)
+                    first.setdefault(key, pair)
+                else:
+                    out[i] = row
+        if missing:
+            pairs = list(first.values())
+            rows = self.text.transform_texts([p[0] for p in pairs], [p[1] for p in pairs])
+            with self.text_lock:
+                for key, row in zip(first, rows, strict=True):
+                    out[missing[key]] = row
+                    self.text_cache[key] = row.copy()
+        return out
 
     def transform_many(self, tickets: list[dict]) -> tuple[np.ndarray, list[dict[int, object]]]:
         """Model input rows (float32 values as float64, categories as codes, NaN = missing) and,
         per ticket, the raw values of its categorical columns for showing reasons."""
         n = len(tickets)
+        if n == 1:
+            return self.transform_one(tickets[0])
         ticket_rows = np.empty((n, len(TICKET_FEATURES)))
         t_seconds = np.empty(n, dtype=np.int64)
         own_created = np.empty(n)
@@ -76,16 +109,11 @@ class OnlineFeatures:
             own = self.ticket_created.get(str(ticket["ticket_id"]))
             own_created[i] = np.nan if own is None else float(own)
             for entity, columns in ENTITIES.items():
-                parts = [_nullable(ticket.get(c)) for c in columns]
-                entity_keys[entity].append(None if any(p is None for p in parts) else "\x1f".join(parts))
+                entity_keys[entity].append(_entity_key(ticket, columns))
             if self.text is not None:
                 ticket_texts.append(_text(ticket.get("subject")) + ". " + _text(ticket.get("description")))
                 last_messages.append(_text(ticket.get("last_customer_message")))
-            raw_categories.append({
-                self.position[column]: _normal_priority(ticket.get(column)) if column == "priority"
-                else _nullable(ticket.get(column))
-                for column in self.categories
-            })
+            raw_categories.append(self.raw_categories(ticket))
 
         out = np.full((n, len(self.names)), np.nan)
         out[:, self.ticket_columns] = ticket_rows
@@ -93,13 +121,49 @@ class OnlineFeatures:
         history = self.history.transform_arrays(t_seconds, own_created, codes)
         out[:, self.history_columns] = np.column_stack([history[name] for name in self.history.feature_names_])
         if self.text is not None:
-            out[:, self.text_columns] = self.text.transform_texts(ticket_texts, last_messages)
+            out[:, self.text_columns] = self.text_features(ticket_texts, last_messages)
         # The builder stores features as float32; round the same way, then widen for LightGBM.
         out = out.astype(np.float32).astype(np.float64)
         for column, codes_of in self.categories.items():
             j = self.position[column]
             out[:, j] = [np.nan if (v := raw[j]) is None else codes_of.get(v, np.nan) for raw in raw_categories]
         return out, raw_categories
+
+    def transform_one(self, ticket: dict) -> tuple[np.ndarray, list[dict[int, object]]]:
+        """transform_many for one ticket, with Python scalars where numpy's per-call cost would
+        dominate (the history's binary searches, one list for the row); identical values."""
+        row = np.empty(len(TICKET_FEATURES))
+        t_ns = self.ticket_values(ticket, row)
+        own = self.ticket_created.get(str(ticket["ticket_id"]))
+        codes = {}
+        for entity, columns in ENTITIES.items():
+            key = _entity_key(ticket, columns)
+            codes[entity] = -1 if key is None else self.history.indexes_[entity].codes.get(key, -1)
+        values = [np.nan] * len(self.names)
+        for j, value in zip(self.ticket_columns, row.tolist(), strict=True):
+            values[j] = value
+        history = self.history.transform_one(t_ns // 1_000_000_000, np.nan if own is None else float(own), codes)
+        for j, value in zip(self.history_columns, history, strict=True):
+            values[j] = value
+        if self.text is not None:
+            text = self.text_features([_text(ticket.get("subject")) + ". " + _text(ticket.get("description"))],
+                                      [_text(ticket.get("last_customer_message"))])
+            for j, value in zip(self.text_columns, text[0].tolist(), strict=True):
+                values[j] = value
+        raw = self.raw_categories(ticket)
+        for j, (column, _) in zip(self.category_positions, self.category_columns_of, strict=True):
+            value = raw[j]
+            values[j] = np.nan if value is None else self.categories[column].get(value, np.nan)
+        out = np.array(values, dtype=np.float32).astype(np.float64)[None, :]
+        return out, [raw]
+
+    def raw_categories(self, ticket: dict) -> dict[int, object]:
+        """The ticket's own values of the categorical columns, by feature position (None = missing)."""
+        raw = {}
+        for j, (column, is_priority) in zip(self.category_positions, self.category_columns_of, strict=True):
+            value = ticket.get(column)
+            raw[j] = _normal_priority(value) if is_priority else (None if value is None else str(value))
+        return raw
 
     def ticket_values(self, ticket: dict, row: np.ndarray) -> int:
         """compute_ticket_features for one ticket, written into `row` (TICKET_FEATURES order);
@@ -133,6 +197,17 @@ class OnlineFeatures:
                 return UNSEEN if raw_categories[i][j] is not None else MISSING
             return self.category_names[j][int(value)]
         return MISSING if np.isnan(value) else float(value)
+
+
+def _entity_key(ticket: dict, columns: tuple[str, ...]) -> str | None:
+    """The history index key of an entity: its columns' values joined, None when one is missing."""
+    parts = []
+    for column in columns:
+        value = ticket.get(column)
+        if value is None:
+            return None
+        parts.append(str(value))
+    return parts[0] if len(parts) == 1 else "\x1f".join(parts)
 
 
 def _normal_priority(value: object) -> str | None:

@@ -9,6 +9,7 @@ Every text is scored once however many snapshots share it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -109,6 +110,8 @@ class TextEmbedding:
         self.sublinear = vectorizer.sublinear_tf
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 1:
+            return self.transform_one(texts[0])
         vocabulary = self.vocabulary
         rows: list[int] = []
         terms: list[int] = []
@@ -128,6 +131,23 @@ class TextEmbedding:
         weight /= norm[row]
         starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
         out[row[starts]] = np.add.reduceat(weight[:, None] * self.projection[term], starts, axis=0)
+        return out
+
+    def transform_one(self, text: str) -> np.ndarray:
+        """`transform` of one text: the same arithmetic in the same term order, without the
+        sort-based pair counting that costs a live ticket more than the projection."""
+        vocabulary = self.vocabulary
+        counted = Counter(vocabulary[token] for token in self.analyze(text) if token in vocabulary)
+        out = np.zeros((1, self.projection.shape[1]))
+        if not counted:
+            return out
+        term = np.array(sorted(counted), dtype=np.int64)
+        counts = np.array([counted[k] for k in term.tolist()], dtype=np.int64)
+        tf = 1.0 + np.log(counts) if self.sublinear else counts.astype("float64")
+        weight = tf * self.idf[term]
+        norm = np.sqrt(np.bincount(np.zeros(len(term), dtype=np.int64), weights=weight * weight, minlength=1))
+        weight /= norm[0]
+        out[0] = np.add.reduceat(weight[:, None] * self.projection[term], [0], axis=0)[0]
         return out
 
 
@@ -186,6 +206,8 @@ class TextFeatures:
 
     def transform_texts(self, ticket_texts: Sequence[str], last_messages: Sequence[str]) -> np.ndarray:
         """(n, features) in feature_names_ order, from joined ticket texts and latest messages."""
+        if len(ticket_texts) == 1:
+            return self.transform_one(ticket_texts[0], last_messages[0])
         parts = [count_cues(ticket_texts), count_cues(last_messages),
                  score_sentiment(ticket_texts)[:, None], score_sentiment(last_messages)[:, None],
                  count_words(ticket_texts)[:, None]]
@@ -193,6 +215,18 @@ class TextFeatures:
             parts.append(self.embedding.transform([t + ". " + m for t, m in zip(ticket_texts, last_messages,
                                                                                  strict=True)]))
         return np.hstack(parts)
+
+    def transform_one(self, ticket_text: str, last_message: str) -> np.ndarray:
+        """transform_texts for one ticket: (1, features), built as one list instead of five arrays."""
+        patterns = compile_cue_patterns()
+        lowered, lowered_message = ticket_text.lower(), last_message.lower()
+        values = [len(p.findall(lowered)) for p in patterns] + [len(p.findall(lowered_message)) for p in patterns]
+        values += [score_sentiment_one(ticket_text), score_sentiment_one(last_message),
+                   len(compile_word_pattern().findall(ticket_text))]
+        row = np.array(values, dtype="float64")
+        if self.embedding is not None:
+            row = np.concatenate([row, self.embedding.transform_one(ticket_text + ". " + last_message)[0]])
+        return row[None, :]
 
     def transform(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         ticket_text = join_ticket_text(snapshots)

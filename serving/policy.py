@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from features.yaml_files import load_yaml_model
 
@@ -61,6 +61,7 @@ class EscalationMatrix(BaseModel):
 
     version: int = 1
     rules: list[Rule] = Field(min_length=1)
+    _decided: dict[tuple, dict] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def check_default_last(self) -> EscalationMatrix:
@@ -75,10 +76,20 @@ class EscalationMatrix(BaseModel):
         return self
 
     def decide(self, band: str, priority: str, category: str | None) -> dict:
-        """The first matching rule's action, with the rule's name so a decision can be traced."""
+        """The first matching rule's action, with the rule's name so a decision can be traced.
+
+        Decisions are remembered (the matrix is frozen); callers must not modify the dict. The
+        memory is bounded because categories come from clients."""
+        key = (band, priority, category)
+        decided = self._decided.get(key)
+        if decided is not None:
+            return decided
         for rule in self.rules:
             if rule.matches(band, priority, category):
-                return {**rule.then.model_dump(), "rule": rule.name}
+                decided = {**rule.then.model_dump(), "rule": rule.name}
+                if len(self._decided) < 4096:
+                    self._decided[key] = decided
+                return decided
         raise AssertionError("unreachable: the last rule matches everything")
 
 

@@ -111,17 +111,13 @@ def score_tickets(tickets: list[Ticket]) -> list[dict]:
     live = current_model()
     policy = current_app.extensions["policy"]
     metrics = current_app.extensions["metrics"]
-    rows = [dict(t) for t in tickets]
+    rows = [t.__dict__ for t in tickets]  # the validated fields, read only (extra keys are ignored, not kept)
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     model = {"name": current_app.extensions["settings"].registered_model_name, "version": live.bundle.version}
     out = []
-    actions: dict[tuple, dict] = {}  # a batch repeats few (band, priority, category) combinations
     for row, scored in zip(rows, score_rows(live, rows), strict=True):
         band, predicted = scored["band"], scored["priority_predicted"]
-        key = (band, predicted, row.get("category"))
-        action = actions.get(key)
-        if action is None:
-            action = actions[key] = policy.decide(*key)
+        action = policy.decide(band, predicted, row.get("category"))
         out.append({
             "ticket_id": scored["ticket_id"],
             "escalation": {"probability": scored["escalation_probability"], "band": band,
@@ -131,8 +127,11 @@ def score_tickets(tickets: list[Ticket]) -> list[dict]:
             "model": model,
             "scored_at": now,
         })
-    for band, count in Counter(s["escalation"]["band"] for s in out).items():
-        metrics.scores.labels(band=band).inc(count)
+    if len(out) == 1:
+        metrics.count_scores(out[0]["escalation"]["band"])
+    else:
+        for band, count in Counter(s["escalation"]["band"] for s in out).items():
+            metrics.count_scores(band, count)
     return out
 
 

@@ -50,6 +50,15 @@ def test_online_features_equal_the_feature_builder(bundle, generated_tickets, wi
     bad = sorted({online.names[j] for j in np.nonzero(mismatched)[1]})
     assert not bad, f"online features differ from FeatureBuilder.transform in: {bad}"
 
+    # One ticket at a time: the scalar path, first with an empty text cache, then from the cache.
+    fresh = OnlineFeatures(bundle.builder)
+    for attempt in ("computed", "cached"):
+        single = np.vstack([fresh.transform_many([row])[0] for row in rows[::5]])
+        mismatched = ~((single == got[::5]) | (np.isnan(single) & np.isnan(got[::5])))
+        bad = sorted({online.names[j] for j in np.nonzero(mismatched)[1]})
+        assert not bad, f"single-ticket features ({attempt} text) differ from the batch path in: {bad}"
+    assert len(fresh.text_cache) > 0
+
 
 def test_fast_path_equals_model_bundle_score(bundle, generated_tickets):
     """score_many (one ticket or a batch) == ModelBundle.score, field by field."""
