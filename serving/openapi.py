@@ -59,12 +59,53 @@ def build_openapi(settings: Settings) -> dict:
                                           "responses": {**json_ok({"type": "object"}),
                                                         "401": errors["401"],
                                                         "409": {"description": "reload failed; old model kept"}}}},
+            **report_paths(errors),
             "/healthz": {"get": {"summary": "Liveness", **open_endpoint, "responses": json_ok({"type": "object"})}},
             "/readyz": {"get": {"summary": "Readiness (503 until a verified model is loaded)", **open_endpoint,
                                 "responses": {**json_ok({"type": "object"}), "503": errors["503"]}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", **open_endpoint,
                                  "responses": {"200": {"description": "text exposition format"}}}},
         },
+    }
+
+
+def report_paths(errors: dict) -> dict:
+    """The ops leads' report routes (serving/reports.py): HTML, or its JSON and CSV copies."""
+    from training.report import REPORT_FILES
+
+    def error(code: int, text: str) -> dict:
+        return {str(code): {**errors.get(str(code), {}), "description": text,
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}}
+
+    html = {"200": {"description": "the report as one self-contained HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}
+    any_file = {"200": {"description": "a file of the report (HTML, JSON or CSV)",
+                        "content": {t: {"schema": {"type": "string"} if t != "application/json" else {"type": "object"}}
+                                    for t in ("text/html", "application/json", "text/csv")}}}
+    version = {"name": "version", "in": "path", "required": True,
+               "schema": {"type": "string"}, "description": "model version: letters, digits, '.', '_' and '-'"}
+    name = {"name": "name", "in": "path", "required": True, "schema": {"enum": list(REPORT_FILES)}}
+    unauthorized = error(401, "missing or invalid API key")
+    missing = error(404, "no such report, version or file")
+    no_model = error(503, "no model loaded (for latest)")
+    bad_version = error(400, "not a model version name")
+    return {
+        "/reports": {"get": {"summary": "Versions with a rendered report, and the loaded one", "operationId":
+                             "list_reports", "responses": {"200": {"description": "OK", "content": {
+                                 "application/json": {"schema": {"type": "object"}}}}, **unauthorized}}},
+        "/reports/latest": {"get": {"summary": "The loaded model's report (rendered on first request)",
+                                    "operationId": "get_latest_report",
+                                    "responses": {**html, **unauthorized, **missing, **no_model}}},
+        "/reports/latest/{name}": {"get": {"summary": "A file of the loaded model's report",
+                                           "operationId": "get_latest_report_file", "parameters": [name],
+                                           "responses": {**any_file, **unauthorized, **missing, **no_model}}},
+        "/reports/{version}": {"get": {"summary": "A model version's report", "operationId": "get_report",
+                                       "parameters": [version],
+                                       "responses": {**html, **bad_version, **unauthorized, **missing, **no_model}}},
+        "/reports/{version}/{name}": {"get": {"summary": "A file of a model version's report",
+                                              "operationId": "get_report_file", "parameters": [version, name],
+                                              "responses": {**any_file, **bad_version, **unauthorized, **missing,
+                                                            **no_model}}},
     }
 
 
@@ -92,7 +133,7 @@ code { background: #f4f4f4; padding: 0 .2rem; }
 {% if op.requestBody %}<p>Body: {{ schema_names(op.requestBody.content["application/json"].schema) }}</p>{% endif %}
 <table><tr><th>status</th><th>meaning</th><th>body</th></tr>
 {% for code, response in op.responses.items() %}<tr><td>{{ code }}</td><td>{{ response.description }}</td>
-<td>{% if response.content %}{{ schema_names(response.content["application/json"].schema) }}{% endif %}</td></tr>
+<td>{% for media, body in (response.content or {}).items() %}{{ media }}: {{ schema_names(body.schema) }}{{ "; " if not loop.last }}{% endfor %}</td></tr>
 {% endfor %}</table></div>
 {% endfor %}{% endfor %}
 <h2>Schemas</h2>

@@ -18,7 +18,9 @@ from tests.reliability.conftest import ADMIN, AUTH
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = [("POST", "/v1/score", 150), ("POST", "/v1/integrations/{system}", 100), ("GET", "/v1/model", 5),
-              ("POST", "/v1/admin/reload", 3), ("GET", "/healthz", 5), ("GET", "/readyz", 5), ("GET", "/metrics", 5)]
+              ("POST", "/v1/admin/reload", 3), ("GET", "/healthz", 5), ("GET", "/readyz", 5), ("GET", "/metrics", 5),
+              ("GET", "/reports", 3), ("GET", "/reports/latest", 2), ("GET", "/reports/latest/{name}", 10),
+              ("GET", "/reports/{version}", 15), ("GET", "/reports/{version}/{name}", 15)]
 WITH_BODY = {"/v1/score", "/v1/integrations/{system}"}
 CASES: dict[str, int] = {}
 

@@ -193,6 +193,16 @@ def test_openapi_is_generated_from_the_request_models(client):
     assert {"/v1/score", "/v1/integrations/{system}", "/v1/model", "/healthz", "/readyz", "/metrics"} <= set(doc["paths"])
 
 
+def test_every_route_is_in_the_openapi_document(app, client):
+    """Clients and schemathesis see every endpoint, the report routes included."""
+    documented = {(method.upper(), path) for path, item in client.get("/openapi.json").get_json()["paths"].items()
+                  for method in item}
+    served = {(method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+              for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert served - documented == {("GET", "/openapi.json"), ("GET", "/docs")}
+
+
 def test_without_a_model_readiness_and_scoring_are_503(tmp_path, wire_tickets):
     from serving import create_app
 
