@@ -97,14 +97,15 @@ class OnlineFeatures:
         n = len(tickets)
         if n == 1:
             return self.transform_one(tickets[0])
-        ticket_rows = np.empty((n, len(TICKET_FEATURES)))
+        ticket_rows = []
         t_seconds = np.empty(n, dtype=np.int64)
         own_created = np.empty(n)
         entity_keys: dict[str, list[str | None]] = {entity: [] for entity in ENTITIES}
         raw_categories: list[dict[int, object]] = []
         ticket_texts, last_messages = [], []
         for i, ticket in enumerate(tickets):
-            t_ns = self.ticket_values(ticket, ticket_rows[i])
+            t_ns, values = self.ticket_values(ticket)
+            ticket_rows.append(values)
             t_seconds[i] = t_ns // 1_000_000_000
             own = self.ticket_created.get(str(ticket["ticket_id"]))
             own_created[i] = np.nan if own is None else float(own)
@@ -116,7 +117,7 @@ class OnlineFeatures:
             raw_categories.append(self.raw_categories(ticket))
 
         out = np.full((n, len(self.names)), np.nan)
-        out[:, self.ticket_columns] = ticket_rows
+        out[:, self.ticket_columns] = np.array(ticket_rows, dtype=np.float64)
         codes = {entity: self.history.entity_codes(entity, keys) for entity, keys in entity_keys.items()}
         history = self.history.transform_arrays(t_seconds, own_created, codes)
         out[:, self.history_columns] = np.column_stack([history[name] for name in self.history.feature_names_])
@@ -132,15 +133,14 @@ class OnlineFeatures:
     def transform_one(self, ticket: dict) -> tuple[np.ndarray, list[dict[int, object]]]:
         """transform_many for one ticket, with Python scalars where numpy's per-call cost would
         dominate (the history's binary searches, one list for the row); identical values."""
-        row = np.empty(len(TICKET_FEATURES))
-        t_ns = self.ticket_values(ticket, row)
+        t_ns, row = self.ticket_values(ticket)
         own = self.ticket_created.get(str(ticket["ticket_id"]))
         codes = {}
         for entity, columns in ENTITIES.items():
             key = _entity_key(ticket, columns)
             codes[entity] = -1 if key is None else self.history.indexes_[entity].codes.get(key, -1)
         values = [np.nan] * len(self.names)
-        for j, value in zip(self.ticket_columns, row.tolist(), strict=True):
+        for j, value in zip(self.ticket_columns, row, strict=True):
             values[j] = value
         history = self.history.transform_one(t_ns // 1_000_000_000, np.nan if own is None else float(own), codes)
         for j, value in zip(self.history_columns, history, strict=True):
@@ -165,9 +165,9 @@ class OnlineFeatures:
             raw[j] = _normal_priority(value) if is_priority else (None if value is None else str(value))
         return raw
 
-    def ticket_values(self, ticket: dict, row: np.ndarray) -> int:
-        """compute_ticket_features for one ticket, written into `row` (TICKET_FEATURES order);
-        returns the update time in ns."""
+    def ticket_values(self, ticket: dict) -> tuple[int, list[float]]:
+        """compute_ticket_features for one ticket: the update time in ns and the values in
+        TICKET_FEATURES order."""
         t, created = _parse(ticket["event_time"]), _parse(ticket["created_at"])
         t_ns, created_ns = _ns(t), _ns(created)
         age = (t_ns - created_ns) / _NS_PER_HOUR
@@ -178,7 +178,7 @@ class OnlineFeatures:
             counters.append(float(max(round(float(raw)), 0)) if raw is not None else 0.0)
         cm, am = counters[2], counters[3]
         priority = _normal_priority(ticket.get("priority"))
-        row[:] = [
+        return t_ns, [
             age, float(created.hour), float(created.weekday()), float(t.hour), float(t.weekday()),
             float(t.weekday() < 5 and 8 <= t.hour <= 17),
             np.nan if due is None else (_ns(due) - t_ns) / _NS_PER_HOUR,
@@ -187,7 +187,6 @@ class OnlineFeatures:
             cm + am, cm / (am + 1), cm / (age / 24 + 1),
             _PRIORITY_RANK.get(priority, np.nan) if priority is not None else np.nan,
         ]
-        return t_ns
 
     def show(self, features: np.ndarray, raw_categories: list[dict[int, object]], i: int, j: int) -> object:
         """Ticket i's value of feature j as a reason shows it (see model_store.show_value)."""

@@ -6,6 +6,11 @@ single live ticket several times the tree traversal itself. LightGBM's
 walks the trees; it runs the same predictor code, so the outputs are those of `predict`.
 Uses lightgbm's own loaded library (`lightgbm.basic._LIB`, pinned lightgbm version).
 Not thread-safe: callers hold the model's predict lock.
+
+The per-row call goes through a `ctypes.PyDLL` view of the same library, which keeps the GIL:
+a call takes microseconds and the predict lock serialises them anyway, so releasing the GIL
+(what `ctypes.CDLL` does) would only hand it to another request thread and back, a thread
+switch per call under concurrent requests.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ from lightgbm.basic import _LIB, _safe_call
 PREDICT_NORMAL = 0
 PREDICT_LEAF_INDEX = 2
 _FLOAT64 = 1
+_HOLDING_GIL: list[ctypes.PyDLL] = []
+
+
+def holding_gil_library() -> ctypes.PyDLL:
+    """lightgbm's loaded library, called without releasing the GIL (opened once, on first use)."""
+    if not _HOLDING_GIL:
+        _HOLDING_GIL.append(ctypes.PyDLL(_LIB._name, handle=_LIB._handle))
+    return _HOLDING_GIL[0]
 
 
 class SingleRowPredictor:
@@ -42,13 +55,14 @@ class SingleRowPredictor:
         self._out = np.empty(self.n_out, dtype=np.float64)
         self._out_len = ctypes.c_int64(0)
         self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._predict = holding_gil_library().LGBM_BoosterPredictForMatSingleRowFast
 
     def predict(self, row: np.ndarray) -> np.ndarray:
         """A copy of the output for one row: probabilities (n_classes) or leaf indices (n_trees)."""
         row = np.ascontiguousarray(row, dtype=np.float64)
         if row.shape != (self.n_features,):
             raise ValueError(f"expected one row of {self.n_features} features, got shape {row.shape}")
-        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
+        _safe_call(self._predict(
             self._config, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len), self._out_pointer))
         if self._out_len.value != self.n_out:
             raise ValueError(f"LightGBM returned {self._out_len.value} values, expected {self.n_out}")
