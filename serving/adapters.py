@@ -171,6 +171,14 @@ class ReplayGuard:
             self._seen[key] = now
             return True
 
+    def release(self, signature: str) -> None:
+        """Forget a signature whose request failed, so the sender's retry of it is accepted."""
+        key = hashlib.sha256(signature.encode()).hexdigest()
+        with self._lock:
+            self._seen.pop(key, None)
+            if self.state_dir is not None:
+                (self.state_dir / key).unlink(missing_ok=True)
+
     def _forget_older_than(self, cutoff: float) -> None:
         for key in [k for k, t in self._seen.items() if t < cutoff]:
             del self._seen[key]

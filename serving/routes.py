@@ -151,6 +151,7 @@ def score_integration(system: str) -> Response:
         raise ApiError(404, "not_found", f"no integration {system!r}; available: {', '.join(ADAPTERS)}")
     body = read_json()
     settings = current_app.extensions["settings"]
+    claimed = None
     if system == "zendesk" and settings.zendesk_webhook_secret:
         problem = verify_zendesk_signature(
             settings.zendesk_webhook_secret, request.get_data(cache=True),
@@ -158,10 +159,23 @@ def score_integration(system: str) -> Response:
             request.headers.get("X-Zendesk-Webhook-Signature-Timestamp"),
             settings.zendesk_replay_window_seconds,
         )
-        if not problem and not replay_guard().first_use(request.headers["X-Zendesk-Webhook-Signature"]):
-            problem = "this signature was already used (replayed request)"
+        if not problem:
+            claimed = request.headers["X-Zendesk-Webhook-Signature"]
+            if not replay_guard().first_use(claimed):
+                claimed, problem = None, "this signature was already used (replayed request)"
         if problem:
             raise ApiError(401, "invalid_signature", f"Zendesk webhook signature rejected: {problem}")
+    try:
+        return json_response(score_integration_payload(system, body))
+    except Exception:
+        # Zendesk retries a delivery that failed (a 503 while no model is loaded, say) with the
+        # same signature: only a request that was answered 200 uses its signature up.
+        if claimed is not None:
+            replay_guard().release(claimed)
+        raise
+
+
+def score_integration_payload(system: str, body: object) -> dict:
     try:
         canonical = ADAPTERS[system](body)
         ticket = Ticket.model_validate(canonical)
@@ -172,7 +186,7 @@ def score_integration(system: str) -> Response:
         raise ApiError(422, "invalid_payload", f"the {system} payload maps to an invalid ticket",
                        field_errors(exc, "(canonical) ")) from exc
     g.n_tickets = 1
-    return json_response(score_tickets([ticket])[0])
+    return score_tickets([ticket])[0]
 
 
 def replay_guard() -> ReplayGuard:

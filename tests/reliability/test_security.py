@@ -83,6 +83,21 @@ def zendesk_client(serving_models_dir):
     app.extensions["model"].stop_polling()
 
 
+def test_zendesk_retry_after_a_failed_delivery_is_accepted(zendesk_client):
+    """Zendesk retries a failed delivery with the same signature: only a 200 uses a signature up."""
+    body = (FIXTURES / "zendesk_event.json").read_bytes()
+    headers = signed(body, datetime.now(UTC).isoformat().replace("+00:00", "Z"))
+    holder = zendesk_client.application.extensions["model"]
+    live, holder.live = holder.live, None  # as while no verified model is loaded
+    try:
+        assert zendesk_client.post("/v1/integrations/zendesk", data=body, headers=headers).status_code == 503
+    finally:
+        holder.live = live
+    assert zendesk_client.post("/v1/integrations/zendesk", data=body, headers=headers).status_code == 200
+    replay = zendesk_client.post("/v1/integrations/zendesk", data=body, headers=headers)
+    assert replay.status_code == 401 and "replayed" in replay.get_json()["message"]
+
+
 def test_zendesk_signatures_bad_stale_and_replayed_get_401(zendesk_client):
     body = (FIXTURES / "zendesk_event.json").read_bytes()
     now = datetime.now(UTC)
