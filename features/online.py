@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
 from cachetools import LRUCache
@@ -209,6 +210,7 @@ def _entity_key(ticket: dict, columns: tuple[str, ...]) -> str | None:
     return parts[0] if len(parts) == 1 else "\x1f".join(parts)
 
 
+@lru_cache(maxsize=1024)  # a handful of distinct values in practice; bounded because clients send them
 def _normal_priority(value: object) -> str | None:
     if value is None:
         return None

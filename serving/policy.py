@@ -81,14 +81,15 @@ class EscalationMatrix(BaseModel):
         Decisions are remembered (the matrix is frozen); callers must not modify the dict. The
         memory is bounded because categories come from clients."""
         key = (band, priority, category)
-        decided = self._decided.get(key)
+        remembered = self.__pydantic_private__["_decided"]  # plain dict access; `self._decided` is slower
+        decided = remembered.get(key)
         if decided is not None:
             return decided
         for rule in self.rules:
             if rule.matches(band, priority, category):
                 decided = {**rule.then.model_dump(), "rule": rule.name}
-                if len(self._decided) < 4096:
-                    self._decided[key] = decided
+                if len(remembered) < 4096:
+                    remembered[key] = decided
                 return decided
         raise AssertionError("unreachable: the last rule matches everything")
 
