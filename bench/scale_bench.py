@@ -99,7 +99,8 @@ def run_engine(engine: str, data_path: Path, params_path: Path, progress_path: P
     memory.stop()
     split = result.split_table
     record(event="done", total_seconds=result.timings["total_seconds"], test_roc_auc=result.metrics["test_roc_auc"],
-           rows=result.validation.n_input_rows, tickets=len(result.tickets), snapshots=int(split["snapshots"].sum()))
+           rows=result.validation.n_input_rows, tickets=len(result.tickets), snapshots=int(split["snapshots"].sum()),
+           best_iterations=[int(result.metrics[f"best_iteration_{m}"]) for m in ("escalation", "priority")])
 
 
 def watch_engine(engine: str, args: argparse.Namespace) -> dict:
@@ -156,7 +157,8 @@ def format_table(runs: list[dict], ceiling_gb: float) -> str:
         if done:
             d = done[0]
             lines.append(f"{run['engine']}: {d['rows']:,} updates, {d['tickets']:,} tickets, {d['snapshots']:,} "
-                         f"snapshots, test ROC-AUC {d['test_roc_auc']:.4f}")
+                         f"snapshots, test ROC-AUC {d['test_roc_auc']:.4f}, best iterations (escalation, "
+                         f"priority) {tuple(d['best_iterations'])}")
         else:
             verdict = f"killed at the {args_ceiling(ceiling_gb)} ceiling" if run["killed"] else "failed"
             lines.append(f"{run['engine']}: {verdict} (return code {run['returncode']}) after "

@@ -127,6 +127,13 @@ class RegistryParams(_Section):
     min_auc_gain: float = 0.0
 
 
+class DaskParams(_Section):
+    """The Dask engine only (`train --engine dask`)."""
+
+    # Validation rows (whole tickets, sampled) that EVERY worker scores for early stopping.
+    early_stopping_rows: int = Field(200_000, ge=1000)
+
+
 class Params(_Section):
     seed: int = 42
     num_threads: int = Field(2, ge=1)
@@ -142,6 +149,7 @@ class Params(_Section):
     bands: BandParams = BandParams()
     evaluation: EvaluationParams = EvaluationParams()
     registry: RegistryParams = RegistryParams()
+    dask: DaskParams = DaskParams()
 
 
 class ParamsError(ValueError):

@@ -7,8 +7,9 @@ are written back to Parquet in the work folder. Only small tables come back to t
 one summary row per ticket (history facts, the time split, row counts) and the rejects.
 The feature builder is fitted once on the client from the training rows and the gathered
 ticket summaries (so history stays point-in-time across partitions), broadcast, and applied
-per partition. Both models are fitted with lightgbm.dask; calibration, bands and metrics run
-on the gathered validation and test predictions with the single-machine functions.
+per partition. Both models are fitted with lightgbm.dask, early-stopped on one validation
+sample every worker scores (ValidationEarlyStopping); calibration, bands and metrics run on the
+gathered validation and test predictions with the single-machine functions.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -25,7 +27,8 @@ import dask.dataframe as dd
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from distributed import Client, Future, LocalCluster
+from distributed import Client, Future, LocalCluster, get_worker
+from scipy.special import logsumexp
 
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
@@ -48,13 +51,17 @@ from training.train import (
     make_lightgbm_settings,
     predict_logistic,
     sample_training_tickets,
+    weigh_by_recency,
 )
 
 log = logging.getLogger(__name__)
 SOURCE_ROW = "_source_row"
-# Per-snapshot roles, looked up from the ticket: which part, and which model fits on it.
-ROLE_COLUMNS = (SPLIT, "fit_escalation", "fit_priority")
+EARLY_STOP = "early_stop_sample"
+# Per-snapshot roles, looked up from the ticket: which part, which model fits on it, and
+# whether it is in the validation sample every worker scores for early stopping.
+ROLE_COLUMNS = (SPLIT, "fit_escalation", "fit_priority", EARLY_STOP)
 PRIORITY_CODE = "_priority_code"
+CREATED = "created_at"
 EVAL_METRIC = {"binary": "binary_logloss", "multiclass": "multi_logloss"}
 
 
@@ -160,32 +167,155 @@ def build_partition_features(snapshots: pd.DataFrame, builder: FeatureBuilder, c
     features = builder.transform(snapshots)
     features[LABEL] = snapshots[LABEL].to_numpy(dtype="int8")
     features[PRIORITY_CODE] = encode_priority(snapshots[PRIORITY_TARGET], classes)
+    features[CREATED] = snapshots[CREATED].to_numpy()  # for recency weights
     for column in ROLE_COLUMNS:
         features[column] = snapshots[column].to_numpy()
     return features
 
 
-def fit_lightgbm_dask(client: Client, model_params: ModelParams, x_train: dd.DataFrame, y_train: dd.Series,
-                      x_valid: dd.DataFrame, y_valid: dd.Series, seed: int) -> lgb.DaskLGBMClassifier:
-    """lightgbm.dask, with the best iteration read off the validation loss.
+class ValidationEarlyStopping:
+    """LightGBM callback: early stopping on one validation sample that every worker scores in full.
 
-    lightgbm.dask has no early stopping (each worker sees only its share of the validation
-    rows, so workers would stop at different rounds; LightGBM issues #3712, #6197): all
-    n_estimators rounds are fitted while the validation loss is recorded, and the model is
-    cut at its lowest, as early stopping would have kept it.
+    lightgbm.dask has no early stopping of its own: each worker would evaluate only its share
+    of the validation rows and stop at its own round, leaving the others waiting on the
+    network (LightGBM issues #3712, #6197). Data-parallel workers hold identical trees, so when
+    every worker reads the SAME rows (`sample_path`, Parquet on storage all workers see) they
+    compute the same loss and stop at the same round. The loss is LightGBM's metric for the
+    objective (binary_logloss, multi_logloss), kept incremental: each round adds only the
+    newest tree's raw score. Stopping follows lightgbm.early_stopping (strict improvement,
+    `stopping_rounds` without one), and each worker logs where it stopped to `topic`.
+    """
+
+    order = 30  # where lightgbm.early_stopping runs
+    before_iteration = False
+
+    def __init__(self, sample_path: Path, feature_names: list[str], target: str, objective: str,
+                 stopping_rounds: int, topic: str):
+        self.sample_path, self.feature_names, self.target = str(sample_path), list(feature_names), target
+        self.objective, self.stopping_rounds, self.topic = objective, stopping_rounds, topic
+
+    def _load(self, booster: lgb.Booster) -> None:
+        """The sample as LightGBM's own pandas conversion gives it: category codes by the training categories."""
+        sample = pd.read_parquet(self.sample_path, columns=[*self.feature_names, self.target])
+        sample = sample.loc[sample[self.target].to_numpy() >= 0]  # priority: known levels only
+        columns = []
+        categories = iter(booster.pandas_categorical or [])
+        for name in self.feature_names:
+            column = sample[name]
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                codes = column.cat.set_categories(next(categories)).cat.codes.to_numpy()
+                column = np.where(codes < 0, np.nan, codes)
+            columns.append(np.asarray(column, dtype=np.float32))
+        self.x_ = np.column_stack(columns) if columns else np.empty((len(sample), 0), np.float32)
+        self.y_ = sample[self.target].to_numpy(dtype="int64")
+        self.raw_: np.ndarray | float = 0.0
+        self.best_loss_, self.best_iteration_ = np.inf, 0
+
+    def loss(self, raw: np.ndarray) -> float:
+        if self.objective == "multiclass":
+            return float(np.mean(logsumexp(raw, axis=1) - raw[np.arange(len(raw)), self.y_]))
+        return float(np.mean(np.logaddexp(0.0, raw) - self.y_ * raw))
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        if env.iteration == env.begin_iteration:
+            self._load(env.model)
+        self.raw_ = self.raw_ + env.model.predict(self.x_, start_iteration=env.iteration, num_iteration=1,
+                                                  raw_score=True)
+        loss = self.loss(self.raw_)
+        if loss < self.best_loss_:
+            self.best_loss_, self.best_iteration_ = loss, env.iteration
+        if env.iteration - self.best_iteration_ >= self.stopping_rounds or env.iteration == env.end_iteration - 1:
+            self._report(env.iteration)
+            best = [lgb.EvalResult("valid", EVAL_METRIC[self.objective], self.best_loss_, False)]
+            raise lgb.callback.EarlyStopException(self.best_iteration_, best)
+
+    def _report(self, iteration: int) -> None:
+        try:
+            worker = get_worker()
+        except ValueError:  # not on a Dask worker (a plain LightGBM fit)
+            return
+        worker.log_event(self.topic, {"worker": worker.address, "stopped_at": iteration + 1,
+                                      "best_iteration": self.best_iteration_ + 1, "best_loss": self.best_loss_,
+                                      "rows": len(self.y_)})
+
+
+def read_stop_reports(client: Client, topic: str, n_workers: int, wait_seconds: float = 10.0) -> list[dict]:
+    """Each worker's early-stopping report (the scheduler receives them just before the results)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        reports = [message for _, message in client.get_events(topic)]
+        if len(reports) >= n_workers or time.monotonic() > deadline:
+            return reports
+        time.sleep(0.1)
+
+
+def fit_lightgbm_dask(client: Client, model_params: ModelParams, x_train: dd.DataFrame, y_train: dd.Series,
+                      seed: int, sample_weight: dd.Series | None = None,
+                      stopping: ValidationEarlyStopping | None = None) -> lgb.DaskLGBMClassifier:
+    """lightgbm.dask, early-stopped by `stopping` (None: all n_estimators rounds).
+
+    Every worker must stop at the same round, or the others wait on the network: the workers'
+    reports are checked and a disagreement is an error.
     """
     settings = make_lightgbm_settings(model_params, list(x_train.columns), seed, 1)
     settings.pop("n_jobs")  # lightgbm.dask gives each worker as many threads as it has cores
     model = lgb.DaskLGBMClassifier(client=client, **settings)
-    if model_params.early_stopping_rounds is None:
-        return model.fit(x_train, y_train)
-    model.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], eval_names=["valid"])
-    losses = model.evals_result_["valid"][EVAL_METRIC[model_params.objective]]
-    # What early stopping sets: predict() and the bundle's save_model then use the best iteration.
-    best = int(np.argmin(losses)) + 1
-    model._best_iteration = best
-    model.booster_.best_iteration = best
+    if stopping is None:
+        return model.fit(x_train, y_train, sample_weight=sample_weight)
+    # kwargs reach each worker's LGBMClassifier.fit; each worker gets its own copy of the callback.
+    model.fit(x_train, y_train, sample_weight=sample_weight, callbacks=[stopping])
+    reports = read_stop_reports(client, stopping.topic, len(client.scheduler_info()["workers"]))
+    if len({(r["stopped_at"], r["best_iteration"]) for r in reports}) > 1:
+        raise RuntimeError(f"Dask workers stopped at different rounds: {reports}")
+    model.early_stopping_reports_ = reports
+    log.info("%s: best iteration %s of %s (workers: %s)", model_params.objective, model.best_iteration_,
+             model_params.n_estimators, reports)
     return model
+
+
+def make_stopping(model_params: ModelParams, sample_path: Path, feature_names: list[str],
+                  target: str) -> ValidationEarlyStopping | None:
+    if model_params.early_stopping_rounds is None:
+        return None
+    return ValidationEarlyStopping(sample_path, feature_names, target, model_params.objective,
+                                   model_params.early_stopping_rounds, f"early-stopping-{uuid.uuid4().hex}")
+
+
+def take_head(frame: dd.DataFrame, n_rows: int) -> pd.DataFrame:
+    """The first `n_rows` rows, computing partitions one at a time (dd.head computes all or one)."""
+    parts, n = [], 0
+    for i in range(frame.npartitions):
+        if n >= n_rows:
+            break
+        parts.append(frame.partitions[i].compute())
+        n += len(parts[-1])
+    return pd.concat(parts).head(n_rows).reset_index(drop=True)
+
+
+def weigh_partition(created_at: pd.Series, half_life_days: float, newest: pd.Timestamp) -> pd.Series:
+    """training.train.weigh_by_recency on one partition, against the newest creation time of all of them."""
+    return pd.Series(weigh_by_recency(created_at, half_life_days, newest), index=created_at.index, dtype="float64")
+
+
+def weigh_by_recency_dask(created_at: dd.Series, half_life_days: float | None) -> dd.Series | None:
+    """Recency weights of the fit rows, partition-wise, equal to the single path's for the same rows."""
+    if half_life_days is None:
+        return None
+    newest = created_at.max().compute()
+    return created_at.map_partitions(weigh_partition, half_life_days, newest, meta=(None, "float64"))
+
+
+def score_test_partition(features: pd.DataFrame, names: list[str], escalation: lgb.LGBMClassifier,
+                         priority: lgb.LGBMClassifier, logistic, categorical: list[str],
+                         importance: pd.DataFrame) -> pd.DataFrame:
+    """One test partition's predictions and top-driver values, so the feature matrix stays on the workers."""
+    x = features[names].reset_index(drop=True)
+    out = pd.DataFrame({"raw": escalation.predict_proba(x)[:, 1] if len(x) else np.empty(0),
+                        "logistic": predict_logistic(logistic, x, categorical) if len(x) else np.empty(0)})
+    probabilities = priority.predict_proba(x) if len(x) else np.empty((0, len(priority.classes_)))
+    for i in range(probabilities.shape[1]):
+        out[f"priority_{i}"] = probabilities[:, i]
+    return pd.concat([out, report.collect_driver_values(escalation, x, importance)], axis=1)
 
 
 def train_models_dask(events_path: Path, params: Params, client: Client, work_dir: Path,
@@ -195,9 +325,6 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
 
     `n_partitions`: ticket partitions after the shuffle (default: the input's, at least two per worker).
     """
-    if params.escalation_model.recency_half_life_days is not None:
-        raise ValueError("escalation_model.recency_half_life_days is not supported by the Dask engine yet; "
-                         "remove it from the params file or train with --engine single")
     timings: dict[str, float] = {}
 
     @contextmanager
@@ -248,6 +375,11 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
     in_train = (per_ticket[SPLIT] == "train").to_numpy()
     for name, picked in chosen.items():
         per_ticket[f"fit_{name}"] = in_train if picked is None else in_train & per_ticket["ticket_id"].isin(picked)
+    # The early-stopping sample: whole validation tickets, drawn as the training rows are, up to the cap.
+    in_valid = (per_ticket[SPLIT] == "valid").to_numpy()
+    valid_sizes = per_ticket.loc[in_valid].set_index("ticket_id")["snapshots"]
+    picked = sample_training_tickets(valid_sizes, {"valid": params.dask.early_stopping_rows}, params.seed)["valid"]
+    per_ticket[EARLY_STOP] = in_valid if picked is None else in_valid & per_ticket["ticket_id"].isin(picked)
     roles = per_ticket.set_index("ticket_id")[list(ROLE_COLUMNS)]
     snapshots = dd.read_parquet(str(snapshots_path)).map_partitions(
         assign_roles, client.scatter(roles, broadcast=True),
@@ -273,19 +405,25 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         valid_x = features_of(snapshots[snapshots[SPLIT] == "valid"])
         train_x, valid_x = client.persist([train_x, valid_x])
         y_valid = valid_x[LABEL].compute().to_numpy()
+        # Written by the workers to the shared work folder; each worker reads all of it to early-stop.
+        sample_path = Path(work_dir) / "early_stopping_sample"
+        shutil.rmtree(sample_path, ignore_errors=True)
+        valid_x[valid_x[EARLY_STOP]][[*names, LABEL, PRIORITY_CODE]].to_parquet(str(sample_path), write_index=False)
 
     with stage("escalation_fit"):
         fit = train_x[train_x["fit_escalation"]]
-        escalation = fit_lightgbm_dask(client, params.escalation_model, fit[names], fit[LABEL],
-                                       valid_x[names], valid_x[LABEL], params.seed)
+        escalation = fit_lightgbm_dask(
+            client, params.escalation_model, fit[names], fit[LABEL], params.seed,
+            weigh_by_recency_dask(fit[CREATED], params.escalation_model.recency_half_life_days),
+            make_stopping(params.escalation_model, sample_path, names, LABEL),
+        )
         raw_valid = escalation.predict_proba(valid_x[names])[:, 1].compute()
         calibration, thresholds = calibrate_and_band(raw_valid, y_valid, params)
 
     with stage("priority_fit"):
         fit = train_x[train_x["fit_priority"] & (train_x[PRIORITY_CODE] >= 0)]
-        known_valid = valid_x[valid_x[PRIORITY_CODE] >= 0]
-        priority = fit_lightgbm_dask(client, params.priority_model, fit[names], fit[PRIORITY_CODE],
-                                     known_valid[names], known_valid[PRIORITY_CODE], params.seed)
+        priority = fit_lightgbm_dask(client, params.priority_model, fit[names], fit[PRIORITY_CODE], params.seed,
+                                     stopping=make_stopping(params.priority_model, sample_path, names, PRIORITY_CODE))
 
     with stage("baseline_fit"):
         # The single-machine baseline draws at most 200,000 training rows: gather about that many.
@@ -295,20 +433,28 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         logistic = fit_logistic_baseline(sample[names], sample[LABEL].to_numpy(), builder.categorical_features_,
                                          params.seed)
         del sample
+        escalation, priority = escalation.to_local(), priority.to_local()
+        # The test period's features stay on the workers: only its rows (the registry re-scores
+        # the champion on them), predictions and top-driver values come back.
         test = snapshots[snapshots[SPLIT] == "test"]
-        test_rows, test_x = dask.compute(test, features_of(test)[names])
-        test_rows, test_x = test_rows.reset_index(drop=True), test_x.reset_index(drop=True)
-        logistic_prob = predict_logistic(logistic, test_x, builder.categorical_features_)
+        test_features = features_of(test)
+        importance = compute_importance(escalation, take_head(test_features[names], 20_000))
+        models = client.scatter([escalation, priority, logistic, importance], broadcast=True)
+        scored_meta = score_test_partition(meta, names, escalation, priority, logistic,
+                                           builder.categorical_features_, importance)
+        scored = test_features.map_partitions(score_test_partition, names, *models[:3],
+                                              builder.categorical_features_, models[3], meta=scored_meta)
+        test_rows, scored = dask.compute(test, scored)
+        test_rows, scored = test_rows.reset_index(drop=True), scored.reset_index(drop=True)
 
-    escalation, priority = escalation.to_local(), priority.to_local()
-    raw = {"valid": raw_valid, "test": escalation.predict_proba(test_x)[:, 1]}
+    raw = {"valid": raw_valid, "test": scored["raw"].to_numpy()}
+    priority_prob = scored[[f"priority_{i}" for i in range(len(classes))]].to_numpy()
     metrics, confusion, test_scores = evaluate_test_period(
-        params, test_rows, y_valid, raw, calibration, thresholds, logistic_prob,
-        priority.predict_proba(test_x), classes,
+        params, test_rows, y_valid, raw, calibration, thresholds, scored["logistic"].to_numpy(),
+        priority_prob, classes,
     )
     metrics |= describe_fit(escalation, priority, validation)
     timings["total_seconds"] = time.perf_counter() - started
-    importance = compute_importance(escalation, test_x)
     return TrainingResult(
         params=params,
         data_fingerprint=fingerprint,
@@ -329,5 +475,5 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         confusion=confusion,
         test_scores=test_scores,
         timings=timings,
-        driver_values=report.collect_driver_values(escalation, test_x, importance),
+        driver_values=scored[[c for c in scored.columns if c.startswith(("value__", "contribution__"))]],
     )

@@ -110,11 +110,17 @@ def make_lightgbm_settings(model_params, feature_names: list[str], seed: int, nu
     return settings
 
 
-def weigh_by_recency(created_at: pd.Series, half_life_days: float | None) -> np.ndarray | None:
-    """Newer tickets count more when the log drifts; None = equal weights."""
+def weigh_by_recency(created_at: pd.Series, half_life_days: float | None,
+                     newest: pd.Timestamp | None = None) -> np.ndarray | None:
+    """Newer tickets count more when the log drifts; None = equal weights.
+
+    `newest`: the creation time that weighs 1 (default the newest in `created_at`); the Dask
+    engine passes the newest over all partitions so each partition is weighed alike.
+    """
     if half_life_days is None:
         return None
-    age_days = (created_at.max() - created_at) / pd.Timedelta(days=1)
+    newest = created_at.max() if newest is None else newest
+    age_days = (newest - created_at) / pd.Timedelta(days=1)
     return np.power(0.5, age_days.to_numpy(dtype="float64") / half_life_days)
 
 

@@ -90,6 +90,10 @@ def test_dask_bundle_has_the_single_machine_layout(dask_bundle, small_result, tm
     assert set(ours) == set(theirs)
     assert dask_bundle.metadata["features"] == small_result.builder.feature_names_
     assert 0 < dask_bundle.escalation_model.num_trees() < small_result.params.escalation_model.n_estimators
+    # Early-stopped on the workers: the bundle keeps the best round, recorded as on one machine.
+    metrics = dask_bundle.metadata["metrics"]
+    assert dask_bundle.escalation_model.num_trees() == metrics["best_iteration_escalation"]
+    assert 0 < metrics["best_iteration_priority"] < small_result.params.priority_model.n_estimators
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,88 @@ def test_partition_step_numbers_rejects_by_input_row_and_matches_single_path(tmp
     pd.testing.assert_frame_equal(out["tickets"], summarize_tickets(clean, params.snapshots.closed_statuses))
     assert out["per_ticket"].set_index("ticket_id")["positives"].to_dict() == \
         expected.groupby("ticket_id")["escalates"].sum().to_dict()
+
+
+def make_classification_frame(n_rows: int, seed: int) -> pd.DataFrame:
+    """Noisy rows where boosting overfits after a few dozen rounds, with a categorical feature."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_rows, 6)).astype("float32")
+    level = rng.choice(["a", "b", "c", "d"], n_rows)
+    score = x[:, 0] + 0.5 * x[:, 1] + (level == "a") + rng.normal(scale=2.0, size=n_rows)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)])
+    frame["level"] = pd.Categorical(np.where(rng.random(n_rows) < 0.05, None, level), categories=["a", "b", "c", "d"])
+    frame["label"] = (score > 0.8).astype("int64")
+    frame["grade"] = np.digitize(score, [-1.0, 0.8, 2.0]).astype("int64")
+    return frame
+
+
+@pytest.mark.parametrize(("objective", "target"), [("binary", "label"), ("multiclass", "grade")])
+def test_early_stopping_callback_stops_where_lightgbm_early_stopping_does(objective, target, tmp_path):
+    """Same metric, same rule: on one machine the callback picks LightGBM's own best iteration."""
+    import lightgbm as lgb
+
+    from training.dask_train import ValidationEarlyStopping
+
+    train, valid = make_classification_frame(4000, 0), make_classification_frame(3000, 1)
+    valid.to_parquet(tmp_path / "sample.parquet", index=False)
+    names = [c for c in train.columns if c not in ("label", "grade")]
+    settings = {"objective": objective, "n_estimators": 400, "learning_rate": 0.2, "num_leaves": 31,
+                "random_state": 0, "deterministic": True, "force_row_wise": True, "verbose": -1, "n_jobs": 1}
+    reference = lgb.LGBMClassifier(**settings).fit(
+        train[names], train[target], eval_X=valid[names], eval_y=valid[target],
+        callbacks=[lgb.early_stopping(20, verbose=False)])
+    stopping = ValidationEarlyStopping(tmp_path / "sample.parquet", names, target, objective, 20, "unused")
+    ours = lgb.LGBMClassifier(**settings).fit(train[names], train[target], callbacks=[stopping])
+    assert 1 < ours.best_iteration_ < 400 - 20
+    assert ours.best_iteration_ == reference.best_iteration_
+    assert ours.booster_.current_iteration() == ours.best_iteration_  # the kept model is cut at the best round
+    # The incremental loss (one tree's raw score added per round) is LightGBM's metric at the best round.
+    metric = "binary_logloss" if objective == "binary" else "multi_logloss"
+    assert ours.best_score_["valid"][metric] == pytest.approx(reference.best_score_["valid_0"][metric], rel=1e-9)
+    assert stopping.best_loss_ == pytest.approx(stopping.loss(ours.booster_.predict(valid[names], raw_score=True)),
+                                                rel=1e-12)
+
+
+def test_dask_early_stopping_stops_every_worker_at_the_same_round(tmp_path):
+    """2 worker processes, each with half the training rows and all of the validation sample:
+    both stop at the same round (neither is left waiting), well before n_estimators, with recency weights."""
+    import dask.dataframe as dd
+
+    from training.config import ModelParams
+    from training.dask_train import fit_lightgbm_dask, make_stopping, open_client, weigh_by_recency_dask
+
+    train = make_classification_frame(8000, 0)
+    train["created_at"] = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(np.arange(8000) * 600, unit="s")
+    make_classification_frame(3000, 1).to_parquet(tmp_path / "sample.parquet", index=False)
+    names = [c for c in train.columns if c not in ("label", "grade", "created_at")]
+    for objective, target in (("binary", "label"), ("multiclass", "grade")):
+        model_params = ModelParams(objective=objective, n_estimators=1000, learning_rate=0.2, num_leaves=31,
+                                   early_stopping_rounds=20, recency_half_life_days=10)
+        with open_client(n_workers=2) as client:
+            rows = client.persist(dd.from_pandas(train, npartitions=4))
+            client.rebalance()
+            weights = weigh_by_recency_dask(rows["created_at"], model_params.recency_half_life_days)
+            model = fit_lightgbm_dask(client, model_params, rows[names], rows[target], 0, weights,
+                                      make_stopping(model_params, tmp_path / "sample.parquet", names, target))
+        reports = model.early_stopping_reports_
+        assert len({r["worker"] for r in reports}) == 2, reports  # both workers trained and finished
+        assert len({(r["stopped_at"], r["best_iteration"], r["best_loss"]) for r in reports}) == 1
+        assert model.best_iteration_ == reports[0]["best_iteration"] < model_params.n_estimators
+        assert reports[0]["stopped_at"] == model.best_iteration_ + 20
+        assert model.booster_.current_iteration() == model.best_iteration_
+
+
+def test_dask_recency_weights_equal_the_single_path_weights():
+    """Partition-wise weights against the newest creation time of ALL partitions, as on one machine."""
+    import dask.dataframe as dd
+
+    from training.dask_train import weigh_by_recency_dask
+    from training.train import weigh_by_recency
+
+    rng = np.random.default_rng(3)
+    created = pd.Series(pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 365 * 86400, 5000),
+                                                                              unit="s"), name="created_at")
+    weights = weigh_by_recency_dask(dd.from_pandas(created, npartitions=5, sort=False), 30.0).compute()
+    np.testing.assert_array_equal(weights.to_numpy(), weigh_by_recency(created, 30.0))
+    assert weights.max() == 1.0 and weights.min() < 0.01
+    assert weigh_by_recency_dask(dd.from_pandas(created, npartitions=2), None) is None
