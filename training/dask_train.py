@@ -307,7 +307,7 @@ def weigh_by_recency_dask(created_at: dd.Series, half_life_days: float | None) -
 
 def score_test_partition(features: pd.DataFrame, names: list[str], escalation: lgb.LGBMClassifier,
                          priority: lgb.LGBMClassifier, logistic, categorical: list[str],
-                         importance: pd.DataFrame) -> pd.DataFrame:
+                         importance: pd.DataFrame, max_contribution_rows: int | None = None) -> pd.DataFrame:
     """One test partition's predictions and top-driver values, so the feature matrix stays on the workers."""
     x = features[names].reset_index(drop=True)
     out = pd.DataFrame({"raw": escalation.predict_proba(x)[:, 1] if len(x) else np.empty(0),
@@ -315,7 +315,8 @@ def score_test_partition(features: pd.DataFrame, names: list[str], escalation: l
     probabilities = priority.predict_proba(x) if len(x) else np.empty((0, len(priority.classes_)))
     for i in range(probabilities.shape[1]):
         out[f"priority_{i}"] = probabilities[:, i]
-    return pd.concat([out, report.collect_driver_values(escalation, x, importance)], axis=1)
+    return pd.concat([out, report.collect_driver_values(escalation, x, importance,
+                                                        max_contribution_rows=max_contribution_rows)], axis=1)
 
 
 def train_models_dask(events_path: Path, params: Params, client: Client, work_dir: Path,
@@ -442,8 +443,11 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         models = client.scatter([escalation, priority, logistic, importance], broadcast=True)
         scored_meta = score_test_partition(meta, names, escalation, priority, logistic,
                                            builder.categorical_features_, importance)
+        # Each partition explains its share of the report's sample of test rows.
+        per_partition = max(1, -(-report.CONTRIBUTION_ROWS // max(test_features.npartitions, 1)))
         scored = test_features.map_partitions(score_test_partition, names, *models[:3],
-                                              builder.categorical_features_, models[3], meta=scored_meta)
+                                              builder.categorical_features_, models[3], per_partition,
+                                              meta=scored_meta)
         test_rows, scored = dask.compute(test, scored)
         test_rows, scored = test_rows.reset_index(drop=True), scored.reset_index(drop=True)
 

@@ -32,6 +32,7 @@ REPORT_FILES = (REPORT_HTML, REPORT_JSON, "capacity.csv", "drivers.csv", "segmen
                 "calibration.csv", "priority_confusion.csv", "metrics.csv")
 ESCALATION_TYPE = "escalation_type_later"
 REPEAT_FEATURE = "customer_category_tickets_30d"
+CONTRIBUTION_ROWS = 200_000  # test rows whose top-driver contributions the report computes
 CAPACITY_SHARES = (0.01, 0.05, 0.10, 0.20)
 TOP_DRIVERS = 8
 SEGMENTS = {
@@ -65,22 +66,31 @@ def find_escalation_types(events: pd.DataFrame) -> pd.Series:
 
 
 def collect_driver_values(model, features: pd.DataFrame, importance: pd.DataFrame,
-                          top_n: int = TOP_DRIVERS, chunk_rows: int = 100_000) -> pd.DataFrame:
-    """Test-period values and per-prediction contributions of the top drivers (for their charts)."""
+                          top_n: int = TOP_DRIVERS, chunk_rows: int = 100_000,
+                          max_contribution_rows: int | None = CONTRIBUTION_ROWS) -> pd.DataFrame:
+    """Test-period values and per-prediction contributions of the top drivers (for their charts).
+
+    TreeSHAP costs about a millisecond a row, so contributions are computed on at most
+    `max_contribution_rows` evenly spaced rows (NaN on the others; the report's directions skip
+    them); the values are kept for every row."""
     names = importance["feature"].head(top_n).tolist()
     extra = [REPEAT_FEATURE] if REPEAT_FEATURE in features and REPEAT_FEATURE not in names else []
     index = {name: i for i, name in enumerate(model.booster_.feature_name())}
     keep = [index[name] for name in names]
+    step = 1 if not max_contribution_rows else max(1, -(-len(features) // max_contribution_rows))
+    sampled = features.iloc[::step]
     # In chunks, keeping only the top drivers' columns: the full matrix would be rows x features.
     contrib = np.concatenate([
-        model.booster_.predict(features.iloc[i : i + chunk_rows], pred_contrib=True)[:, keep]
-        for i in range(0, len(features), chunk_rows)
-    ]) if len(features) else np.empty((0, len(keep)))
+        model.booster_.predict(sampled.iloc[i : i + chunk_rows], pred_contrib=True)[:, keep]
+        for i in range(0, len(sampled), chunk_rows)
+    ]) if len(sampled) else np.empty((0, len(keep)))
     out = {}
     for name in names + extra:
         out[f"value__{name}"] = features[name].reset_index(drop=True)
         if name in names:
-            out[f"contribution__{name}"] = contrib[:, names.index(name)].astype(np.float32)
+            column = np.full(len(features), np.nan, dtype=np.float32)
+            column[::step] = contrib[:, names.index(name)]
+            out[f"contribution__{name}"] = column
     return pd.DataFrame(out)
 
 
