@@ -55,8 +55,11 @@ class OnlineFeatures:
         created = builder.history_.ticket_created_
         self.ticket_created = dict(zip(created.index.tolist(), created.to_numpy().tolist(), strict=True))
         self.text = builder.text_
-        self.ticket_columns = [self.position[n] for n in TICKET_FEATURES]
-        self.history_columns = [self.position[n] for n in self.history.feature_names_]
+        # A params file may leave built-in features out (features.exclude): compute, then keep only the used.
+        self.ticket_kept = [i for i, n in enumerate(TICKET_FEATURES) if n in self.position]
+        self.ticket_columns = [self.position[TICKET_FEATURES[i]] for i in self.ticket_kept]
+        self.history_names = [n for n in self.history.feature_names_ if n in self.position]
+        self.history_columns = [self.position[n] for n in self.history_names]
         self.text_columns = [self.position[n] for n in self.text.feature_names_] if self.text is not None else []
         self.category_columns = [self.position[c] for c in self.categories]
 
@@ -81,17 +84,19 @@ class OnlineFeatures:
             if self.text is not None:
                 ticket_texts.append(_text(ticket.get("subject")) + ". " + _text(ticket.get("description")))
                 last_messages.append(_text(ticket.get("last_customer_message")))
+            # An importer's extra columns (opened_by, location, ...) come in the ticket's `extra` object.
+            extra = ticket.get("extra") or {}
             raw_categories.append({
                 self.position[column]: _normal_priority(ticket.get(column)) if column == "priority"
-                else _nullable(ticket.get(column))
+                else _nullable(ticket.get(column, extra.get(column)))
                 for column in self.categories
             })
 
         out = np.full((n, len(self.names)), np.nan)
-        out[:, self.ticket_columns] = ticket_rows
+        out[:, self.ticket_columns] = ticket_rows[:, self.ticket_kept]
         codes = {entity: self.history.entity_codes(entity, keys) for entity, keys in entity_keys.items()}
         history = self.history.transform_arrays(t_seconds, own_created, codes)
-        out[:, self.history_columns] = np.column_stack([history[name] for name in self.history.feature_names_])
+        out[:, self.history_columns] = np.column_stack([history[name] for name in self.history_names])
         if self.text is not None:
             out[:, self.text_columns] = self.text.transform_texts(ticket_texts, last_messages)
         # The builder stores features as float32; round the same way, then widen for LightGBM.
