@@ -1,6 +1,6 @@
 """Real-data benchmark: the ServiceNow incident audit log, out of time, both label choices.
 
-    python bench/real_servicenow.py [--data PATH] [--labels functional,sla]
+    python bench/real_servicenow.py [--data PATH] [--labels functional,sla] [--select] [--set LABEL:KEY=VALUE]
 
 Imports the export (leakage audit on, flagged columns left out), trains with the source's
 params files (the oldest 70 % of incidents by opening time fit: 68 % train + 2 % for
@@ -9,6 +9,13 @@ two baselines: a rule by assignment group (the group's positive rate on the trai
 period) and logistic regression on the same features. Metrics at the first update and
 ROC-AUC by update number 1..8 (update n = the ticket's state after its n-th logged update).
 Default data: ESCALATION_RISK_SERVICENOW_PATH or ../shared/data/servicenow/.
+
+`--select` is how every feature and params choice is made: the test period is dropped
+before anything is fitted, and the same training step runs on the oldest 70 % of
+incidents alone, whose newest 20 % play the test (its first ~78 % fit, the next sliver
+calibrates as in the real run). Compare variants with `--set` (a params key for a label,
+e.g. `--set sla:escalation_model.num_leaves=31`) or `--params`; read the test period only
+once the choice is made.
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from features.settings import Settings
 from features.sources.mapping import describe_labels, import_export, load_mapping, write_canonical
 from training import evaluate
-from training.config import load_params
+from training.config import Params, load_params
 from training.split import SPLIT
 from training.train import train_models
 
@@ -32,6 +40,36 @@ PARAMS_DIR = Path(__file__).resolve().parent.parent / "training"
 LABELS = {"functional": PARAMS_DIR / "params_servicenow.yaml", "sla": PARAMS_DIR / "params_servicenow_sla.yaml"}
 GOALS = {"functional": {"update 1": 0.79}, "sla": {"update 1": 0.82, "update 8": 0.89}}
 MAX_UPDATE = 8
+FIT_SHARE = 0.70               # the oldest 70 % of incidents fit; the newest 30 % are the test period
+SELECT_SHARE = 0.20            # --select: the newest 20 % of the fitting period validate
+
+
+def keep_fitting_period(events: pd.DataFrame, fit_share: float = FIT_SHARE) -> pd.DataFrame:
+    """The log without the test period: incidents ranked by opening time, the oldest `fit_share` kept."""
+    created = events.groupby("ticket_id", sort=False)["created_at"].first()
+    created = pd.to_datetime(created, errors="coerce", utc=True).sort_values(kind="stable")
+    kept = created.index[: int(round(len(created) * fit_share))]
+    return events[events["ticket_id"].isin(kept)].reset_index(drop=True)
+
+
+def select_params(params: Params) -> Params:
+    """The same choices, split for selection: the fitting period's newest SELECT_SHARE play the test."""
+    valid = params.split.valid / FIT_SHARE
+    split = {"train": 1 - SELECT_SHARE - valid, "valid": valid, "test": SELECT_SHARE}
+    return params.model_copy(update={"split": params.split.model_copy(update=split)})
+
+
+def override_params(params: Params, settings: list[str]) -> Params:
+    """`dotted.key=yaml value` overrides (experiments), validated like the params file itself."""
+    data = params.model_dump()
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        *parents, leaf = key.split(".")
+        node = data
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = yaml.safe_load(value)
+    return Params.model_validate(data)
 
 
 def score_group_rule(snapshots: pd.DataFrame) -> np.ndarray:
@@ -59,8 +97,7 @@ def measure_scores(y: np.ndarray, score: np.ndarray, position: np.ndarray) -> pd
     return pd.DataFrame(table).T
 
 
-def run_label(name: str, events_path: Path, params_path: Path) -> tuple[dict[str, pd.DataFrame], dict]:
-    params = load_params(params_path)
+def run_label(name: str, events_path: Path, params: Params) -> tuple[dict[str, pd.DataFrame], dict]:
     started = time.perf_counter()
     result = train_models(events_path, params)
     fit_seconds = time.perf_counter() - started
@@ -107,6 +144,10 @@ def main() -> None:
     parser.add_argument("--labels", default="functional,sla", help="comma-separated: functional, sla")
     parser.add_argument("--params", action="append", default=[], metavar="LABEL=PATH",
                         help="another params file for a label (experiments), e.g. sla=my_params.yaml")
+    parser.add_argument("--select", action="store_true",
+                        help="selection run: drop the test period, validate on the fitting period's newest 20 %%")
+    parser.add_argument("--set", action="append", default=[], metavar="LABEL:KEY=VALUE", dest="overrides",
+                        help="override one params key for a label, e.g. sla:escalation_model.num_leaves=31")
     args = parser.parse_args()
     data = args.data or Settings().resolved_servicenow_path
     if not data.exists():
@@ -117,17 +158,33 @@ def main() -> None:
         if label not in LABELS or not path:
             raise SystemExit(f"--params {given!r}: expected LABEL=PATH with LABEL one of {', '.join(LABELS)}")
         params_paths[label] = Path(path)
+    overrides: dict[str, list[str]] = {label: [] for label in LABELS}
+    for given in args.overrides:
+        label, _, setting = given.partition(":")
+        if label not in LABELS or "=" not in setting:
+            raise SystemExit(f"--set {given!r}: expected LABEL:KEY=VALUE with LABEL one of {', '.join(LABELS)}")
+        overrides[label].append(setting)
 
     started = time.perf_counter()
     imported = import_export(data, load_mapping("servicenow"), describe_labels("counter_rise", "reassignment_count", 2))
     import_seconds = time.perf_counter() - started
     print(f"data: {data}\nimport + leakage audit: {import_seconds:.1f} s; {len(imported.events):,} rows; "
           f"left out: {', '.join(imported.excluded)}\n")
+    events = imported.events
+    period = "out-of-time test: newest 30 % of incidents"
+    if args.select:
+        events = keep_fitting_period(events)
+        period = (f"SELECTION run, test period dropped; validation = newest {SELECT_SHARE:.0%} of the oldest "
+                  f"{FIT_SHARE:.0%} of incidents")
     with tempfile.TemporaryDirectory() as tmp:
-        events_path = write_canonical(imported.events, Path(tmp) / "servicenow_events.parquet")
+        events_path = write_canonical(events, Path(tmp) / "servicenow_events.parquet")
         for name in [n.strip() for n in args.labels.split(",") if n.strip()]:
-            tables, info = run_label(name, events_path, params_paths[name])
-            print(f"== label: {name} ({params_paths[name].name}); out-of-time test: newest 30 % of incidents, "
+            params = override_params(load_params(params_paths[name]), overrides[name])
+            if args.select:
+                params = select_params(params)
+            tables, info = run_label(name, events_path, params)
+            changed = f"; overrides: {', '.join(overrides[name])}" if overrides[name] else ""
+            print(f"== label: {name} ({params_paths[name].name}{changed}); {period}, "
                   f"{info['test_tickets']:,} incidents, {info['test_snapshots']:,} snapshots")
             print(format_tables(tables))
             ours = tables["LightGBM"]

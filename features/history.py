@@ -31,15 +31,22 @@ def summarize_tickets(events: pd.DataFrame, closed_statuses: tuple[str, ...] | l
     """One row per ticket: who it started with, when it opened and ended, whether it escalated."""
     grouped = events.groupby("ticket_id", sort=False)
     first = grouped.first()
-    last = grouped[["status", "event_time"]].last()
-    # Ended = its latest update closed it; a ticket reopened after a close is open again.
-    ended_at = last["event_time"].where(last["status"].isin(list(closed_statuses)).fillna(False))
+    # Ended = its latest update closed it (a ticket reopened after a close is open again), from the
+    # first update of that final closed run on: resolved, then closed a week later, ended when resolved,
+    # as anyone looking at that time saw it.
+    closing = events["status"].isin(list(closed_statuses)).fillna(False).to_numpy(dtype=bool)
+    open_after = pd.Series((~closing).astype("int64")[::-1]).groupby(
+        events["ticket_id"].to_numpy()[::-1], sort=False).cumsum().to_numpy()[::-1]
+    final_run = closing & (open_after == 0)
+    # (A group of NaT loses the time zone in the min: times are UTC throughout.)
+    ended_at = pd.to_datetime(events["event_time"].where(final_run).groupby(events["ticket_id"], sort=False).min(),
+                              utc=True)
     max_level = grouped["escalation_level"].max()
     summary = pd.DataFrame(
         {
             "ticket_id": first.index.astype("string"),
             "created_at": first["created_at"].to_numpy(),
-            "ended_at": ended_at.reindex(first.index).to_numpy(),
+            "ended_at": ended_at.reindex(first.index).array,  # keeps UTC when none ended yet
             "escalated": (max_level.to_numpy() > first["escalation_level"].to_numpy()).astype("int8"),
         }
     )

@@ -56,8 +56,12 @@ class OnlineFeatures:
         created = builder.history_.ticket_created_
         self.ticket_created = dict(zip(created.index.tolist(), created.to_numpy().tolist(), strict=True))
         self.text = builder.text_
-        self.ticket_columns = [self.position[n] for n in TICKET_FEATURES]
-        self.history_columns = [self.position[n] for n in self.history.feature_names_]
+        # A params file may leave built-in features out (features.exclude): compute, then keep only the used.
+        self.ticket_kept = [i for i, n in enumerate(TICKET_FEATURES) if n in self.position]
+        self.ticket_columns = [self.position[TICKET_FEATURES[i]] for i in self.ticket_kept]
+        self.history_names = [n for n in self.history.feature_names_ if n in self.position]
+        self.history_columns = [self.position[n] for n in self.history_names]
+        self.history_kept = [i for i, n in enumerate(self.history.feature_names_) if n in self.position]
         self.text_columns = [self.position[n] for n in self.text.feature_names_] if self.text is not None else []
         self.category_columns = [self.position[c] for c in self.categories]
         self.category_positions = [self.position[c] for c in self.categories]
@@ -118,10 +122,10 @@ class OnlineFeatures:
             raw_categories.append(self.raw_categories(ticket))
 
         out = np.full((n, len(self.names)), np.nan)
-        out[:, self.ticket_columns] = np.array(ticket_rows, dtype=np.float64)
+        out[:, self.ticket_columns] = np.array(ticket_rows, dtype=np.float64)[:, self.ticket_kept]
         codes = {entity: self.history.entity_codes(entity, keys) for entity, keys in entity_keys.items()}
         history = self.history.transform_arrays(t_seconds, own_created, codes)
-        out[:, self.history_columns] = np.column_stack([history[name] for name in self.history.feature_names_])
+        out[:, self.history_columns] = np.column_stack([history[name] for name in self.history_names])
         if self.text is not None:
             out[:, self.text_columns] = self.text_features(ticket_texts, last_messages)
         # The builder stores features as float32; round the same way, then widen for LightGBM.
@@ -141,10 +145,10 @@ class OnlineFeatures:
             key = _entity_key(ticket, columns)
             codes[entity] = -1 if key is None else self.history.indexes_[entity].codes.get(key, -1)
         values = [np.nan] * len(self.names)
-        for j, value in zip(self.ticket_columns, row, strict=True):
+        for j, value in zip(self.ticket_columns, [row[i] for i in self.ticket_kept], strict=True):
             values[j] = value
         history = self.history.transform_one(t_ns // 1_000_000_000, np.nan if own is None else float(own), codes)
-        for j, value in zip(self.history_columns, history, strict=True):
+        for j, value in zip(self.history_columns, [history[i] for i in self.history_kept], strict=True):
             values[j] = value
         if self.text is not None:
             text = self.text_features([_text(ticket.get("subject")) + ". " + _text(ticket.get("description"))],
@@ -161,8 +165,9 @@ class OnlineFeatures:
     def raw_categories(self, ticket: dict) -> dict[int, object]:
         """The ticket's own values of the categorical columns, by feature position (None = missing)."""
         raw = {}
+        extra = ticket.get("extra") or {}  # an importer's extra columns (opened_by, location, ...)
         for j, (column, is_priority) in zip(self.category_positions, self.category_columns_of, strict=True):
-            value = ticket.get(column)
+            value = ticket.get(column, extra.get(column))
             raw[j] = _normal_priority(value) if is_priority else (None if value is None else str(value))
         return raw
 

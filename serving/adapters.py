@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +191,23 @@ class ReplayGuard:
 SERVICENOW_PRIORITIES = {1: "urgent", 2: "high", 3: "normal", 4: "low", 5: "low",
                          "critical": "urgent", "high": "high", "moderate": "normal", "low": "low",
                          "planning": "low"}
+# The older "Awaiting ..." states are those of the incident audit-log export the servicenow
+# mapping file reads (features/sources/mappings/servicenow.yaml): both name them alike.
 SERVICENOW_STATES = {1: "new", 2: "open", 3: "on_hold", 6: "resolved", 7: "closed", 8: "closed",
                      "new": "new", "in progress": "open", "active": "open", "on hold": "on_hold",
-                     "awaiting user info": "pending", "resolved": "resolved", "closed": "closed",
-                     "canceled": "closed", "cancelled": "closed"}
+                     "awaiting user info": "pending", "awaiting vendor": "awaiting_vendor",
+                     "awaiting problem": "awaiting_problem", "awaiting evidence": "awaiting_evidence",
+                     "resolved": "resolved", "closed": "closed", "canceled": "closed", "cancelled": "closed"}
 SERVICENOW_CONTACT_TYPES = {"phone": "phone", "email": "email", "chat": "chat", "virtual_agent": "chat",
                             "self-service": "web", "web": "web", "walk-in": "phone", "social": "social",
-                            "virtual agent": "chat", "self service": "web"}
+                            "virtual agent": "chat", "self service": "web", "ivr": "phone",
+                            "direct opening": "web"}
+# Impact and urgency as the export writes them ("2 - Medium"); raw API values are the numbers.
+SERVICENOW_LEVEL_LABELS = {1: "1 - High", 2: "2 - Medium", 3: "3 - Low"}
+SERVICENOW_LABELLED = ("impact", "urgency")
 SERVICENOW_LEVELS = {0: 0, 1: 1, 2: 2, 3: 3, "normal": 0, "moderate": 1, "high": 2, "overdue": 3}
-_NUMBER_PREFIX = re.compile(r"^\s*(\d+)\s*-\s*(.+)$")  # display values like "1 - Critical"
+# Display values like "1 - Critical"; the spaces keep ISO dates ("2025-03-02 ...") out.
+_NUMBER_PREFIX = re.compile(r"^\s*(\d+)\s+-\s+(.+)$")
 
 
 def _sn_value(record: dict, key: str) -> Any:
@@ -224,6 +233,28 @@ def _sn_count(record: dict, key: str, problems: list) -> int | None:
         return None
 
 
+@cache
+def servicenow_extra_columns() -> dict[str, str]:
+    """The servicenow mapping's `extra:` section (log column -> incident field), read on first use,
+    so a served model trained on that export sees the same coded fields (opened_by, location, ...)."""
+    from features.sources.mapping import load_mapping
+
+    return dict(load_mapping("servicenow").extra)
+
+
+def _sn_display(record: dict, key: str) -> str | None:
+    """A coded field as the export writes it: a reference's display name, "2 - Medium" for impact."""
+    value = record.get(key)
+    if isinstance(value, dict):
+        value = value.get("display_value") or value.get("value")
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = str(value).strip()
+    if key in SERVICENOW_LABELLED and text.isdecimal():
+        return SERVICENOW_LEVEL_LABELS.get(int(text), text)
+    return text or None
+
+
 def map_servicenow(payload: dict) -> dict:
     """An incident record (raw or display values, `{value, link}` references), bare or in `result`."""
     if not isinstance(payload, dict):
@@ -240,12 +271,17 @@ def map_servicenow(payload: dict) -> dict:
         problems.append(("number", "required field is missing (number or sys_id)"))
     _require(record, ("opened_at",), "", problems)
     priority = _lookup(SERVICENOW_PRIORITIES, _sn_value(record, "priority"), "priority", problems)
-    status = _lookup(SERVICENOW_STATES, _sn_value(record, "state"), "state", problems)
+    state_key = "state" if record.get("state") not in (None, "") else "incident_state"
+    status = _lookup(SERVICENOW_STATES, _sn_value(record, state_key), state_key, problems)
     channel = _lookup(SERVICENOW_CONTACT_TYPES, _sn_value(record, "contact_type"), "contact_type", problems)
     level = _lookup(SERVICENOW_LEVELS, _sn_value(record, "escalation"), "escalation", problems)
     counts = {c: _sn_count(record, c, problems) for c in ("reassignment_count", "reopen_count")}
+    # The mapping counts updates so far (sys_mod_count) as agent_messages.
+    counts["agent_messages"] = _sn_count(record, "sys_mod_count", problems)
     if problems:
         raise PayloadError(problems)
+    extra = {name: value for name, source in servicenow_extra_columns().items()
+             if (value := _sn_display(record, source)) is not None}
     return {
         "ticket_id": _id(record.get("number")) or _id(record.get("sys_id")),
         "created_at": _sn_value(record, "opened_at"),
@@ -263,6 +299,7 @@ def map_servicenow(payload: dict) -> dict:
         "escalation_level": level,
         "sla_due_at": _sn_value(record, "sla_due"),
         **counts,
+        **({"extra": extra} if extra else {}),
     }
 
 

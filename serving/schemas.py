@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
 
 PRIORITY_VALUES = (*PRIORITY_ORDER, *PRIORITY_ALIASES)
 MIN_YEAR, MAX_YEAR = 1900, 2200
+# Names of an importer's extra log columns (a mapping's `extra:`, e.g. opened_by, location).
+ExtraName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+ExtraValue = Annotated[str, StringConstraints(max_length=256)]
 
 
 class Ticket(BaseModel):
@@ -42,6 +45,11 @@ class Ticket(BaseModel):
     agent_messages: int | None = Field(None, ge=0)
     sla_due_at: datetime | None = None
     escalation_level: int | None = Field(None, ge=0)
+    extra: dict[ExtraName, ExtraValue | None] | None = Field(
+        None, max_length=50,
+        description="coded fields beyond the canonical ones that the model was trained with (an import "
+                    "mapping's `extra:` columns, e.g. opened_by, location, symptom, impact); numbers are "
+                    "read as text; names the model does not use are ignored")
 
     @field_validator("event_time", "created_at", "sla_due_at")
     @classmethod

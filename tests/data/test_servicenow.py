@@ -61,7 +61,7 @@ def test_export_has_the_documented_shape(imported, events):
     assert events["ticket_id"].nunique() > 20_000
     assert events["event_time"].min() >= pd.Timestamp("2016-02-01", tz="UTC")
     assert events["priority"].isin(["low", "normal", "high", "urgent"]).all()
-    assert set(events["status"].dropna()) >= {"new", "active", "resolved", "closed"}
+    assert set(events["status"].dropna()) >= {"new", "open", "resolved", "closed"}
 
 
 def test_audit_flags_the_backfilled_columns(imported):
@@ -161,21 +161,21 @@ def test_leakage_tripwire_with_the_shipped_features(trained):
 
 
 def test_sla_model_quality_out_of_time(trained):
-    """Measured 0.814 at update 1, 0.912 at update 8, ECE 0.035 (bench); goals 0.82 / 0.89 / 0.05."""
+    """Measured 0.815 at update 1, 0.909 at update 8, ECE 0.033 (bench); goals 0.82 / 0.89 / 0.05."""
     result = trained["sla"]
     first, eighth = first_update_auc(result), first_update_auc(result, position=7)
     logistic = first_update_auc(result, "logistic_probability")
-    assert first >= 0.79, f"SLA-missed ROC-AUC at update 1 {first:.3f} fell below the measured level (0.814)"
+    assert first >= 0.79, f"SLA-missed ROC-AUC at update 1 {first:.3f} fell below the measured level (0.815)"
     assert first > logistic, f"LightGBM {first:.3f} no better than logistic {logistic:.3f} at update 1"
     assert eighth >= 0.89, f"SLA-missed ROC-AUC at update 8 {eighth:.3f} below the goal 0.89"
     assert result.metrics["test_ece"] <= 0.05, f"SLA ECE {result.metrics['test_ece']:.3f} above the goal 0.05"
 
 
 def test_functional_model_quality_out_of_time(trained):
-    """Measured 0.738 at update 1, ECE 0.026 (bench); the goal 0.79 is not reached."""
+    """Measured 0.736 at update 1, ECE 0.026 (bench); the goal 0.79 is not reached."""
     result = trained["functional"]
     first = first_update_auc(result)
     logistic = first_update_auc(result, "logistic_probability")
-    assert first >= 0.72, f"reassigned-twice ROC-AUC at update 1 {first:.3f} fell below the measured level (0.738)"
+    assert first >= 0.72, f"reassigned-twice ROC-AUC at update 1 {first:.3f} fell below the measured level (0.736)"
     assert first > logistic, f"LightGBM {first:.3f} no better than logistic {logistic:.3f} at update 1"
     assert result.metrics["test_ece"] <= 0.05, f"functional ECE {result.metrics['test_ece']:.3f} above 0.05"

@@ -15,7 +15,9 @@ from features.build import FeatureBuilder
 from features.history import HistoryFeatures, summarize_tickets
 from features.schema import validate_events
 from features.snapshots import build_snapshots
+from features.sources.mapping import apply_mapping, import_export, load_mapping, sort_export
 from features.synthetic import simulate_events
+from tests.helpers import make_servicenow_export
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +86,80 @@ def test_outcome_and_label_columns_are_never_features(world):
     scrambled["escalates_at"] = pd.Timestamp("2000-01-01", tz="UTC")
     scrambled["priority_target"] = "urgent"
     pd.testing.assert_frame_equal(builder.transform(scrambled), full)
+
+
+# --- ServiceNow-shaped export: the mapping's extra fields (opened_by, updated_by, symptom, ...) ---
+SN_EXTRAS = ["opened_by", "created_by", "updated_by", "location", "symptom", "impact", "urgency"]
+
+
+def _import_rows(raw: pd.DataFrame, excluded: list[str]) -> pd.DataFrame:
+    """The importer's rows for an export, with the audit's exclusions fixed at fit time."""
+    mapping = load_mapping("servicenow")
+    events = apply_mapping(sort_export(raw.reset_index(drop=True), mapping), mapping, set(excluded))
+    events = events.loc[~events.duplicated(["ticket_id", "event_time"], keep="last")]
+    return validate_events(events.reset_index(drop=True)).events
+
+
+@pytest.fixture(scope="module")
+def servicenow_world(tmp_path_factory):
+    raw = make_servicenow_export(n_incidents=400, seed=11)
+    path = tmp_path_factory.mktemp("sn_leak") / "export.csv"
+    raw.to_csv(path, index=False)
+    imported = import_export(path, load_mapping("servicenow"))
+    assert set(SN_EXTRAS) <= set(imported.events.columns), "the extras must survive the audit here"
+    events = _import_rows(raw, imported.excluded)
+    snaps = build_snapshots(events, horizon_hours=None, rule="counter_rise", min_rise=2,
+                            closed_statuses=["resolved", "closed"])
+    builder = FeatureBuilder(text_enabled=False, extra_categorical=SN_EXTRAS, max_categories=200).fit(
+        snaps, summarize_tickets(events, ["resolved", "closed"]))
+    return raw, imported.excluded, snaps, builder, builder.transform(snaps)
+
+
+def _servicenow_features_as_of(builder, raw, excluded, ticket_id, t) -> pd.Series:
+    """Features of a ticket at time t from the export's rows up to t alone, history refitted on them."""
+    updated = pd.to_datetime(raw["sys_updated_at"], format="%d/%m/%Y %H:%M", utc=True)
+    known = _import_rows(raw[updated <= t], excluded)
+    as_of = copy.copy(builder)
+    as_of.history_ = HistoryFeatures(builder.history_windows_days, builder.history_smoothing).fit(
+        summarize_tickets(known, ["resolved", "closed"]))
+    as_of.history_.prior_ = builder.history_.prior_
+    row = known[known["ticket_id"] == ticket_id].tail(1).copy()
+    row["snapshot_time"] = t
+    return as_of.transform(row).iloc[0]
+
+
+def test_servicenow_extras_use_nothing_after_the_update(servicenow_world):
+    """Every later row of every incident removed: the same features, extras included."""
+    raw, excluded, snaps, builder, full = servicenow_world
+    assert set(SN_EXTRAS) <= set(builder.categorical_features_)
+    sample = snaps.sample(25, random_state=2)
+    assert sample["position"].nunique() >= 3
+    for index, snap in sample.iterrows():
+        past_only = _servicenow_features_as_of(builder, raw, excluded, snap["ticket_id"], snap["snapshot_time"])
+        pd.testing.assert_series_equal(past_only, full.loc[index], check_names=False,
+                                       obj=f"snapshot {snap.ticket_id}@{snap.position}")
+
+
+def test_altering_later_servicenow_rows_changes_no_earlier_extras(servicenow_world):
+    """Who updates it later, its later symptom, location or impact: none reaches an earlier update."""
+    raw, excluded, snaps, builder, full = servicenow_world
+    ticket = snaps.loc[snaps["position"] == 1, "ticket_id"].iloc[3]
+    cut = snaps.loc[(snaps.ticket_id == ticket) & (snaps.position == 1), "snapshot_time"].iloc[0]
+    updated = pd.to_datetime(raw["sys_updated_at"], format="%d/%m/%Y %H:%M", utc=True)
+    altered = raw.copy()
+    later = updated > cut
+    for column, value in {"sys_updated_by": "Updated by 99", "u_symptom": "Symptom 9", "location": "Location 0",
+                          "impact": "1 - High", "urgency": "1 - High", "opened_by": "Opened by  0"}.items():
+        altered.loc[later, column] = value
+    events = _import_rows(altered, excluded)
+    altered_snaps = build_snapshots(events, horizon_hours=None, rule="counter_rise", min_rise=2,
+                                    closed_statuses=["resolved", "closed"])
+    builder_altered = copy.copy(builder)
+    builder_altered.history_ = HistoryFeatures(builder.history_windows_days, builder.history_smoothing).fit(
+        summarize_tickets(events, ["resolved", "closed"]))
+    builder_altered.history_.prior_ = builder.history_.prior_
+    mine = altered_snaps[(altered_snaps.ticket_id == ticket) & (altered_snaps.position <= 1)]
+    original = snaps[(snaps.ticket_id == ticket) & (snaps.position <= 1)]
+    assert len(mine) == 2
+    pd.testing.assert_frame_equal(builder_altered.transform(mine), full.loc[original.index].reset_index(drop=True))
+    assert (altered_snaps.loc[altered_snaps.snapshot_time > cut, "updated_by"] == "Updated by 99").all()
