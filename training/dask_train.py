@@ -281,6 +281,22 @@ def make_stopping(model_params: ModelParams, sample_path: Path, feature_names: l
                                    model_params.early_stopping_rounds, f"early-stopping-{uuid.uuid4().hex}")
 
 
+def gather_frames(client: Client, *frames: dd.DataFrame | dd.Series) -> list[pd.DataFrame | pd.Series]:
+    """Each frame's partitions computed together, sent to the client and concatenated there, in order.
+
+    `compute()` first concatenates all partitions into one on a worker, so that worker must hold
+    the whole result: a 5,000,000-ticket history's test period (rows with their texts) outgrows
+    a worker's memory limit, and the worker is restarted.
+    """
+    delayed = [frame.to_delayed() for frame in frames]
+    parts = client.gather(client.compute([d for ds in delayed for d in ds]))
+    out, start = [], 0
+    for ds, frame in zip(delayed, frames, strict=True):
+        chunk, start = parts[start:start + len(ds)], start + len(ds)
+        out.append(pd.concat(chunk) if chunk else frame._meta)
+    return out
+
+
 def take_head(frame: dd.DataFrame, n_rows: int) -> pd.DataFrame:
     """The first `n_rows` rows, computing partitions one at a time (dd.head computes all or one)."""
     parts, n = [], 0
@@ -389,7 +405,7 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
 
     with stage("features"):
         fit_mask = snapshots["fit_escalation"] | snapshots["fit_priority"]
-        fit_rows = snapshots[fit_mask].compute()
+        (fit_rows,) = gather_frames(client, snapshots[fit_mask])
         fit_rows = fit_rows.sort_values(["ticket_id", SNAPSHOT_TIME], kind="stable").reset_index(drop=True)
         classes = choose_priority_classes(fit_rows[PRIORITY_TARGET])
         builder = make_feature_builder(params).fit(fit_rows, tickets)
@@ -405,7 +421,8 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         train_x = features_of(snapshots[fit_mask])
         valid_x = features_of(snapshots[snapshots[SPLIT] == "valid"])
         train_x, valid_x = client.persist([train_x, valid_x])
-        y_valid = valid_x[LABEL].compute().to_numpy()
+        (y_valid,) = gather_frames(client, valid_x[LABEL])
+        y_valid = y_valid.to_numpy()
         # Written by the workers to the shared work folder; each worker reads all of it to early-stop.
         sample_path = Path(work_dir) / "early_stopping_sample"
         shutil.rmtree(sample_path, ignore_errors=True)
@@ -433,7 +450,8 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         sample = (train_x if share >= 1 else train_x.sample(frac=share, random_state=params.seed)).compute()
         logistic = fit_logistic_baseline(sample[names], sample[LABEL].to_numpy(), builder.categorical_features_,
                                          params.seed)
-        del sample
+        # Release the persisted training and validation features before the test period is built.
+        del sample, fit, train_x, valid_x
         escalation, priority = escalation.to_local(), priority.to_local()
         # The test period's features stay on the workers: only its rows (the registry re-scores
         # the champion on them), predictions and top-driver values come back.
@@ -448,7 +466,7 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         scored = test_features.map_partitions(score_test_partition, names, *models[:3],
                                               builder.categorical_features_, models[3], per_partition,
                                               meta=scored_meta)
-        test_rows, scored = dask.compute(test, scored)
+        test_rows, scored = gather_frames(client, test, scored)
         test_rows, scored = test_rows.reset_index(drop=True), scored.reset_index(drop=True)
 
     raw = {"valid": raw_valid, "test": scored["raw"].to_numpy()}
