@@ -63,9 +63,8 @@ class OnlineFeatures:
         self.history_columns = [self.position[n] for n in self.history_names]
         self.history_kept = [i for i, n in enumerate(self.history.feature_names_) if n in self.position]
         self.text_columns = [self.position[n] for n in self.text.feature_names_] if self.text is not None else []
-        self.category_columns = [self.position[c] for c in self.categories]
-        self.category_positions = [self.position[c] for c in self.categories]
-        self.category_columns_of = [(c, c == "priority") for c in self.categories]
+        # (feature position, column, whether it is the priority) of each categorical column
+        self.category_slots = [(self.position[c], c, c == "priority") for c in self.categories]
         # A ticket's subject and description stay the same across its updates, and the latest
         # customer message changes only when the customer writes, so most calls repeat a text
         # this worker has already scored. Keys are digests: memory does not grow with text length.
@@ -156,7 +155,7 @@ class OnlineFeatures:
             for j, value in zip(self.text_columns, text[0].tolist(), strict=True):
                 values[j] = value
         raw = self.raw_categories(ticket)
-        for j, (column, _) in zip(self.category_positions, self.category_columns_of, strict=True):
+        for j, column, _ in self.category_slots:
             value = raw[j]
             values[j] = np.nan if value is None else self.categories[column].get(value, np.nan)
         out = np.array(values, dtype=np.float32).astype(np.float64)[None, :]
@@ -166,7 +165,7 @@ class OnlineFeatures:
         """The ticket's own values of the categorical columns, by feature position (None = missing)."""
         raw = {}
         extra = ticket.get("extra") or {}  # an importer's extra columns (opened_by, location, ...)
-        for j, (column, is_priority) in zip(self.category_positions, self.category_columns_of, strict=True):
+        for j, column, is_priority in self.category_slots:
             value = ticket.get(column, extra.get(column))
             raw[j] = _normal_priority(value) if is_priority else (None if value is None else str(value))
         return raw
