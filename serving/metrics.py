@@ -33,15 +33,16 @@ class ServiceMetrics:
         self.reloads = Counter("escalation_risk_model_reloads", "model reloads by outcome", ["outcome"],
                                registry=self.registry)
         self._version: str | None = None
-        self._children: dict[tuple, tuple] = {}
+        self._request_children: dict[tuple, tuple] = {}
+        self._score_children: dict[str, object] = {}
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count a request and its latency; the labelled children are looked up once per label set
         (`labels()` takes a lock and builds keys, which costs a single-ticket request noticeably)."""
         key = (endpoint, method, status)
-        children = self._children.get(key)
+        children = self._request_children.get(key)
         if children is None:
-            children = self._children[key] = (
+            children = self._request_children[key] = (
                 self.requests.labels(endpoint=endpoint, method=method, status=str(status)),
                 self.latency.labels(endpoint=endpoint),
             )
@@ -49,9 +50,9 @@ class ServiceMetrics:
         children[1].observe(seconds)
 
     def count_scores(self, band: str, n: int = 1) -> None:
-        child = self._children.get(band)
+        child = self._score_children.get(band)
         if child is None:
-            child = self._children[band] = self.scores.labels(band=band)
+            child = self._score_children[band] = self.scores.labels(band=band)
         child.inc(n)
 
     def set_model(self, version: str | None) -> None:

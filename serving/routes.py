@@ -127,11 +127,8 @@ def score_tickets(tickets: list[Ticket]) -> list[dict]:
             "model": model,
             "scored_at": now,
         })
-    if len(out) == 1:
-        metrics.count_scores(out[0]["escalation"]["band"])
-    else:
-        for band, count in Counter(s["escalation"]["band"] for s in out).items():
-            metrics.count_scores(band, count)
+    for band, count in Counter(s["escalation"]["band"] for s in out).items():
+        metrics.count_scores(band, count)
     return out
 
 
