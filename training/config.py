@@ -78,13 +78,16 @@ class ModelParams(_Section):
     max_train_rows: int | None = Field(None, ge=1000)
     # Weight a training ticket by 0.5 ** (days it opened before the newest one / half-life): drifting logs.
     recency_half_life_days: float | None = Field(None, gt=0)
+    # "equal": each ticket's snapshots together weigh as much as one snapshot (times its recency
+    # weight), so a ticket logged 12 times does not count 12 times as much as one logged once.
+    ticket_weights: Literal["equal"] | None = None
     monotone_increasing: list[str] = []
     monotone_decreasing: list[str] = []
 
     def lightgbm_params(self, seed: int, num_threads: int) -> dict:
         """Keyword arguments for LGBMClassifier: deterministic, so a rerun gives the same metrics."""
         own = {"early_stopping_rounds", "calibration", "monotone_increasing", "monotone_decreasing",
-               "max_train_rows", "recency_half_life_days"}
+               "max_train_rows", "recency_half_life_days", "ticket_weights"}
         extra = {k: v for k, v in self.model_dump().items() if k not in own}
         return extra | {
             "random_state": seed,

@@ -51,7 +51,10 @@ from training.train import (
     make_lightgbm_settings,
     predict_logistic,
     sample_training_tickets,
+    count_ticket_rows,
+    multiply_weights,
     weigh_by_recency,
+    weigh_by_ticket,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ EARLY_STOP = "early_stop_sample"
 ROLE_COLUMNS = (SPLIT, "fit_escalation", "fit_priority", EARLY_STOP)
 PRIORITY_CODE = "_priority_code"
 CREATED = "created_at"
+TICKET_ROWS = "ticket_rows"
 EVAL_METRIC = {"binary": "binary_logloss", "multiclass": "multi_logloss"}
 
 
@@ -168,6 +172,8 @@ def build_partition_features(snapshots: pd.DataFrame, builder: FeatureBuilder, c
     features[LABEL] = snapshots[LABEL].to_numpy(dtype="int8")
     features[PRIORITY_CODE] = encode_priority(snapshots[PRIORITY_TARGET], classes)
     features[CREATED] = snapshots[CREATED].to_numpy()  # for recency weights
+    # For ticket weights: a ticket's snapshots all live in this partition (the log is shuffled by ticket).
+    features[TICKET_ROWS] = count_ticket_rows(snapshots["ticket_id"])
     for column in ROLE_COLUMNS:
         features[column] = snapshots[column].to_numpy()
     return features
@@ -308,17 +314,21 @@ def take_head(frame: dd.DataFrame, n_rows: int) -> pd.DataFrame:
     return pd.concat(parts).head(n_rows).reset_index(drop=True)
 
 
-def weigh_partition(created_at: pd.Series, half_life_days: float, newest: pd.Timestamp) -> pd.Series:
-    """training.train.weigh_by_recency on one partition, against the newest creation time of all of them."""
-    return pd.Series(weigh_by_recency(created_at, half_life_days, newest), index=created_at.index, dtype="float64")
+def weigh_partition(rows: pd.DataFrame, half_life_days: float | None, ticket_weights: str | None,
+                    newest: pd.Timestamp | None) -> pd.Series:
+    """training.train's recency and ticket weights on one partition, against the newest creation time of all."""
+    by_ticket = weigh_by_ticket(rows[TICKET_ROWS].to_numpy(), ticket_weights) if ticket_weights else None
+    weights = multiply_weights(weigh_by_recency(rows[CREATED], half_life_days, newest), by_ticket)
+    return pd.Series(weights, index=rows.index, dtype="float64")
 
 
-def weigh_by_recency_dask(created_at: dd.Series, half_life_days: float | None) -> dd.Series | None:
-    """Recency weights of the fit rows, partition-wise, equal to the single path's for the same rows."""
-    if half_life_days is None:
+def weigh_rows_dask(rows: dd.DataFrame, model_params) -> dd.Series | None:
+    """Weights of the fit rows (`created_at`, `ticket_rows`), partition-wise, equal to the single path's."""
+    half_life, ticket_weights = model_params.recency_half_life_days, model_params.ticket_weights
+    if half_life is None and ticket_weights is None:
         return None
-    newest = created_at.max().compute()
-    return created_at.map_partitions(weigh_partition, half_life_days, newest, meta=(None, "float64"))
+    newest = rows[CREATED].max().compute() if half_life is not None else None
+    return rows.map_partitions(weigh_partition, half_life, ticket_weights, newest, meta=(None, "float64"))
 
 
 def score_test_partition(features: pd.DataFrame, names: list[str], escalation: lgb.LGBMClassifier,
@@ -432,7 +442,7 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         fit = train_x[train_x["fit_escalation"]]
         escalation = fit_lightgbm_dask(
             client, params.escalation_model, fit[names], fit[LABEL], params.seed,
-            weigh_by_recency_dask(fit[CREATED], params.escalation_model.recency_half_life_days),
+            weigh_rows_dask(fit[[CREATED, TICKET_ROWS]], params.escalation_model),
             make_stopping(params.escalation_model, sample_path, names, LABEL),
         )
         raw_valid = escalation.predict_proba(valid_x[names])[:, 1].compute()

@@ -124,6 +124,24 @@ def weigh_by_recency(created_at: pd.Series, half_life_days: float | None,
     return np.power(0.5, age_days.to_numpy(dtype="float64") / half_life_days)
 
 
+def count_ticket_rows(ticket_ids: pd.Series) -> np.ndarray:
+    """Per row, how many rows its ticket has (here)."""
+    return ticket_ids.groupby(ticket_ids.to_numpy(), sort=False).transform("size").to_numpy(dtype="float32")
+
+
+def weigh_by_ticket(ticket_rows: np.ndarray, ticket_weights: str | None) -> np.ndarray | None:
+    """1 / (the ticket's number of rows) with "equal"; None = every snapshot counts alike."""
+    if ticket_weights is None:
+        return None
+    return 1.0 / ticket_rows.astype("float64")
+
+
+def multiply_weights(*weights: np.ndarray | None) -> np.ndarray | None:
+    """The product of the weightings in use; None when none is."""
+    used = [w for w in weights if w is not None]
+    return np.prod(used, axis=0) if used else None
+
+
 def fit_lightgbm(model_params, x_train, y_train, x_valid, y_valid, seed: int, num_threads: int,
                  sample_weight: np.ndarray | None = None) -> lgb.LGBMClassifier:
     model = lgb.LGBMClassifier(**make_lightgbm_settings(model_params, list(x_train.columns), seed, num_threads))
@@ -279,11 +297,14 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     use = {name: rows[parts["train"]] for name, rows in fit_rows.items()}
 
     with stage("escalation_fit"):
-        created = snapshots.loc[parts["train"], "created_at"][use["escalation"]]
-        escalation = fit_lightgbm(params.escalation_model, x["train"].loc[use["escalation"]],
+        fit = snapshots.loc[parts["train"], ["created_at", "ticket_id"]][use["escalation"]]
+        model_params = params.escalation_model
+        weights = multiply_weights(weigh_by_recency(fit["created_at"], model_params.recency_half_life_days),
+                                   weigh_by_ticket(count_ticket_rows(fit["ticket_id"]), model_params.ticket_weights))
+        del fit
+        escalation = fit_lightgbm(model_params, x["train"].loc[use["escalation"]],
                                   y_part["train"][use["escalation"]], x["valid"], y_part["valid"],
-                                  params.seed, params.num_threads,
-                                  weigh_by_recency(created, params.escalation_model.recency_half_life_days))
+                                  params.seed, params.num_threads, weights)
         raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
         calibration, thresholds = calibrate_and_band(raw["valid"], y_part["valid"], params)
 

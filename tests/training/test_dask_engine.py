@@ -228,7 +228,7 @@ def test_dask_early_stopping_stops_every_worker_at_the_same_round(tmp_path):
     import dask.dataframe as dd
 
     from training.config import ModelParams
-    from training.dask_train import fit_lightgbm_dask, make_stopping, open_client, weigh_by_recency_dask
+    from training.dask_train import fit_lightgbm_dask, make_stopping, open_client, weigh_rows_dask
 
     train = make_classification_frame(8000, 0)
     train["created_at"] = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(np.arange(8000) * 600, unit="s")
@@ -240,7 +240,7 @@ def test_dask_early_stopping_stops_every_worker_at_the_same_round(tmp_path):
         with open_client(n_workers=2) as client:
             rows = client.persist(dd.from_pandas(train, npartitions=4))
             client.rebalance()
-            weights = weigh_by_recency_dask(rows["created_at"], model_params.recency_half_life_days)
+            weights = weigh_rows_dask(rows[["created_at"]], model_params)
             model = fit_lightgbm_dask(client, model_params, rows[names], rows[target], 0, weights,
                                       make_stopping(model_params, tmp_path / "sample.parquet", names, target))
         reports = model.early_stopping_reports_
@@ -251,17 +251,32 @@ def test_dask_early_stopping_stops_every_worker_at_the_same_round(tmp_path):
         assert model.booster_.current_iteration() == model.best_iteration_
 
 
-def test_dask_recency_weights_equal_the_single_path_weights():
-    """Partition-wise weights against the newest creation time of ALL partitions, as on one machine."""
+def test_dask_weights_equal_the_single_path_weights():
+    """Partition-wise recency weights against the newest creation time of ALL partitions, and ticket
+    weights from each ticket's rows in its partition, as on one machine."""
     import dask.dataframe as dd
 
-    from training.dask_train import weigh_by_recency_dask
-    from training.train import weigh_by_recency
+    from training.config import ModelParams
+    from training.dask_train import TICKET_ROWS, weigh_rows_dask
+    from training.train import count_ticket_rows, multiply_weights, weigh_by_recency, weigh_by_ticket
 
     rng = np.random.default_rng(3)
-    created = pd.Series(pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 365 * 86400, 5000),
-                                                                              unit="s"), name="created_at")
-    weights = weigh_by_recency_dask(dd.from_pandas(created, npartitions=5, sort=False), 30.0).compute()
-    np.testing.assert_array_equal(weights.to_numpy(), weigh_by_recency(created, 30.0))
-    assert weights.max() == 1.0 and weights.min() < 0.01
-    assert weigh_by_recency_dask(dd.from_pandas(created, npartitions=2), None) is None
+    tickets = pd.Series(rng.integers(0, 1500, 5000).astype(str))
+    created = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 365 * 86400, 1500), unit="s")
+    rows = pd.DataFrame({"created_at": created[tickets.astype(int).to_numpy()], "ticket_id": tickets})
+    # as the engine partitions them: every row of a ticket in the same partition
+    parts = [rows[rows["ticket_id"].isin(group)] for group in np.array_split(tickets.unique(), 5)]
+    rows = pd.concat(parts, ignore_index=True)
+    frame = dd.concat([dd.from_pandas(p.assign(**{TICKET_ROWS: count_ticket_rows(p["ticket_id"])}), npartitions=1)
+                       for p in parts])
+    both = ModelParams(objective="binary", recency_half_life_days=30.0, ticket_weights="equal")
+    weights = weigh_rows_dask(frame, both).compute().to_numpy()
+    single = multiply_weights(weigh_by_recency(rows["created_at"], 30.0),
+                              weigh_by_ticket(count_ticket_rows(rows["ticket_id"]), "equal"))
+    np.testing.assert_allclose(weights, single, rtol=1e-12)
+    # each ticket's rows add up to its recency weight: a ticket counts once, however often it was logged
+    per_ticket = pd.Series(weights).groupby(rows["ticket_id"].to_numpy()).sum()
+    recency = pd.Series(weigh_by_recency(rows["created_at"], 30.0)).groupby(rows["ticket_id"].to_numpy()).first()
+    np.testing.assert_allclose(per_ticket.to_numpy(), recency.reindex(per_ticket.index).to_numpy())
+    assert weights.max() <= 1.0 and weights.min() < 0.01
+    assert weigh_rows_dask(frame, ModelParams(objective="binary")) is None

@@ -9,7 +9,7 @@ import pytest
 
 from serving.model_store import BundleError, load_bundle
 from training.bundle import make_version, point_current, write_bundle
-from training.train import train_models, weigh_by_recency
+from training.train import count_ticket_rows, multiply_weights, train_models, weigh_by_recency, weigh_by_ticket
 
 
 def test_split_is_time_ordered_and_tickets_do_not_straddle(small_result):
@@ -120,3 +120,11 @@ def test_recency_weights_halve_per_half_life():
     created = pd.Series(pd.to_datetime(["2025-03-01", "2025-03-15", "2025-03-29"], utc=True))
     assert weigh_by_recency(created, None) is None
     assert weigh_by_recency(created, 14.0).tolist() == [0.25, 0.5, 1.0]
+
+
+def test_ticket_weights_make_each_ticket_count_once():
+    tickets = pd.Series(["a", "b", "a", "c", "a", "b"])
+    assert weigh_by_ticket(count_ticket_rows(tickets), None) is None
+    assert weigh_by_ticket(count_ticket_rows(tickets), "equal").tolist() == [1 / 3, 0.5, 1 / 3, 1.0, 1 / 3, 0.5]
+    assert multiply_weights(None, None) is None
+    assert multiply_weights(np.array([0.5, 1.0]), None, np.array([0.5, 0.25])).tolist() == [0.25, 0.25]
