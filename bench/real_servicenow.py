@@ -13,7 +13,8 @@ Default data: ESCALATION_RISK_SERVICENOW_PATH or ../shared/data/servicenow/.
 `--select` is how every feature and params choice is made: the test period is dropped
 before anything is fitted, and the same training step runs on the oldest 70 % of
 incidents alone, whose newest 20 % play the test (its first ~78 % fit, the next sliver
-calibrates as in the real run). Compare variants with `--set` (a params key for a label,
+calibrates as in the real run). `--select --fit-share 0.56` validates on an earlier window
+(the 20 % of incidents before those), a second opinion on a drifting log. Compare variants with `--set` (a params key for a label,
 e.g. `--set sla:escalation_model.num_leaves=31`) or `--params`; read the test period only
 once the choice is made.
 """
@@ -52,9 +53,9 @@ def keep_fitting_period(events: pd.DataFrame, fit_share: float = FIT_SHARE) -> p
     return events[events["ticket_id"].isin(kept)].reset_index(drop=True)
 
 
-def select_params(params: Params) -> Params:
-    """The same choices, split for selection: the fitting period's newest SELECT_SHARE play the test."""
-    valid = params.split.valid / FIT_SHARE
+def select_params(params: Params, fit_share: float = FIT_SHARE) -> Params:
+    """The same choices, split for selection: the kept period's newest SELECT_SHARE play the test."""
+    valid = params.split.valid / fit_share
     split = {"train": 1 - SELECT_SHARE - valid, "valid": valid, "test": SELECT_SHARE}
     return params.model_copy(update={"split": params.split.model_copy(update=split)})
 
@@ -146,6 +147,9 @@ def main() -> None:
                         help="another params file for a label (experiments), e.g. sla=my_params.yaml")
     parser.add_argument("--select", action="store_true",
                         help="selection run: drop the test period, validate on the fitting period's newest 20 %%")
+    parser.add_argument("--fit-share", type=float, default=FIT_SHARE,
+                        help="with --select: keep this oldest share of incidents (default 0.70; 0.56 validates "
+                             "on the 20 %% of incidents just before the default validation weeks)")
     parser.add_argument("--set", action="append", default=[], metavar="LABEL:KEY=VALUE", dest="overrides",
                         help="override one params key for a label, e.g. sla:escalation_model.num_leaves=31")
     args = parser.parse_args()
@@ -173,15 +177,17 @@ def main() -> None:
     events = imported.events
     period = "out-of-time test: newest 30 % of incidents"
     if args.select:
-        events = keep_fitting_period(events)
+        if not 0.2 <= args.fit_share <= FIT_SHARE:
+            raise SystemExit(f"--fit-share {args.fit_share}: expected 0.2 to {FIT_SHARE} (the test period stays out)")
+        events = keep_fitting_period(events, args.fit_share)
         period = (f"SELECTION run, test period dropped; validation = newest {SELECT_SHARE:.0%} of the oldest "
-                  f"{FIT_SHARE:.0%} of incidents")
+                  f"{args.fit_share:.0%} of incidents")
     with tempfile.TemporaryDirectory() as tmp:
         events_path = write_canonical(events, Path(tmp) / "servicenow_events.parquet")
         for name in [n.strip() for n in args.labels.split(",") if n.strip()]:
             params = override_params(load_params(params_paths[name]), overrides[name])
             if args.select:
-                params = select_params(params)
+                params = select_params(params, args.fit_share)
             tables, info = run_label(name, events_path, params)
             changed = f"; overrides: {', '.join(overrides[name])}" if overrides[name] else ""
             print(f"== label: {name} ({params_paths[name].name}{changed}); {period}, "
