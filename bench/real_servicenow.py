@@ -14,9 +14,9 @@ Default data: ESCALATION_RISK_SERVICENOW_PATH or ../shared/data/servicenow/.
 before anything is fitted, and the same training step runs on the oldest 70 % of
 incidents alone, whose newest 20 % play the test (its first ~78 % fit, the next sliver
 calibrates as in the real run). `--select --fit-share 0.56` validates on an earlier window
-(the 20 % of incidents before those), a second opinion on a drifting log. Compare variants with `--set` (a params key for a label,
-e.g. `--set sla:escalation_model.num_leaves=31`) or `--params`; read the test period only
-once the choice is made.
+(the 20 % of incidents before those), a second opinion on a drifting log. Compare variants
+with `--set` (a params key for a label, e.g. `--set sla:escalation_model.num_leaves=31`) or
+`--params`; read the test period only once the choice is made.
 """
 
 from __future__ import annotations

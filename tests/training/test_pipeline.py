@@ -9,7 +9,13 @@ import pytest
 
 from serving.model_store import BundleError, load_bundle
 from training.bundle import make_version, point_current, write_bundle
-from training.train import count_ticket_rows, multiply_weights, train_models, weigh_by_recency, weigh_by_ticket
+from training.train import (
+    count_ticket_rows,
+    multiply_weights,
+    train_models,
+    weigh_by_recency,
+    weigh_by_ticket,
+)
 
 
 def test_split_is_time_ordered_and_tickets_do_not_straddle(small_result):
