@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bundle import evaluate
 from features.settings import Settings
 from features.sources.mapping import describe_labels, import_export, load_mapping, write_canonical
-from training import evaluate
 from training.config import Params, load_params
 from training.split import SPLIT
 from training.train import train_models

@@ -238,8 +238,8 @@ def main() -> None:
 
 def report_agreement(settings: Settings, tickets: list[dict]) -> None:
     """How often the served path contributions name the same top features as TreeSHAP."""
+    from bundle.model import load_bundle
     from features.online import OnlineFeatures
-    from serving.model_store import load_bundle
 
     bundle = load_bundle(settings.resolved_model_path)
     features, _ = OnlineFeatures(bundle.builder).transform_many(tickets)

@@ -194,7 +194,7 @@ class OnlineFeatures:
         ]
 
     def show(self, features: np.ndarray, raw_categories: list[dict[int, object]], i: int, j: int) -> object:
-        """Ticket i's value of feature j as a reason shows it (see model_store.show_value)."""
+        """Ticket i's value of feature j as a reason shows it (see bundle.model.show_value)."""
         value = features[i, j]
         if j in self.category_names:
             if np.isnan(value):

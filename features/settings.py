@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     reload_poll_seconds: float = 0.0
     # Set by serving/gunicorn.conf.py for its workers (prometheus_client reads it at import too).
     prometheus_multiproc_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
-    reasons: Literal["path", "shap"] = "path"  # how reasons are computed (serving/contributions.py)
+    reasons: Literal["path", "shap"] = "path"  # how reasons are computed (bundle/contributions.py)
     zendesk_webhook_secret: str | None = None
     zendesk_replay_window_seconds: int = 300
 

@@ -1,7 +1,7 @@
-"""The scoring service (`create_app`), the model store and the MLflow pyfunc.
+"""The scoring service: app factory (`serving.app.create_app`), routes, adapters, policy,
+the live model holder (`serving.live_model`) and the service's commands (`serving.cli`).
 
-`create_app` is imported lazily so that training, which loads bundles through
-serving.model_store, does not import Flask.
+`create_app` is imported lazily so that importing a submodule does not import Flask's app.
 """
 
 

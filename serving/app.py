@@ -11,23 +11,15 @@ from datetime import UTC, datetime
 
 import orjson
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
 
 from features.settings import Settings
+from serving.errors import register_error_handlers
+from serving.live_model import ModelHolder, WorkerFleet
 from serving.metrics import ServiceMetrics
 from serving.policy import load_policy
-from serving.store import ModelHolder, WorkerFleet
 
 log = logging.getLogger("escalation_risk.serving")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-class ApiError(Exception):
-    """An error answered as JSON: status, short code, message and the bad fields."""
-
-    def __init__(self, status: int, error: str, message: str, details: list[dict] | None = None):
-        super().__init__(message)
-        self.status, self.error, self.message, self.details = status, error, message, details or []
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,16 +47,6 @@ def configure_logging() -> None:
         handler.setFormatter(JsonFormatter())
         log.addHandler(handler)
     log.setLevel(logging.INFO)
-
-
-def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
-                    mimetype="application/json", headers=headers)
-
-
-def error_response(status: int, error: str, message: str, details: list[dict] | None = None) -> Response:
-    body = {"error": error, "message": message, "details": details or [], "request_id": g.get("request_id")}
-    return json_response(body, status)
 
 
 def create_app(settings: Settings | None = None, load_model: bool = True) -> Flask:
@@ -121,33 +103,12 @@ def register_request_hooks(app: Flask) -> None:
         return response
 
 
-def register_error_handlers(app: Flask) -> None:
-    """Every error is JSON, including Werkzeug's 404/405/413 and anything unexpected."""
-
-    @app.errorhandler(ApiError)
-    def handle_api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.error, exc.message, exc.details)
-
-    @app.errorhandler(HTTPException)
-    def handle_http_error(exc: HTTPException) -> Response:
-        name = (exc.name or "error").lower().replace(" ", "_")
-        response = error_response(exc.code or 500, name, exc.description or exc.name)
-        if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
-        return response
-
-    @app.errorhandler(Exception)
-    def handle_unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
-        return error_response(500, "internal_error", "unexpected server error; see the log for this request_id")
-
-
 def create_served_app() -> Flask:
     """gunicorn's entry point: create_app, with SIGHUP reloading the model in this worker.
 
     A SIGHUP that arrives while the worker is still starting is remembered and applied once
     the app exists, instead of killing the worker (the default action). Each worker records
-    the version it serves in a folder shared by the workers (serving.store.WorkerFleet).
+    the version it serves in a folder shared by the workers (serving.live_model.WorkerFleet).
     """
     pending: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: pending.append(signum))

@@ -75,7 +75,7 @@ def child_exit(server, worker):
 
 def on_exit(server):
     """Remove the metrics folder we made and the folder where the workers recorded their model
-    versions (serving.store.WorkerFleet)."""
+    versions (serving.live_model.WorkerFleet)."""
     for created in _created_dirs:
         shutil.rmtree(created, ignore_errors=True)
     shutil.rmtree(Path(tempfile.gettempdir()) / f"escalation-risk-workers-{os.getpid()}", ignore_errors=True)

@@ -71,7 +71,7 @@ def build_openapi(settings: Settings) -> dict:
 
 def report_paths(errors: dict) -> dict:
     """The ops leads' report routes (serving/reports.py): HTML, or its JSON and CSV copies."""
-    from training.report import REPORT_FILES
+    from bundle.report import REPORT_FILES
 
     def error(code: int, text: str) -> dict:
         return {str(code): {**errors.get(str(code), {}), "description": text,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from serving.app import ApiError, json_response
+from bundle.report import REPORT_FILES, REPORT_HTML, ReportError, is_safe_version, write_report
 from serving.auth import key_matches, presented_key
-from training.report import REPORT_FILES, REPORT_HTML, ReportError, is_safe_version, write_report
+from serving.errors import ApiError, json_response
 
 reports = Blueprint("reports", __name__)
 # The page is static: no scripts, nothing fetched from anywhere.

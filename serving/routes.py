@@ -12,14 +12,14 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
+from bundle.model import ModelBundle
+from bundle.online_score import score_many
 from serving.adapters import ADAPTERS, PayloadError, ReplayGuard, verify_zendesk_signature
-from serving.app import ApiError, json_response
 from serving.auth import key_matches, presented_key
-from serving.model_store import ModelBundle
-from serving.online_score import score_many
+from serving.errors import ApiError, json_response
+from serving.live_model import LiveModel
 from serving.openapi import build_openapi, render_docs
 from serving.schemas import Ticket
-from serving.store import LiveModel
 
 api = Blueprint("api", __name__)
 
@@ -187,7 +187,7 @@ def score_integration_payload(system: str, body: object) -> dict:
 
 
 def replay_guard() -> ReplayGuard:
-    """Created on first use: under gunicorn it shares the workers' folder (serving.store.WorkerFleet)."""
+    """Created on first use: under gunicorn it shares the workers' folder (serving.live_model.WorkerFleet)."""
     guard = current_app.extensions.get("zendesk_replay")
     if guard is None:
         fleet = current_app.extensions["model"].fleet

@@ -72,7 +72,7 @@ def demo_bundle_dir(request, demo_result, tmp_path_factory) -> Path:
     given = request.config.getoption("--model-path")
     if given:
         return Path(given)
-    from training.bundle import make_version, write_bundle
+    from training.packaging import make_version, write_bundle
 
     return write_bundle(demo_result, tmp_path_factory.mktemp("models"), make_version(demo_result))
 

@@ -16,8 +16,8 @@ import pandas as pd
 from distributed import Client, progress
 from tqdm import tqdm
 
+from bundle.model import ModelBundle
 from features.schema import validate_events
-from serving.model_store import ModelBundle
 
 ERROR = "error"
 

@@ -1,40 +1,24 @@
-"""`escalation-risk`: the command line for data scientists and batch jobs."""
+"""Training's commands of `escalation-risk` (assembled by cli.main): data, train, audit, report, batch score."""
 
 from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from cli.common import UserError
 from features.settings import Settings
 
 log = logging.getLogger("escalation_risk")
 
 
-class UserError(click.ClickException):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
-
-    exit_code = 2
+commands = click.Group("training", help="Training's commands (cli.main adds each to escalation-risk).")
 
 
-def _quiet_libraries() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3", "git"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="mlflow")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Escalation risk: learn from ticket history which open tickets will escalate."""
-    _quiet_libraries()
-
-
-@main.command("generate-data")
+@commands.command("generate-data")
 @click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,
               help="Where to write the event log (default: data/demo/events.parquet).")
 @click.option("--tickets", "n_tickets", type=click.IntRange(min=10), default=20_000, show_default=True)
@@ -91,7 +75,7 @@ _MAPPING_OPTION = click.option("--mapping", "mapping_path", type=click.Path(path
                                help="Mapping file (YAML) for --source mapping, or to override the ServiceNow one.")
 
 
-@main.command("audit-data")
+@commands.command("audit-data")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="The export (default for servicenow: ESCALATION_RISK_SERVICENOW_PATH or the shared copy).")
 @_SOURCE_OPTION
@@ -152,7 +136,7 @@ def _dask_client(scheduler_address: str | None, n_workers: int):
         context.__exit__(None, None, None)
 
 
-@main.command()
+@commands.command()
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Event log or export (Parquet or CSV). Default: the demo data, generated if missing.")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=None,
@@ -172,8 +156,8 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
           scheduler_address: str | None = None, n_workers: int = 2, work_dir: Path | None = None) -> None:
     """Train, evaluate and register the escalation and priority models; write a bundle."""
     from features.schema import SchemaError
-    from training.bundle import make_version, point_current, write_bundle
     from training.config import ParamsError, load_params
+    from training.packaging import make_version, point_current, write_bundle
     from training.train import format_metrics_table, train_models
 
     settings = Settings()
@@ -244,7 +228,7 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
 
 
 def _write_report(bundle_dir: Path, output_dir: Path) -> Path:
-    from training.report import ReportError, write_report
+    from bundle.report import ReportError, write_report
 
     try:
         written = write_report(bundle_dir, output_dir)
@@ -255,14 +239,14 @@ def _write_report(bundle_dir: Path, output_dir: Path) -> Path:
     return written["dir"]
 
 
-@main.command()
+@commands.command()
 @click.option("--model-path", "bundle_path", type=click.Path(path_type=Path), default=None,
               help="Bundle folder (default: models/current).")
 @click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
               help="Report folder (default: reports/<model version>/).")
 def report(bundle_path: Path | None, output_dir: Path | None) -> None:
     """Write the ops leads' report (HTML, JSON, CSV) from a bundle's saved test-period predictions."""
-    from training.report import ReportError, read_bundle_version
+    from bundle.report import ReportError, read_bundle_version
 
     settings = Settings()
     bundle_path = bundle_path or settings.resolved_models_dir / "current"
@@ -273,7 +257,7 @@ def report(bundle_path: Path | None, output_dir: Path | None) -> None:
     _write_report(bundle_path, output_dir or settings.resolved_reports_dir / version)
 def _check_tracking_server(settings: Settings, when: str) -> None:
     """Fail with a clear message (not minutes of MLflow retries, not a half-registered model)."""
-    from serving.store import tracking_server_problem
+    from bundle.tracking import tracking_server_problem
 
     problem = tracking_server_problem(settings.mlflow_tracking_uri)
     if problem:
@@ -281,7 +265,7 @@ def _check_tracking_server(settings: Settings, when: str) -> None:
                         "Start the server, or pass --no-mlflow to train without it.")
 
 
-@main.command()
+@commands.command()
 @click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), required=True,
               help="Open tickets as canonical rows (Parquet or CSV); the latest row per ticket is scored.")
 @click.option("--output", "output_path", type=click.Path(path_type=Path), required=True,
@@ -299,7 +283,7 @@ def score(input_path: Path, output_path: Path, bundle_path: Path | None, engine:
 
     Rows that fail validation are not scored; they come out with their reason in `error`.
     """
-    from serving.model_store import BundleError, load_bundle
+    from bundle.model import BundleError, load_bundle
     from training.batch_score import score_file_dask, score_frame, summarize_scores
     from training.train import read_event_log
 
@@ -320,32 +304,3 @@ def score(input_path: Path, output_path: Path, bundle_path: Path | None, engine:
     click.echo(f"scored {counts['scored']:,} tickets with model {bundle.version}: {counts['high']:,} high, "
                f"{counts['escalate_now']:,} escalate now; {counts['rejected']:,} rejected (reason in `error`) "
                f"-> {output_path}")
-
-
-@main.command()
-@click.option("--host", default=None, help="Address to bind (default: ESCALATION_RISK_HOST or 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: 8080).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="gunicorn worker processes (default: 2).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per worker (default: 4).")
-def serve(host: str | None, port: int | None, workers: int | None, threads: int | None) -> None:
-    """Start the scoring service under gunicorn (serving/gunicorn.conf.py) and keep it in the foreground."""
-    import os
-
-    import serving
-
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers, "threads": threads}.items()
-                 if v is not None}
-    settings = Settings(**overrides)
-    if not settings.mlflow_tracking_uri and not settings.resolved_model_path.exists():
-        raise UserError(f"no model at {settings.resolved_model_path}; run `escalation-risk train` "
-                        "(or `make train`) first, or set MLFLOW_TRACKING_URI to serve the registered champion")
-    if not settings.api_keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
-        raise UserError(f"refusing to serve on {settings.host} without API keys; "
-                        "set ESCALATION_RISK_API_KEYS or bind to 127.0.0.1")
-    config_path = Path(serving.__file__).resolve().parent / "gunicorn.conf.py"
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(config_path), "serving.app:create_served_app()"]
-    click.echo(f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
-    sys.stdout.flush()
-    # gunicorn's workers read the options through Settings, like every other option.
-    os.environ.update({f"ESCALATION_RISK_{k.upper()}": str(v) for k, v in overrides.items()})
-    os.execv(sys.executable, gunicorn)  # gunicorn replaces this process: signals reach its master directly

@@ -30,11 +30,11 @@ import pandas as pd
 from distributed import Client, Future, LocalCluster, get_worker
 from scipy.special import logsumexp
 
+from bundle import report
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
 from features.schema import ValidationResult, check_reject_share, parse_times, validate_events
 from features.snapshots import LABEL, PRIORITY_TARGET, SNAPSHOT_TIME, build_snapshots
-from training import report
 from training.config import ModelParams, Params
 from training.split import SPLIT, split_by_time
 from training.train import (

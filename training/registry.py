@@ -21,11 +21,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 from sklearn.metrics import roc_auc_score
 
+import bundle
 import features
-import serving
+from bundle.pyfunc import EscalationRiskModel
 from features.schema import CANONICAL_COLUMNS, COUNTER_COLUMNS, LEVEL_COLUMN, REQUIRED_COLUMNS
 from features.settings import Settings
-from serving.pyfunc import EscalationRiskModel
 from training.config import flatten_params
 from training.train import TrainingResult
 
@@ -156,9 +156,9 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
         output = python_model.predict(None, example)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(serving.__file__).parent / "mlflow_model.py"),
+            python_model=str(Path(bundle.__file__).parent / "mlflow_model.py"),
             artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(Path(features.__file__).parent), str(Path(serving.__file__).parent)],
+            code_paths=[str(Path(features.__file__).parent), str(Path(bundle.__file__).parent)],
             signature=ModelSignature(inputs=make_input_schema(), outputs=infer_signature(example, output).outputs),
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,

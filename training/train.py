@@ -26,6 +26,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from bundle import evaluate, report
+from bundle.model import apply_calibration, assign_bands
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
 from features.schema import (
@@ -36,8 +38,6 @@ from features.schema import (
     validate_events,
 )
 from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_snapshots
-from serving.model_store import apply_calibration, assign_bands
-from training import evaluate, report
 from training.config import Params
 from training.split import SPLIT, describe_split, split_by_time
 from training.thresholds import choose_thresholds

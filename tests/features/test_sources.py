@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from cli.main import main
 from features.audit import audit_columns
 from features.schema import validate_events
 from features.snapshots import build_snapshots
@@ -19,7 +20,6 @@ from features.sources.mapping import (
     load_mapping,
     sort_export,
 )
-from training.cli import main
 
 UPDATES = [(0, "08:00"), (0, "09:00"), (0, "12:00"), (1, "10:00")]  # (days after opening, time)
 

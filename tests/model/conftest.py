@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from bundle.model import load_bundle
 from features.schema import CANONICAL_COLUMNS
-from serving.model_store import load_bundle
 from training.registry import to_wire_format
 
 

@@ -17,7 +17,7 @@ from tests.serving.conftest import (  # noqa: F401 - fixtures re-used here
     settings,
     wire_tickets,
 )
-from training.bundle import point_current, write_bundle
+from training.packaging import point_current, write_bundle
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

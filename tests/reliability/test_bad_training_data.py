@@ -39,7 +39,7 @@ def corrupt(events: pd.DataFrame, n_each: int, seed: int = 3) -> pd.DataFrame:
 def train(data: Path, project: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ESCALATION_RISK_PROJECT_DIR": str(project)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "training", "train", "--data", str(data)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", "train", "--data", str(data)], capture_output=True,
                           text=True, cwd=project, env=env, timeout=900)
 
 

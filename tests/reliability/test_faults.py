@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from serving.model_store import write_manifest
+from bundle.model import write_manifest
 from tests.reliability.conftest import ADMIN, AUTH, V1, V2, service_env
 from tests.reliability.harness import LoadRun, free_port, start_service
 from tests.serving.conftest import make_settings
-from training.bundle import point_current
+from training.packaging import point_current
 
 
 class Danger:
@@ -159,7 +159,7 @@ def test_unreachable_tracking_server_at_start_up_serves_the_local_bundle(models_
 def test_unreachable_tracking_server_during_training_is_a_clear_error(small_events_path, tmp_path):
     models = tmp_path / "models"
     env = {**os.environ, "ESCALATION_RISK_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
-    result = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(small_events_path),
+    result = subprocess.run([sys.executable, "-m", "cli", "train", "--data", str(small_events_path),
                              "--models-dir", str(models)], capture_output=True, text=True, cwd=tmp_path, env=env,
                             timeout=280)
     assert result.returncode == 2
@@ -225,7 +225,7 @@ def test_tracking_server_lost_during_training_registers_nothing(tmp_path):
     try:
         wait_for(f"http://127.0.0.1:{port}/health", server)
         env = {**os.environ, "ESCALATION_RISK_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-        training = subprocess.Popen([sys.executable, "-m", "training", "train", "--data", str(events_path)],
+        training = subprocess.Popen([sys.executable, "-m", "cli", "train", "--data", str(events_path)],
                                     cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 600
         while not (tmp_path / "reports" / "rejects.csv").exists():  # written once training has started

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.reliability.conftest import ADMIN, AUTH, V1, V2, make_models_dir, service_env
 from tests.reliability.harness import LoadRun, Outcome, Service, percentile_ms, start_service
-from training.bundle import point_current
+from training.packaging import point_current
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 LOAD_REQUESTS, LOAD_CONCURRENCY = 30_000, 16

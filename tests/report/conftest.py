@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bundle.report import write_report
 from features.settings import Settings
-from training.bundle import point_current, write_bundle
-from training.report import write_report
+from training.packaging import point_current, write_bundle
 
 VERSION = "v1-report"
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from bundle.report import REPORT_FILES, write_report
 from features.settings import Settings
 from tests.report.conftest import VERSION
-from training.bundle import make_version, write_bundle
+from training.packaging import make_version, write_bundle
 from training.registry import log_and_register
-from training.report import REPORT_FILES, write_report
 
-CLI = [sys.executable, "-m", "training"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def run_cli(*args, cwd, env=None):

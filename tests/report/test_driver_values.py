@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.report import collect_driver_values
+from bundle.report import collect_driver_values
 
 
 def test_contributions_on_a_sample_equal_the_full_computation_there():

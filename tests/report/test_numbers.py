@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.report import CAPACITY_SHARES, REPORT_FILES, SEGMENTS
+from bundle.report import CAPACITY_SHARES, REPORT_FILES, SEGMENTS
 
 
 def test_metrics_match_training(report_json, small_result):

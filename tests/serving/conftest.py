@@ -8,7 +8,7 @@ import pytest
 
 from features.schema import CANONICAL_COLUMNS
 from features.settings import Settings
-from training.bundle import point_current, write_bundle
+from training.packaging import point_current, write_bundle
 from training.registry import to_wire_format
 
 API_KEY = "test-api-key"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from features.settings import Settings
 from serving import create_app
 from tests.serving.conftest import AUTH, make_settings
-from training.bundle import write_bundle
+from training.packaging import write_bundle
 from training.registry import log_and_register
 
 

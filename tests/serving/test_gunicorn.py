@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.serving.conftest import ADMIN_KEY, API_KEY
-from training.bundle import point_current, write_bundle
+from training.packaging import point_current, write_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bundle.model import load_bundle
+from bundle.online_score import score_many
 from features.online import OnlineFeatures
 from features.schema import CANONICAL_COLUMNS
 from features.synthetic import generate_event_log
-from serving.model_store import load_bundle
-from serving.online_score import score_many
 from serving.schemas import Ticket
 from tests.serving.conftest import AUTH
 from training.registry import to_wire_format

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bundle.contributions import TreePaths
+from bundle.fast_predict import PREDICT_LEAF_INDEX, SingleRowPredictor
+from bundle.model import load_bundle
+from bundle.online_score import score_many
 from features.build import MISSING, UNSEEN
 from features.online import OnlineFeatures
-from serving.contributions import TreePaths
-from serving.fast_predict import PREDICT_LEAF_INDEX, SingleRowPredictor
-from serving.model_store import load_bundle
-from serving.online_score import score_many
 from serving.schemas import Ticket
 from tests.serving.conftest import AUTH
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.serving.conftest import ADMIN_KEY, AUTH, make_settings
-from training.bundle import point_current, write_bundle
+from training.packaging import point_current, write_bundle
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from cli.main import main
 from tests.serving.conftest import API_KEY
 from tests.serving.test_gunicorn import call, free_port
-from training.cli import main
 
 BIN = Path(sys.executable).parent
 

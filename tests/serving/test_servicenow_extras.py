@@ -16,8 +16,8 @@ from features.sources.mapping import import_export, load_mapping, write_canonica
 from serving.adapters import map_servicenow
 from tests.helpers import make_servicenow_export
 from tests.serving.conftest import AUTH, make_settings
-from training.bundle import point_current, write_bundle
 from training.config import load_params
+from training.packaging import point_current, write_bundle
 from training.train import train_models
 
 PARAMS = "training/params_servicenow.yaml"

@@ -13,7 +13,7 @@ def dask_trained(small_events_path, postgres_tracking_uri, tmp_path_factory) -> 
     """`escalation-risk train --engine dask` on a 2-worker LocalCluster, logging to the PostgreSQL-backed server."""
     project = tmp_path_factory.mktemp("dask_project")
     env = os.environ | {"ESCALATION_RISK_PROJECT_DIR": str(project), "MLFLOW_TRACKING_URI": postgres_tracking_uri}
-    run = subprocess.run([sys.executable, "-m", "training", "train", "--engine", "dask", "--workers", "2",
+    run = subprocess.run([sys.executable, "-m", "cli", "train", "--engine", "dask", "--workers", "2",
                           "--data", str(small_events_path)],
                          capture_output=True, text=True, cwd=project, env=env, timeout=1200)
     return run, project

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-CLI = [sys.executable, "-m", "training"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def run_cli(*args, cwd=None, env=None):

@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bundle.model import MANIFEST, load_bundle
 from features.schema import CANONICAL_COLUMNS
-from serving.model_store import MANIFEST, load_bundle
-from training.bundle import make_version, write_bundle
+from training.packaging import make_version, write_bundle
 
 pytestmark = pytest.mark.slow
 
 
 def run_cli(*args, project, env_extra=None):
     env = os.environ | {"ESCALATION_RISK_PROJECT_DIR": str(project)} | (env_extra or {})
-    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=project,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=project,
                           env=env, timeout=900)
 
 
@@ -59,7 +59,7 @@ def test_dask_model_quality_equals_the_single_machine_model(demo_result, tmp_pat
     events = tmp_path / "events.parquet"
     generate_event_log(events, n_tickets=DEMO_TICKETS, seed=42)  # demo_result's history
     env = os.environ | {"ESCALATION_RISK_PROJECT_DIR": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-m", "training", "train", "--engine", "dask", "--workers", "2",
+    run = subprocess.run([sys.executable, "-m", "cli", "train", "--engine", "dask", "--workers", "2",
                           "--no-mlflow", "--data", str(events), "--models-dir", str(tmp_path / "models")],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.model_store import BundleError, load_bundle
-from training.bundle import make_version, point_current, write_bundle
+from bundle.model import BundleError, load_bundle
+from training.packaging import make_version, point_current, write_bundle
 from training.train import (
     count_ticket_rows,
     multiply_weights,

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from features.schema import CANONICAL_COLUMNS
 from features.settings import Settings
-from training.bundle import make_version, write_bundle
+from training.packaging import make_version, write_bundle
 from training.registry import log_and_register, to_wire_format
 from training.train import train_models
 
@@ -122,7 +122,7 @@ def test_train_against_a_real_tracking_server_and_serve_the_champion(small_event
         uri = f"http://127.0.0.1:{port}"
         env = os.environ | {"MLFLOW_TRACKING_URI": uri, "ESCALATION_RISK_PROJECT_DIR": str(tmp_path),
                             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        trained = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(small_events_path)],
+        trained = subprocess.run([sys.executable, "-m", "cli", "train", "--data", str(small_events_path)],
                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert trained.returncode == 0, trained.stderr[-3000:]
         assert "promoted to @champion" in trained.stdout

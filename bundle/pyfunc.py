@@ -7,7 +7,7 @@ import json
 import mlflow.pyfunc
 import pandas as pd
 
-from serving.model_store import load_bundle
+from bundle.model import load_bundle
 
 
 class EscalationRiskModel(mlflow.pyfunc.PythonModel):

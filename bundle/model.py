@@ -20,12 +20,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from bundle.contributions import TreePaths
+from bundle.fast_predict import SingleRowPredictor
 from features.build import MISSING, UNSEEN, FeatureBuilder
 from features.history import HistoryFeatures
 from features.schema import validate_events
 from features.snapshots import SNAPSHOT_TIME
-from serving.contributions import TreePaths
-from serving.fast_predict import SingleRowPredictor
 
 MANIFEST = "manifest.json"
 ESCALATION_MODEL = "escalation_model.txt"

@@ -3,6 +3,6 @@ on load, so the model is rebuilt from source rather than unpickled. Not imported
 
 import mlflow
 
-from serving.pyfunc import EscalationRiskModel
+from bundle.pyfunc import EscalationRiskModel
 
 mlflow.models.set_model(EscalationRiskModel())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import joblib
 
-from serving.model_store import (
+from bundle.model import (
     BUILDER,
     ESCALATION_MODEL,
     HISTORY,
@@ -18,8 +18,8 @@ from serving.model_store import (
     PRIORITY_MODEL,
     write_manifest,
 )
+from bundle.report import write_report_data
 from training.config import flatten_params
-from training.report import write_report_data
 from training.train import TrainingResult
 
 CURRENT = "current"

@@ -18,20 +18,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 import psutil
 
+from bundle.model import BundleError, ModelBundle, load_bundle
+from bundle.tracking import tracking_server_problem
 from features.online import OnlineFeatures
 from features.settings import Settings
-from serving.model_store import BundleError, ModelBundle, load_bundle
 
 log = logging.getLogger("escalation_risk.serving")
 WARM_UP_TICKET = {"ticket_id": "warm-up", "event_time": "2025-01-02T00:00:00+00:00",
@@ -54,23 +53,6 @@ class LiveModel:
     bundle: ModelBundle
     online: OnlineFeatures
     predict_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
-
-
-def tracking_server_problem(uri: str | None, timeout: float = 3.0) -> str | None:
-    """Why an http(s) tracking URI cannot be reached (one TCP connect), or None.
-
-    MLflow's own client retries an unreachable server with back-off for minutes; a service
-    starting up or a training run should learn that at once instead.
-    """
-    parsed = urlparse(uri or "")
-    if parsed.scheme not in ("http", "https"):
-        return None
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return f"MLflow tracking server {parsed.scheme}://{parsed.hostname}:{port} is unreachable ({exc.strerror or exc})"
 
 
 class WorkerFleet:
@@ -274,7 +256,7 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/:;,'\"()]+)+/(?=[^\s/])")
 
 def warm_up(live: LiveModel) -> None:
     """Score one made-up ticket through the serving path, so a bundle that loads but cannot score is refused."""
-    from serving.online_score import score_many
+    from bundle.online_score import score_many
 
     try:
         scored = score_many(live.bundle, live.online, [dict(WARM_UP_TICKET)], lock=live.predict_lock)

@@ -1,7 +1,7 @@
 """The feature-importance report for ops leads: one self-contained HTML file plus JSON and CSVs.
 
 Every number is computed from the test-period predictions that training saved in the
-bundle (report_data.parquet) with the same functions training used (training.evaluate),
+bundle (report_data.parquet) with the same functions training used (bundle.evaluate),
 so the report agrees with the run's metrics and can be regenerated from the bundle alone.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving.model_store import METADATA, BundleError, label_feature, verify_manifest
-from training import evaluate
+from bundle import evaluate
+from bundle.model import METADATA, BundleError, label_feature, verify_manifest
 
 REPORT_DATA = "report_data.parquet"
 IMPORTANCE = "feature_importance.csv"
@@ -635,7 +635,7 @@ def render_html(report: dict, inputs: ReportInputs) -> str:
     }
     safe = {k: ([Markup(s) for s in v] if isinstance(v, list) else {n: Markup(s) for n, s in v.items()}
                 if isinstance(v, dict) else Markup(v)) for k, v in charts.items()}
-    env = Environment(loader=PackageLoader("training", "."), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=PackageLoader("bundle", "."), autoescape=select_autoescape(["html", "j2"]))
     env.filters["pct"] = lambda v, d=0: "–" if v is None or v != v else f"{v:.{d}%}"
     env.filters["num"] = lambda v, d=0: "–" if v is None or v != v else f"{v:,.{d}f}"
     env.filters["day"] = lambda v: str(v)[:10]

@@ -20,7 +20,7 @@ import lightgbm as lgb
 import numpy as np
 from scipy import sparse
 
-from serving.fast_predict import PREDICT_LEAF_INDEX, SingleRowPredictor
+from bundle.fast_predict import PREDICT_LEAF_INDEX, SingleRowPredictor
 
 
 class TreePaths:

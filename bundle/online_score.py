@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from contextlib import nullcontext
 
+from bundle.model import ModelBundle, label_feature
 from features.online import OnlineFeatures
-from serving.model_store import ModelBundle, label_feature
 
 
 def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict], n_reasons: int = 3,
