@@ -43,6 +43,21 @@ class Settings(BaseSettings):
     reasons: Literal["path", "shap"] = "path"  # how reasons are computed (bundle/contributions.py)
     zendesk_webhook_secret: str | None = None
     zendesk_replay_window_seconds: int = 300
+    # Queue watch and alerts (serving/watcher.py, serving/alerts.py, serving/delivery.py).
+    watch: Literal["on", "off"] = "on"  # `escalation-risk serve` starts the watcher beside gunicorn
+    watch_interval_seconds: float = Field(300.0, gt=0)
+    watch_batch_size: int = Field(2000, ge=1)
+    watch_lease_seconds: float = Field(120.0, gt=0)  # another watcher takes over this long after a crash
+    delivery_poll_seconds: float = Field(5.0, gt=0)
+    destinations_path: Path | None = None
+    # Credentials of alert destinations: secrets, never logged nor written to the store.
+    alert_webhook_secret: str | None = None  # HMAC-SHA256 key of the signed JSON webhook
+    slack_webhook_url: str | None = None
+    zendesk_email: str | None = None
+    zendesk_api_token: str | None = None
+    servicenow_username: str | None = None
+    servicenow_password: str | None = None
+    freshdesk_api_key: str | None = None
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -67,6 +82,10 @@ class Settings(BaseSettings):
     @property
     def resolved_policy_path(self) -> Path:
         return self.policy_path or Path(__file__).resolve().parent.parent / "serving" / "escalation_matrix.yaml"
+
+    @property
+    def resolved_destinations_path(self) -> Path:
+        return self.destinations_path or Path(__file__).resolve().parent.parent / "serving" / "destinations.yaml"
 
     @property
     def resolved_servicenow_path(self) -> Path:
