@@ -9,6 +9,8 @@ destinations:
     timeout_seconds: 5           # per HTTP request (connect and read)
     retry: {attempts: 3, initial_seconds: 1, max_seconds: 10}   # quick retries inside one round
     give_up_after_hours: 24      # then the delivery is a dead letter (kept, listed, re-drivable)
+    redeliver_initial_seconds: 10   # a failed round is tried again after this, doubling up to
+    redeliver_max_seconds: 120      # this, until delivered or given up
   - name: zendesk
     type: zendesk
     base_url: https://yourcompany.zendesk.com
@@ -55,6 +57,8 @@ class Destination(BaseModel):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     give_up_after_hours: float = Field(24.0, gt=0)
+    redeliver_initial_seconds: float = Field(10.0, gt=0, description="wait before the next round after a failed one")
+    redeliver_max_seconds: float = Field(120.0, gt=0, description="... doubling up to this")
     tag: str = Field("escalation_risk_alert", min_length=1, max_length=80, description="zendesk: the tag added")
 
     @model_validator(mode="after")
