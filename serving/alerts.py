@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -162,6 +162,16 @@ class AlertStore:
                 events.append(_event(current.id, "fell_below", now, _score_detail(sighting.score)))
         if events:
             session.execute(insert(AlertEventRow), events)
+        latest = [{"tid": s.ticket_id, "p": float(s.score["escalation"]["probability"]),
+                   "b": s.score["escalation"]["band"], "e": bool(s.score["escalation"]["escalate_now"]),
+                   "t": now, "v": (s.score.get("model") or {}).get("version")}
+                  for s in sightings if s.score is not None]
+        if latest:  # the queue (GET /v1/queue) orders by the latest score: the watcher's re-score is it
+            tickets = TicketRow.__table__
+            session.connection().execute(
+                update(tickets).where(tickets.c.ticket_id == bindparam("tid")).values(
+                    probability=bindparam("p"), band=bindparam("b"), escalate_now=bindparam("e"),
+                    scored_at=bindparam("t"), model_version=bindparam("v")), latest)
         return raised
 
     def _raise(self, session: Session, sighting: Sighting, trigger: str, now: datetime, events: list) -> int:

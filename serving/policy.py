@@ -60,11 +60,12 @@ NO_FACTS = TicketFacts()
 
 
 def _hours(later: datetime, earlier: object) -> float | None:
-    moment = _as_time(earlier)
+    moment = as_utc(earlier)
     return None if moment is None else (later - moment).total_seconds() / 3600.0
 
 
-def _as_time(value: object) -> datetime | None:
+def as_utc(value: object) -> datetime | None:
+    """A datetime or ISO 8601 string as an aware datetime (naive = UTC); None for None or ''."""
     if value is None or value == "":
         return None
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
@@ -81,7 +82,7 @@ def describe_ticket(ticket: dict, now: datetime, last_update_at: object = None) 
     priority = ticket.get("priority")
     priority = None if priority in (None, "") else str(priority).strip().lower()
     tier = ticket.get("customer_tier")
-    due = _as_time(ticket.get("sla_due_at"))
+    due = as_utc(ticket.get("sla_due_at"))
     return TicketFacts(
         typed_priority=PRIORITY_ALIASES.get(priority, priority) if priority else None,
         customer_tier=str(tier).strip().lower() if tier not in (None, "") else None,
