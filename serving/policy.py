@@ -10,6 +10,7 @@ message that names the file, line, rule and field, not surface later as a wrong 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,9 +168,11 @@ class EscalationMatrix(BaseModel):
         which thresholds they reach), so callers must not modify the dict; the memory is bounded
         because categories come from clients."""
         update_cuts, message_cuts = self.__pydantic_private__["_cuts"] or self._find_cuts()
+        since_update, since_message = facts.hours_since_update, facts.hours_since_customer_message
+        # how many of the (sorted) thresholds each is at least: all a decision can depend on
         key = (band, priority, category, facts.typed_priority, facts.customer_tier, facts.sla_breached,
-               tuple(_at_least(facts.hours_since_update, c) for c in update_cuts),
-               tuple(_at_least(facts.hours_since_customer_message, c) for c in message_cuts))
+               -1 if since_update is None else bisect_right(update_cuts, since_update),
+               -1 if since_message is None else bisect_right(message_cuts, since_message))
         remembered = self.__pydantic_private__["_decided"]  # plain dict access; `self._decided` is slower
         decided = remembered.get(key)
         if decided is not None:

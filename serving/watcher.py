@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import requests
 from sqlalchemy import Engine
@@ -83,12 +83,24 @@ class Watcher:
         self.holder_id = holder_id or new_holder_id()
         self.http = requests.Session()
         self._delivery_lock = threading.Lock()
+        self._lease_until: datetime | None = None
 
     def holds_lease(self, now: datetime) -> bool:
-        return self.alerts.acquire_lease(self.holder_id, self.settings.watch_lease_seconds, now)
+        """Take or renew the lease; while more than half of it is left, it is ours without asking the store."""
+        ttl = self.settings.watch_lease_seconds
+        if self._lease_until is not None and now <= self._lease_until - timedelta(seconds=ttl / 2):
+            return True
+        if self.alerts.acquire_lease(self.holder_id, ttl, now):
+            self._lease_until = now + timedelta(seconds=ttl)
+            return True
+        self._lease_until = None
+        return False
 
-    def tick(self, now: datetime | None = None) -> TickReport:
-        """Re-score every open ticket as of `now` (default: the current time) and update alerts."""
+    def tick(self, now: datetime | None = None,
+             observe: Callable[[list[dict], list[dict]], None] | None = None) -> TickReport:
+        """Re-score every open ticket as of `now` (default: the current time) and update alerts.
+
+        `observe(states, scores)`, when given, sees each batch (the replay backtest records them)."""
         started = time.perf_counter()
         wall_clock = now is None
         now = now or datetime.now(UTC)
@@ -107,6 +119,8 @@ class Watcher:
                 return TickReport(False, n_tickets, n_raised, reason="lease lost during the tick")
             states = [watch_state(state, now_iso) for state in batch]
             scores = score_states(live, self.policy, states, self.settings, now)
+            if observe is not None:
+                observe(batch, scores)
             sightings = [Sighting(str(state["ticket_id"]), score, int(state.get("escalation_level") or 0),
                                   state.get("group"), False, escalated(state))
                          for state, score in zip(batch, scores, strict=True)]
@@ -160,6 +174,7 @@ class Watcher:
         return done
 
     def release(self) -> None:
+        self._lease_until = None
         self.alerts.release_lease(self.holder_id)
         self.http.close()
 
