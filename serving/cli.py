@@ -34,6 +34,13 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     if not settings.api_keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
         raise UserError(f"refusing to serve on {settings.host} without API keys; "
                         "set ESCALATION_RISK_API_KEYS or bind to 127.0.0.1")
+    if settings.watch == "on" and settings.state == "on":
+        # The queue watcher beside gunicorn: a child that stops when this process (gunicorn's master
+        # after the exec below, same pid) goes away. Every instance starts one; the store's lease lets
+        # one act. ESCALATION_RISK_WATCH=off leaves it out.
+        import subprocess
+
+        subprocess.Popen([sys.executable, "-m", "cli", "watch", "--parent-pid", str(os.getpid())])
     config_path = Path(serving.__file__).resolve().parent / "gunicorn.conf.py"
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(config_path), "serving.app:create_served_app()"]
     click.echo(f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
@@ -46,7 +53,8 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
 @commands.command()
 @click.option("--once", is_flag=True, help="Run one tick and one delivery round, print what happened, exit.")
 @click.option("--interval", default=None, help="Tick every this long, e.g. 5m (default: ESCALATION_RISK_WATCH_INTERVAL_SECONDS or 5m).")
-def watch(once: bool, interval: str | None) -> None:
+@click.option("--parent-pid", type=int, default=None, hidden=True, help="Stop when this process is gone (serve).")
+def watch(once: bool, interval: str | None, parent_pid: int | None) -> None:
     """Re-score every open ticket in the store on a schedule and raise and deliver alerts.
 
     One watcher acts at a time (a lease in the store): start one beside every service instance;
@@ -98,6 +106,13 @@ def watch(once: bool, interval: str | None) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if parent_pid is not None:
+        def follow_parent() -> None:
+            while not stop.wait(2.0):
+                if os.getppid() != parent_pid:
+                    stop.set()
+
+        threading.Thread(target=follow_parent, name="follow-parent", daemon=True).start()
     click.echo(f"watching the open tickets in {engine.url.render_as_string(hide_password=True)} every "
                f"{settings.watch_interval_seconds:g} s; {len(destinations.destinations)} destination(s)")
     sys.stdout.flush()
@@ -139,6 +154,7 @@ def replay(data_path: Path | None, source: str, mapping_path: Path | None, model
         replay_history,
         select_period,
     )
+    from serving.watcher import label_rule
 
     # One replay process holds the lease for the whole simulated period (renewed once a simulated day).
     settings = Settings(**({"model_path": model_path} if model_path else {}), mlflow_tracking_uri=None,
@@ -170,7 +186,7 @@ def replay(data_path: Path | None, source: str, mapping_path: Path | None, model
         run = replay_history(events, ModelHolder(settings), policy, settings, step, source=f"replay-{source}",
                              store_url=store_url,
                              progress=lambda k, n: click.echo(f"  tick {k:,}/{n:,}", err=True))
-        escalations = find_escalations(events, metadata.get("label"))
+        escalations = find_escalations(events, label_rule(metadata))
         results = evaluate_replay(run, escalations)
     except ReplayError as exc:
         raise UserError(str(exc)) from exc
@@ -179,7 +195,9 @@ def replay(data_path: Path | None, source: str, mapping_path: Path | None, model
                f"{run.n_tickets:,} tickets, {run.n_events:,} events, {len(run.tick_times):,} ticks of {tick}; "
                f"escalations {check.escalations:,} (not counted: "
                f"{int((escalations['at_creation']).sum())} escalated at their first update)")
-    click.echo(f"label: {(metadata.get('label') or {}).get('definition', 'escalation_level rises')}")
+    label = label_rule(metadata)
+    click.echo("escalation = " + (f"{label['counter']} reaches {label['min_rise']}" if label["rule"] == "counter_rise"
+                                  else "escalation_level rises above 0") + " (the bundle's label event)")
     click.echo(format_results(results))
     click.echo(f"\nalerts raised by the store during the replay: {run.store_alerts} "
                f"(the model row at the alert line counts {check.alerts}); replay {run.seconds:.1f} s, "

@@ -47,7 +47,7 @@ from serving.live_model import ModelHolder
 from serving.policy import EscalationMatrix
 from serving.store.db import create_store_engine, upgrade_database
 from serving.store.tickets import TicketStore
-from serving.watcher import Watcher, escalation_check
+from serving.watcher import Watcher, escalation_check, label_rule
 
 DEFAULT_SLA_HOURS = {"urgent": 4.0, "high": 8.0, "normal": 24.0, "low": 72.0}  # common contact-centre targets
 SUPERVISOR = re.compile(CUE_PATTERNS["supervisor"], re.IGNORECASE)
@@ -190,7 +190,7 @@ def replay_history(events: pd.DataFrame, holder: ModelHolder, policy: Escalation
         store.closed_statuses = frozenset(s.strip().lower() for s in params.get("snapshots.closed_statuses") or ["closed"])
         watcher = Watcher(settings, engine, lambda: holder.live, policy, Destinations(), holder_id="replay")
         watcher.tickets = store
-        escalated = escalation_check(live.bundle.metadata.get("label"))
+        escalated = escalation_check(label_rule(live.bundle.metadata))
         records = to_event_dicts(events)
         event_times = events["event_time"].to_numpy(dtype="datetime64[ns]")
         first = pd.Timestamp(event_times[0]).tz_localize(UTC)

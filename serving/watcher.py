@@ -48,6 +48,16 @@ class TickReport:
     reason: str | None = None
 
 
+def label_rule(metadata: dict) -> dict:
+    """The bundle's label rule with its counter and min_rise (kept among the params)."""
+    params = metadata.get("params") or {}
+    label = dict(metadata.get("label") or {})
+    label.setdefault("rule", params.get("label.rule") or "level_rise")
+    label.setdefault("counter", params.get("label.counter"))
+    label.setdefault("min_rise", params.get("label.min_rise"))
+    return label
+
+
 def escalation_check(label: dict | None) -> Callable[[dict], bool]:
     """Whether a stored state has already escalated, by the bundle's label rule: level_rise -> its
     escalation_level is above 0; counter_rise -> its counter reached `min_rise` (counters start at 0).
@@ -109,7 +119,7 @@ class Watcher:
             return TickReport(False, reason="no model loaded")
         if not self.holds_lease(now):
             return TickReport(False, reason="another watcher holds the lease")
-        escalated = escalation_check(live.bundle.metadata.get("label"))
+        escalated = escalation_check(label_rule(live.bundle.metadata))
         now_iso = now.isoformat(timespec="milliseconds")
         seen: set[str] = set()
         n_tickets = n_raised = 0
