@@ -88,6 +88,7 @@ class ReplayRun:
     n_tickets: int
     seconds: float
     period: tuple[datetime, datetime]
+    seconds_recording: float = 0.0  # of `seconds`: TicketStore.record_events
 
 
 def to_event_dicts(events: pd.DataFrame) -> list[dict]:
@@ -216,12 +217,15 @@ def replay_history(events: pd.DataFrame, holder: ModelHolder, policy: Escalation
                 seen.supervisor.append(asks_for_supervisor(state))
 
         started = time.perf_counter()
+        recording = 0.0
         done = 0
         tick_ns = np.array([np.datetime64(t.replace(tzinfo=None), "ns") for t in tick_times])
         bounds = np.searchsorted(event_times, tick_ns, side="right")
         for k, (now, upto) in enumerate(zip(tick_times, bounds, strict=True)):
             if upto > done:
+                began = time.perf_counter()
                 store.record_events(records[done:upto], source, received_at=now)
+                recording += time.perf_counter() - began
                 done = int(upto)
             current["tick"], current["now"] = k, now
             watcher.tick(now, observe=observe)
@@ -234,7 +238,8 @@ def replay_history(events: pd.DataFrame, holder: ModelHolder, policy: Escalation
         for ticket_id, i in ticket_index.items():
             ids[i] = ticket_id
         return ReplayRun(tick_times, ids, seen.frame(), store_alerts, len(records),
-                         int(events["ticket_id"].nunique()), seconds, (first.to_pydatetime(), last.to_pydatetime()))
+                         int(events["ticket_id"].nunique()), seconds, (first.to_pydatetime(), last.to_pydatetime()),
+                         recording)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
