@@ -231,7 +231,7 @@ class TicketStore:
             for item in sorted(by_ticket[ticket_id], key=lambda p: p.event_time):
                 key = (ticket_id, item.key)
                 if key in seen:
-                    results[item.index] = (ticket_id, True, seen[key])
+                    results[item.index] = (ticket_id, True, key)
                     continue
                 created = parse_time(item.event.get("created_at") or (state or {}).get("created_at"))
                 if created is None:
@@ -273,7 +273,7 @@ class TicketStore:
                 states[ticket_id] = (*self._replay(session, ticket_id), replay, added)
         self._write_tickets(session, rows, {t: v for t, v in states.items() if t in rows}, received_at)
         return [RecordedEvent(ticket_id, states[ticket_id][0] if states[ticket_id][0] is not None
-                              else rows[ticket_id]["state"], duplicate, event_id, index)
+                              else rows[ticket_id]["state"], duplicate, seen[event_id] if duplicate else event_id, index)
                 for index, (ticket_id, duplicate, event_id) in sorted(results.items())]
 
     def _lock_tickets(self, session: Session, ticket_ids: list[str]) -> dict[str, dict]:
