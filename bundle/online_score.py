@@ -22,7 +22,8 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
     `lock` serialises the booster calls of one worker's threads: LightGBM has had data races
     when threads share a Booster (lightgbm-org/LightGBM#5482, #6142), and with one OpenMP
     thread per worker the lock costs no parallelism the GIL would not already take.
-    `features_out`, when given, receives each ticket's feature values ({name: value}, as reasons show them).
+    `features_out`, when given, receives each ticket's feature values ({name: value}; categories by name,
+    NaN for a missing number).
     """
     features, shown = online.transform_many(tickets)
     with lock or nullcontext():
@@ -37,8 +38,11 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
     priority_prob = scored.priority_probabilities.tolist()
     out = []
     if features_out is not None:
-        features_out.extend({name: online.show(features, shown, i, j) for j, name in enumerate(names)}
-                            for i in range(len(tickets)))
+        for i, row in enumerate(features.tolist()):
+            values = dict(zip(names, row, strict=True))  # NaN (missing) is written as JSON null
+            for j in online.category_names:
+                values[names[j]] = online.show(features, shown, i, j)
+            features_out.append(values)
     for i, ticket in enumerate(tickets):
         reasons_out = []
         for j in scored.top[i].tolist():

@@ -386,9 +386,23 @@ class LiveHistory:
                 if ticket_id not in self.base_created:
                     self.ticket_created[ticket_id] = facts[0]
 
-    def sync(self, now: float | None = None) -> None:
-        """Apply the store's history rows this process has not seen yet (no-op without a store)."""
-        if self.read_since is None:
+    def reset(self) -> None:
+        """Forget everything applied (after a unit of work whose rows were applied was rolled back);
+        the next sync reads the store's history from the start."""
+        with self.lock:
+            for overlay in (self.created, self.ended, self.ended_escalated):
+                for values in overlay.values():
+                    values.clear()
+            self.facts.clear()
+            self.ticket_created.clear()
+            self.gaps.clear()
+            self.seq = 0
+
+    def sync(self, now: float | None = None, read_since=None) -> None:
+        """Apply the store's history rows this process has not seen yet (no-op without a store).
+        `read_since` overrides the reader (e.g. one on the caller's open transaction)."""
+        read_since = read_since or self.read_since
+        if read_since is None:
             return
         import time
 
@@ -396,7 +410,7 @@ class LiveHistory:
         with self.lock:
             cursor = min(self.gaps) - 1 if self.gaps else self.seq
             while True:
-                rows = self.read_since(cursor, self.batch)
+                rows = read_since(cursor, self.batch)
                 if not rows:
                     break
                 self.apply(rows)

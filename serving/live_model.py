@@ -56,10 +56,11 @@ class LiveModel:
     predict_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     live_history: LiveHistory | None = field(default=None, compare=False)  # the ticket store's overlay
 
-    def sync_history(self) -> None:
-        """Bring the as-of history up to date with the ticket store (no-op when the service is stateless)."""
+    def sync_history(self, read_since=None) -> None:
+        """Bring the as-of history up to date with the ticket store (no-op when the service is stateless);
+        `read_since` reads the store's history log on the caller's transaction instead of a new connection."""
         if self.live_history is not None:
-            self.live_history.sync()
+            self.live_history.sync(read_since=read_since)
 
 
 class WorkerFleet:

@@ -18,14 +18,17 @@ from serving.policy import EscalationMatrix, as_utc, describe_ticket
 
 
 def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], settings: Settings,
-                 now: datetime | None = None, features_out: list[dict] | None = None) -> list[dict]:
+                 now: datetime | None = None, features_out: list[dict] | None = None,
+                 sync_history: bool = True) -> list[dict]:
     """The /v1/score response dict of each state, in order: ticket_id, escalation{probability, band,
     escalate_now, reasons}, priority{predicted, probabilities}, action (the escalation matrix's
     decision), model{name, version}, scored_at (`now`, default the current UTC time), warnings.
 
-    `features_out`, when a list, receives each state's feature values ({name: value}).
+    `features_out`, when a list, receives each state's feature values ({name: value}); `sync_history`
+    False: the caller has just brought the live history up to date itself.
     Raises whatever the model raises on an unusable ticket (the routes validate first)."""
-    live.sync_history()
+    if sync_history:
+        live.sync_history()
     now_utc = (now or datetime.now(UTC)).astimezone(UTC)
     scored_at = now_utc.isoformat(timespec="milliseconds")
     model = {"name": settings.registered_model_name, "version": live.bundle.version}

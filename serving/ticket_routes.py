@@ -25,7 +25,7 @@ from serving.errors import ApiError, json_response
 from serving.schemas import TicketEvent
 from serving.scoring import score_states
 from serving.store.db import StoreUnavailable, create_store_engine, unavailable_reason, upgrade_database
-from serving.store.tickets import EventError, RecordedEvent, TicketStore
+from serving.store.tickets import EventError, RecordedEvent, ScoresToRecord, TicketStore
 
 log = logging.getLogger("escalation_risk.serving")
 tickets_api = Blueprint("tickets", __name__)
@@ -68,6 +68,14 @@ def start_retention(app: Flask, store: TicketStore, settings: Settings) -> None:
     threading.Thread(target=run, name="text-retention", daemon=True).start()
 
 
+@tickets_api.before_request
+def check_api_key() -> None:
+    """The same key check as the scoring endpoints (serving.routes.check_api_key)."""
+    from serving.routes import check_api_key as check
+
+    check()
+
+
 def current_store() -> TicketStore | None:
     return current_app.extensions.get("ticket_store")
 
@@ -94,14 +102,41 @@ def closed_statuses(live) -> list[str]:
 
 def record_and_score(live, events: list[dict], source: str, field_prefix: str = "") -> tuple[list[RecordedEvent],
                                                                                             dict[str, dict]]:
-    """Record events (committed), then score each touched ticket's merged state once and record it.
+    """Record events, score each touched ticket's merged state once and record the scores, in one unit
+    of work committed before this returns (durable before acknowledged).
 
     Returns the recorded events and {ticket_id: score}. A duplicate delivery is answered with
     the score first given for it. Raises ApiError 422 (bad events) or 503 (store unavailable)."""
     store = require_store()
     store.closed_statuses = frozenset(s.strip().lower() for s in closed_statuses(live))
+    policy = current_app.extensions["policy"]
+    settings = current_app.extensions["settings"]
+    applied = []
+
+    def scorer(recorded: list[RecordedEvent], read_history, stored_score):
+        scores: dict[str, dict] = {}
+        to_score: dict[str, tuple[dict, int | None]] = {}
+        for item in recorded:
+            if item.duplicate and item.ticket_id not in to_score:
+                stored = stored_score(item.event_id)
+                if stored is not None:
+                    scores[item.ticket_id] = stored
+                    continue
+            scores.pop(item.ticket_id, None)
+            to_score[item.ticket_id] = (item.state, item.event_id)
+        if not to_score:
+            return scores, None
+        applied.append(True)
+        live.sync_history(read_since=read_history)  # this transaction's facts included
+        features: list[dict] = []
+        now = datetime.now(UTC)
+        fresh = score_states(live, policy, [state for state, _ in to_score.values()], settings, now,
+                             features_out=features, sync_history=False)
+        scores.update(zip(to_score, fresh, strict=True))
+        return scores, ScoresToRecord(fresh, live.bundle.version, now, [e for _, e in to_score.values()], features)
+
     try:
-        recorded = store.record_events(events, source)
+        recorded, scores = store.record_and_score(events, source, scorer)
     except EventError as exc:
         details = []
         for index, name, message in exc.problems:
@@ -110,34 +145,13 @@ def record_and_score(live, events: list[dict], source: str, field_prefix: str = 
             if "before the ticket's created_at" in message:
                 details.append({"field": prefix + "created_at", "message": message})
         raise ApiError(422, "invalid_event", "some events cannot be merged into their tickets", details) from exc
-    except (StoreUnavailable, DBAPIError) as exc:
-        raise store_error(exc) from exc
-
-    scores: dict[str, dict] = {}
-    to_score: dict[str, tuple[dict, int | None]] = {}
-    for item in recorded:
-        if item.duplicate and item.ticket_id not in to_score:
-            stored = store.score_for_event(item.event_id)
-            if stored is not None:
-                scores[item.ticket_id] = stored
-                continue
-        scores.pop(item.ticket_id, None)
-        to_score[item.ticket_id] = (item.state, item.event_id)
-    if to_score:
-        policy = current_app.extensions["policy"]
-        settings = current_app.extensions["settings"]
-        states = [state for state, _ in to_score.values()]
-        features: list[dict] = []
-        now = datetime.now(UTC)
-        fresh = score_states(live, policy, states, settings, now, features_out=features)
-        try:
-            store.record_scores(fresh, live.bundle.version, now, [event_id for _, event_id in to_score.values()],
-                                features)
-        except (StoreUnavailable, DBAPIError) as exc:
-            # The events are committed: the answer stands; only the score's record is missing.
-            log.warning("score not recorded: %s", type(exc).__name__, extra={"request_id": g.get("request_id")})
-        scores.update(zip(to_score, fresh, strict=True))
-        count_scores(fresh)
+    except BaseException as exc:
+        if applied and live.live_history is not None:
+            live.live_history.reset()  # it saw facts of a unit of work that did not commit
+        if isinstance(exc, StoreUnavailable | DBAPIError):
+            raise store_error(exc) from exc
+        raise
+    count_scores([score for ticket_id, score in scores.items()])
     return recorded, scores
 
 

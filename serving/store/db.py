@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -47,13 +48,15 @@ def create_store_engine(url: str, busy_timeout_seconds: float = DEFAULT_BUSY_TIM
     foreign_keys and synchronous=FULL. Raises sqlalchemy.exc.ArgumentError for a bad URL.
     """
     parsed = make_url(url)
+    json_options = {"json_serializer": lambda value: orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode(), "json_deserializer": orjson.loads}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **json_options)
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # The Python driver's own timeout is the lock wait too; both set so neither gives up first.
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds, "check_same_thread": False},
+                           **json_options)
     busy_ms = int(busy_timeout_seconds * 1000)
 
     @event.listens_for(engine, "connect")

@@ -4,7 +4,8 @@ Times are stored timezone-aware (UTC). `tickets.state` is the merged canonical t
 (times as ISO 8601 strings); `ticket_events.fields` is what one event carried; `ticket_history`
 is an append-only log of each ticket's as-of history facts (features.history), read by every
 service process to keep its live history index current. The schema itself is created by the
-Alembic migrations in serving/store/migrations (written by hand), never by `create_all`.
+Alembic migrations in serving/store/migrations (written by hand), never by `create_all`. Foreign keys are checked at commit (DEFERRABLE INITIALLY DEFERRED), so a unit
+of work may write a ticket's events before the ticket row it creates.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class TicketEventRow(Base):
     __tablename__ = "ticket_events"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    ticket_id: Mapped[str] = mapped_column(String(255), ForeignKey("tickets.ticket_id", ondelete="CASCADE"))
+    ticket_id: Mapped[str] = mapped_column(String(255), ForeignKey("tickets.ticket_id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"))
     source: Mapped[str] = mapped_column(String(64))
     source_event_id: Mapped[str | None] = mapped_column(String(255))
     dedupe_key: Mapped[str] = mapped_column(String(64))
@@ -97,8 +98,8 @@ class ScoreRow(Base):
     __tablename__ = "ticket_scores"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    ticket_id: Mapped[str] = mapped_column(String(255), ForeignKey("tickets.ticket_id", ondelete="CASCADE"))
-    event_id: Mapped[int | None] = mapped_column(Id, ForeignKey("ticket_events.id", ondelete="SET NULL"))
+    ticket_id: Mapped[str] = mapped_column(String(255), ForeignKey("tickets.ticket_id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"))
+    event_id: Mapped[int | None] = mapped_column(Id, ForeignKey("ticket_events.id", ondelete="SET NULL", deferrable=True, initially="DEFERRED"))
     scored_at: Mapped[datetime] = mapped_column(UtcTime)
     model_version: Mapped[str] = mapped_column(String(128))
     probability: Mapped[float] = mapped_column(Float)

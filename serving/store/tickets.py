@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +39,8 @@ from serving.store.merge import (
 )
 from serving.store.tables import HistoryRow, ScoreRow, TicketEventRow, TicketRow
 
+TICKETS, EVENTS, SCORES, HISTORY = (TicketRow.__table__, TicketEventRow.__table__, ScoreRow.__table__,
+                                    HistoryRow.__table__)
 EVENT_KEYS = frozenset((*STATE_FIELDS, "customer_message", "agent_message"))
 CHUNK = 500  # ids per IN (...) list
 MAX_ATTEMPTS = 4
@@ -117,6 +121,17 @@ def dedupe_key(event: dict, source: str, source_event_id: object) -> str:
 
 
 @dataclass
+class ScoresToRecord:
+    """Scores to record (score_states' response dicts) with the events they answered and their features."""
+
+    scores: list[dict]
+    model_version: str
+    scored_at: datetime
+    event_ids: list[int | None] | None = None
+    features: list[dict | None] | None = None
+
+
+@dataclass
 class _Pending:
     index: int
     event: dict  # normalized
@@ -133,6 +148,31 @@ class TicketStore:
         self.write = write_engine(engine)
         self.closed_statuses = frozenset(str(s).strip().lower() for s in closed_statuses)
         self.postgres = engine.dialect.name == "postgresql"
+        # Statements built once (Core, on the tables): the hot path only binds parameters.
+        lock = select(TICKETS.c.ticket_id, TICKETS.c.state, TICKETS.c.history, TICKETS.c.event_count).where(
+            TICKETS.c.ticket_id.in_(bindparam("ids", expanding=True)))
+        self._lock = lock.order_by(TICKETS.c.ticket_id).with_for_update() if self.postgres else lock
+        one = select(TICKETS.c.ticket_id, TICKETS.c.state, TICKETS.c.history, TICKETS.c.event_count).where(
+            TICKETS.c.ticket_id == bindparam("id"))
+        self._lock_one = one.with_for_update() if self.postgres else one
+        self._key_one = select(EVENTS.c.ticket_id, EVENTS.c.dedupe_key, EVENTS.c.id).where(
+            EVENTS.c.dedupe_key == bindparam("key"))
+        self._keys = select(EVENTS.c.ticket_id, EVENTS.c.dedupe_key, EVENTS.c.id).where(
+            EVENTS.c.dedupe_key.in_(bindparam("keys", expanding=True)))
+        self._score_for_event = (select(SCORES.c.response).where(SCORES.c.event_id == bindparam("event_id"))
+                                 .order_by(SCORES.c.id).limit(1))
+        self._no_score = {"probability": None, "band": None, "escalate_now": None, "scored_at": None,
+                          "model_version": None, "features": None}
+        dialect_insert = postgresql_insert if self.postgres else sqlite_insert
+        self._insert_event_once = (dialect_insert(EVENTS).on_conflict_do_nothing(
+            index_elements=[EVENTS.c.ticket_id, EVENTS.c.dedupe_key]).returning(EVENTS.c.id))
+        self._insert_events = insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True)
+        self._update_ticket = update(TICKETS).where(TICKETS.c.ticket_id == bindparam("_ticket_id"))
+        self._history_since = (select(HISTORY.c.seq, HISTORY.c.ticket_id, HISTORY.c.created_at, HISTORY.c.ended_at,
+                                      HISTORY.c.escalated, HISTORY.c.customer_id, HISTORY.c.agent_id,
+                                      HISTORY.c.group_name, HISTORY.c.category)
+                               .where(HISTORY.c.seq > bindparam("seq")).order_by(HISTORY.c.seq)
+                               .limit(bindparam("limit")))
 
     # --- writing -------------------------------------------------------------------------
     def record_events(self, events: list[dict], source: str, received_at: datetime | None = None
@@ -144,7 +184,36 @@ class TicketStore:
             return []
         received_at = received_at or datetime.now(UTC)
         pending = [self._prepare(i, event, source) for i, event in enumerate(events)]
-        return self._retrying(lambda session: self._record(session, pending, source, received_at))
+
+        def work(connection) -> list[RecordedEvent]:
+            recorded, plan = self._record(connection, pending, source, received_at)
+            self._write_tickets(connection, plan, None)
+            return recorded
+
+        return self._retrying(work)
+
+    def record_and_score(self, events: list[dict], source: str, scorer, received_at: datetime | None = None
+                         ) -> tuple[list[RecordedEvent], object]:
+        """record_events and the scores of the merged tickets in ONE unit of work (one commit, the
+        service's request path). After the events are merged, `scorer(recorded, read_history,
+        stored_score)` runs inside the transaction: `read_history(seq, limit)` is read_history_since on
+        the transaction's own connection (so the new facts are visible), `stored_score(event_id)` is
+        score_for_event; it returns (result, ScoresToRecord | None), and the scores are written before
+        the commit. Returns (recorded events, result). Errors as record_events."""
+        if not events:
+            return [], None
+        received_at = received_at or datetime.now(UTC)
+        pending = [self._prepare(i, event, source) for i, event in enumerate(events)]
+
+        def work(connection):
+            recorded, plan = self._record(connection, pending, source, received_at)
+            result, to_record = scorer(
+                recorded, lambda seq, limit: self._read_history(connection, seq, limit),
+                lambda event_id: connection.execute(self._score_for_event, {"event_id": event_id}).scalar())
+            self._write_tickets(connection, plan, to_record)
+            return recorded, result
+
+        return self._retrying(work)
 
     def record_scores(self, scores: list[dict], model_version: str, scored_at: datetime,
                       event_ids: list[int | None] | None = None, features: list[dict | None] | None = None) -> None:
@@ -154,33 +223,42 @@ class TicketStore:
         values that produced each score (kept with the ticket's latest score only)."""
         if not scores:
             return
-        scored_at = utc(scored_at)
-        event_ids = event_ids or [None] * len(scores)
-        features = features or [None] * len(scores)
-        rows = [{"ticket_id": s["ticket_id"], "event_id": e, "scored_at": scored_at, "model_version": model_version,
-                 "probability": float(s["escalation"]["probability"]), "band": s["escalation"]["band"],
-                 "escalate_now": bool(s["escalation"]["escalate_now"]), "response": s}
-                for s, e in zip(scores, event_ids, strict=True)]
-        latest = {}
-        for row, values in zip(rows, features, strict=True):
-            latest[row["ticket_id"]] = (row, values)
+        batch = ScoresToRecord(scores, model_version, scored_at, event_ids, features)
 
-        def work(session: Session) -> None:
-            session.execute(insert(ScoreRow), rows)
-            for ticket_id, (row, values) in latest.items():
-                session.execute(update(TicketRow).where(TicketRow.ticket_id == ticket_id).values(
-                    probability=row["probability"], band=row["band"], escalate_now=row["escalate_now"],
-                    scored_at=scored_at, model_version=model_version,
-                    **({"features": values} if values is not None else {})))
+        def work(connection) -> None:
+            rows, latest = self._score_rows(batch)
+            connection.execute(insert(SCORES), rows)
+            connection.execute(self._update_ticket, [{"_ticket_id": ticket_id, **values}
+                                                     for ticket_id, values in latest.items()])
 
         self._retrying(work)
 
+    @staticmethod
+    def _score_rows(batch: ScoresToRecord) -> tuple[list[dict], dict[str, dict]]:
+        """The ticket_scores rows, and each ticket's latest-score columns of the tickets table."""
+        scored_at = utc(batch.scored_at)
+        event_ids = batch.event_ids or [None] * len(batch.scores)
+        features = batch.features or [None] * len(batch.scores)
+        rows, latest = [], {}
+        for score, event_id, values in zip(batch.scores, event_ids, features, strict=True):
+            escalation = score["escalation"]
+            row = {"ticket_id": score["ticket_id"], "event_id": event_id, "scored_at": scored_at,
+                   "model_version": batch.model_version, "probability": float(escalation["probability"]),
+                   "band": escalation["band"], "escalate_now": bool(escalation["escalate_now"]), "response": score}
+            rows.append(row)
+            latest[row["ticket_id"]] = {"probability": row["probability"], "band": row["band"],
+                                        "escalate_now": row["escalate_now"], "scored_at": scored_at,
+                                        "model_version": batch.model_version, "features": values}
+        return rows, latest
+
     def _retrying(self, work):
-        """Run `work(session)` in one transaction; retry a collision, map lock/full to StoreUnavailable."""
+        """Run `work(connection)` as one unit of work (one transaction, committed on return); retry a
+        collision, map lock/full to StoreUnavailable. A Core connection, not an ORM Session: the work is
+        Core statements, and a Session's bookkeeping measured as much CPU as the statements themselves."""
         for attempt in range(MAX_ATTEMPTS):
             try:
-                with Session(self.write, expire_on_commit=False) as session, session.begin():
-                    return work(session)
+                with self.write.begin() as connection:
+                    return work(connection)
             except IntegrityError:
                 # Another instance inserted the same new ticket or delivery first: merge again on top of it.
                 if attempt == MAX_ATTEMPTS - 1:
@@ -210,17 +288,20 @@ class TicketStore:
         return _Pending(index, normal, parse_time(normal["event_time"]), dedupe_key(normal, source, source_event_id),
                         None if source_event_id in (None, "") else str(source_event_id)[:255])
 
-    def _record(self, session: Session, pending: list[_Pending], source: str, received_at: datetime
-                ) -> list[RecordedEvent]:
+    def _record(self, connection, pending: list[_Pending], source: str, received_at: datetime
+                ) -> tuple[list[RecordedEvent], dict]:
+        """Merge the events; insert them and the changed history facts. The tickets rows are written
+        by _write_tickets (after scoring, on the request path) from the returned plan."""
         by_ticket: dict[str, list[_Pending]] = {}
         for item in pending:
             by_ticket.setdefault(item.event["ticket_id"], []).append(item)
         ticket_ids = sorted(by_ticket)  # one lock order for every writer
-        rows = self._lock_tickets(session, ticket_ids)
-        seen = self._existing_keys(session, ticket_ids, [p.key for p in pending])
+        rows = self._lock_tickets(connection, ticket_ids)
+        single = len(pending) == 1
+        seen = {} if single else self._existing_keys(connection, [p.key for p in pending])
 
         problems: list[tuple[int, str, str]] = []
-        results: dict[int, tuple[str, bool, int | None]] = {}
+        results: dict[int, tuple[str, bool, object]] = {}
         new_events: list[tuple[_Pending, dict]] = []
         states: dict[str, tuple[dict | None, dict | None, bool, int]] = {}
         for ticket_id in ticket_ids:
@@ -231,7 +312,7 @@ class TicketStore:
             for item in sorted(by_ticket[ticket_id], key=lambda p: p.event_time):
                 key = (ticket_id, item.key)
                 if key in seen:
-                    results[item.index] = (ticket_id, True, seen[key])
+                    results[item.index] = (ticket_id, True, key)
                     continue
                 created = parse_time(item.event.get("created_at") or (state or {}).get("created_at"))
                 if created is None:
@@ -260,81 +341,113 @@ class TicketStore:
         if problems:
             raise EventError(sorted(problems))
 
-        # New tickets first (events refer to them); existing ones after a possible replay.
-        self._write_tickets(session, rows, {t: v for t, v in states.items() if t not in rows}, received_at)
-        if new_events:
-            ids = session.execute(insert(TicketEventRow).returning(TicketEventRow.id, sort_by_parameter_order=True),
-                                  [values for _, values in new_events]).scalars().all()
+        if single and new_events:
+            # One event (the request path): the unique index tells a duplicate, no lookup first.
+            item, values = new_events[0]
+            event_id = connection.execute(self._insert_event_once, values).scalar()
+            if event_id is None:  # the same delivery was recorded before: nothing changes
+                event_id = connection.execute(self._key_one, {"key": item.key}).one().id
+                state = rows[item.event["ticket_id"]]["state"] if item.event["ticket_id"] in rows else None
+                if state is None:
+                    raise IntegrityError("duplicate event of a ticket not yet visible", None, Exception())
+                results[item.index] = (item.event["ticket_id"], True, event_id)
+                states = {t: (None, None, False, 0) for t in states}
+                new_events = []
+            else:
+                results[item.index] = (item.event["ticket_id"], False, event_id)
+        elif new_events:
+            ids = connection.execute(self._insert_events, [values for _, values in new_events]).scalars().all()
             for (item, _), event_id in zip(new_events, ids, strict=True):
                 results[item.index] = (item.event["ticket_id"], False, event_id)
                 seen[(item.event["ticket_id"], item.key)] = event_id
         for ticket_id, (_state, _facts, replay, added) in list(states.items()):
             if replay:
-                states[ticket_id] = (*self._replay(session, ticket_id), replay, added)
-        self._write_tickets(session, rows, {t: v for t, v in states.items() if t in rows}, received_at)
-        return [RecordedEvent(ticket_id, states[ticket_id][0] if states[ticket_id][0] is not None
-                              else rows[ticket_id]["state"], duplicate, event_id, index)
-                for index, (ticket_id, duplicate, event_id) in sorted(results.items())]
-
-    def _lock_tickets(self, session: Session, ticket_ids: list[str]) -> dict[str, dict]:
-        rows = {}
-        columns = (TicketRow.ticket_id, TicketRow.state, TicketRow.history, TicketRow.event_count)
-        for start in range(0, len(ticket_ids), CHUNK):
-            query = select(*columns).where(TicketRow.ticket_id.in_(ticket_ids[start:start + CHUNK]))
-            if self.postgres:
-                query = query.order_by(TicketRow.ticket_id).with_for_update()
-            for row in session.execute(query).mappings():
-                rows[row["ticket_id"]] = dict(row)
-        return rows
-
-    def _existing_keys(self, session: Session, ticket_ids: list[str], keys: list[str]) -> dict[tuple, int | None]:
-        seen: dict[tuple, int | None] = {}
-        unique_keys = sorted(set(keys))
-        for start in range(0, len(unique_keys), CHUNK):
-            query = select(TicketEventRow.ticket_id, TicketEventRow.dedupe_key, TicketEventRow.id).where(
-                TicketEventRow.dedupe_key.in_(unique_keys[start:start + CHUNK]))
-            for ticket_id, key, event_id in session.execute(query):
-                seen[(ticket_id, key)] = event_id
-        return seen
-
-    def _replay(self, session: Session, ticket_id: str) -> tuple[dict, dict]:
-        """The ticket's state and history facts from all its events, merged in event-time order."""
-        state, facts = None, None
-        query = (select(TicketEventRow.fields).where(TicketEventRow.ticket_id == ticket_id)
-                 .order_by(TicketEventRow.event_time, TicketEventRow.id))
-        for (fields,) in session.execute(query):
-            state = merge_event(state, fields, self.closed_statuses)
-            facts = update_facts(facts, state, self.closed_statuses)
-        return state, facts
-
-    def _write_tickets(self, session: Session, rows: dict, states: dict, received_at: datetime) -> None:
-        inserts, updates, history = [], [], []
-        for ticket_id, (state, facts, _replay, added) in states.items():
+                states[ticket_id] = (*self._replay(connection, ticket_id), replay, added)
+        history = []
+        for ticket_id, (_state, facts, _replay, added) in states.items():
             if not added:
                 continue
             row = rows.get(ticket_id)
-            values = {
-                "ticket_id": ticket_id, "created_at": parse_time(state["created_at"]),
-                "last_event_time": parse_time(state["event_time"]), "updated_at": received_at,
-                "status": state.get("status"), "is_open": not is_closed(state.get("status"), self.closed_statuses),
-                "customer_id": state.get("customer_id"), "agent_id": state.get("agent_id"),
-                "group_name": state.get("group"), "category": state.get("category"),
-                "state": state, "history": facts, "event_count": (row["event_count"] if row else 0) + added,
-                "text_dropped_at": None,
-            }
-            (updates if row else inserts).append(values)
             facts_now = history_fields(facts)
             if row is None or history_fields(row["history"]) != facts_now:
                 history.append({"ticket_id": ticket_id, "created_at": parse_time(facts_now["created_at"]),
                                 "ended_at": parse_time(facts_now["ended_at"]), "escalated": facts_now["escalated"],
                                 "customer_id": facts_now["customer_id"], "agent_id": facts_now["agent_id"],
                                 "group_name": facts_now["group"], "category": facts_now["category"]})
-        if inserts:
-            session.execute(insert(TicketRow), inserts)
-        if updates:
-            session.execute(update(TicketRow), updates)  # bulk UPDATE by primary key
         if history:
-            session.execute(insert(HistoryRow), history)
+            connection.execute(insert(HISTORY), history)
+        recorded = []
+        for index, (ticket_id, duplicate, ref) in sorted(results.items()):
+            state = states[ticket_id][0] if states[ticket_id][0] is not None else rows[ticket_id]["state"]
+            event_id = ref if isinstance(ref, int) else seen[ref]
+            recorded.append(RecordedEvent(ticket_id, state, duplicate, event_id, index))
+        return recorded, {"rows": rows, "states": states, "received_at": received_at}
+
+    def _lock_tickets(self, connection, ticket_ids: list[str]) -> dict[str, dict]:
+        rows = {}
+        if len(ticket_ids) == 1:  # the request path: no expanding IN list to render
+            for row in connection.execute(self._lock_one, {"id": ticket_ids[0]}).mappings():
+                rows[row["ticket_id"]] = dict(row)
+            return rows
+        for start in range(0, len(ticket_ids), CHUNK):
+            for row in connection.execute(self._lock, {"ids": ticket_ids[start:start + CHUNK]}).mappings():
+                rows[row["ticket_id"]] = dict(row)
+        return rows
+
+    def _existing_keys(self, connection, keys: list[str]) -> dict[tuple, int | None]:
+        seen: dict[tuple, int | None] = {}
+        unique_keys = sorted(set(keys))
+        for start in range(0, len(unique_keys), CHUNK):
+            for ticket_id, key, event_id in connection.execute(self._keys, {"keys": unique_keys[start:start + CHUNK]}):
+                seen[(ticket_id, key)] = event_id
+        return seen
+
+    def _replay(self, connection, ticket_id: str) -> tuple[dict, dict]:
+        """The ticket's state and history facts from all its events, merged in event-time order."""
+        state, facts = None, None
+        query = (select(EVENTS.c.fields).where(EVENTS.c.ticket_id == ticket_id)
+                 .order_by(EVENTS.c.event_time, EVENTS.c.id))
+        for (fields,) in connection.execute(query):
+            state = merge_event(state, fields, self.closed_statuses)
+            facts = update_facts(facts, state, self.closed_statuses)
+        return state, facts
+
+    def _write_tickets(self, connection, plan: dict, scores: ScoresToRecord | None) -> None:
+        """Each changed ticket's row (state, queue columns and, when scored, its latest score) in one
+        statement per kind; then the score rows."""
+        rows, states, received_at = plan["rows"], plan["states"], plan["received_at"]
+        score_rows, latest = self._score_rows(scores) if scores is not None else ([], {})
+        inserts, updates = [], []
+        for ticket_id, (state, facts, _replay, added) in states.items():
+            if not added:
+                continue
+            row = rows.get(ticket_id)
+            values = {
+                "created_at": parse_time(state["created_at"]),
+                "last_event_time": parse_time(state["event_time"]), "updated_at": received_at,
+                "status": state.get("status"), "is_open": not is_closed(state.get("status"), self.closed_statuses),
+                "customer_id": state.get("customer_id"), "agent_id": state.get("agent_id"),
+                "group_name": state.get("group"), "category": state.get("category"),
+                "state": state, "history": facts, "event_count": (row["event_count"] if row else 0) + added,
+                "text_dropped_at": None, **(latest.pop(ticket_id, None) or self._no_score),
+            }
+            if row is None:
+                inserts.append({"ticket_id": ticket_id, **values})
+            else:
+                if values["probability"] is None:  # not scored in this unit: keep its latest score
+                    values = {k: v for k, v in values.items() if k not in self._no_score}
+                updates.append({"_ticket_id": ticket_id, **values})
+        if inserts:
+            connection.execute(insert(TICKETS), inserts)
+        by_columns: dict[tuple, list[dict]] = {}
+        for values in updates:  # scored and unscored rows set different columns: one executemany each
+            by_columns.setdefault(tuple(values), []).append(values)
+        for group in by_columns.values():
+            connection.execute(self._update_ticket, group if len(group) > 1 else group[0])
+        if latest:  # scores of tickets this unit did not change (duplicates answered afresh)
+            connection.execute(self._update_ticket, [{"_ticket_id": t, **v} for t, v in latest.items()])
+        if score_rows:
+            connection.execute(insert(SCORES), score_rows)
 
     # --- reading -------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str, timeline_limit: int = 200) -> dict | None:
@@ -374,10 +487,8 @@ class TicketStore:
 
     def score_for_event(self, event_id: int) -> dict | None:
         """The score answered to an event (a duplicate delivery gets the same answer), if any."""
-        with Session(self.engine) as session:
-            response = session.execute(select(ScoreRow.response).where(ScoreRow.event_id == event_id)
-                                       .order_by(ScoreRow.id).limit(1)).scalar_one_or_none()
-        return response
+        with self.engine.connect() as connection:
+            return connection.execute(self._score_for_event, {"event_id": event_id}).scalar()
 
     def list_queue(self, limit: int = 50, offset: int = 0, band: str | None = None, group: str | None = None,
                    agent_id: str | None = None, category: str | None = None) -> dict:
@@ -426,12 +537,11 @@ class TicketStore:
     def read_history_since(self, seq: int, limit: int = 50_000) -> list[dict]:
         """History-log rows with seq > `seq`, oldest first (at most `limit`): what the live history
         index of each service process has not applied yet."""
-        with Session(self.engine) as session:
-            rows = session.execute(
-                select(HistoryRow.seq, HistoryRow.ticket_id, HistoryRow.created_at, HistoryRow.ended_at,
-                       HistoryRow.escalated, HistoryRow.customer_id, HistoryRow.agent_id, HistoryRow.group_name,
-                       HistoryRow.category).where(HistoryRow.seq > seq).order_by(HistoryRow.seq).limit(limit)
-            ).all()
+        with self.engine.connect() as connection:
+            return self._read_history(connection, seq, limit)
+
+    def _read_history(self, connection, seq: int, limit: int) -> list[dict]:
+        rows = connection.execute(self._history_since, {"seq": seq, "limit": limit}).all()
         return [{"seq": r.seq, "ticket_id": r.ticket_id, "created_at": utc(r.created_at), "ended_at": utc(r.ended_at),
                  "escalated": bool(r.escalated), "customer_id": r.customer_id, "agent_id": r.agent_id,
                  "group": r.group_name, "category": r.category} for r in rows]
@@ -447,14 +557,15 @@ class TicketStore:
         before = utc(before)
         counts = {"events": 0, "tickets": 0}
         while True:
-            def work(session: Session) -> int:
-                events = session.execute(
+            def work(connection) -> int:
+                events = connection.execute(
                     select(TicketEventRow.id, TicketEventRow.fields)
                     .where(TicketEventRow.has_text.is_(True), TicketEventRow.event_time < before).limit(batch_size)
                 ).all()
                 if events:
-                    session.execute(update(TicketEventRow), [
-                        {"id": event_id, "fields": drop_text(fields), "has_text": False} for event_id, fields in events])
+                    connection.execute(update(EVENTS).where(EVENTS.c.id == bindparam("_id")), [
+                        {"_id": event_id, "fields": drop_text(fields), "has_text": False}
+                        for event_id, fields in events])
                 return len(events)
 
             n = self._retrying(work)
@@ -463,14 +574,14 @@ class TicketStore:
                 break
         now = datetime.now(UTC)
         while True:
-            def work(session: Session) -> int:
-                tickets = session.execute(
+            def work(connection) -> int:
+                tickets = connection.execute(
                     select(TicketRow.ticket_id, TicketRow.state)
                     .where(TicketRow.text_dropped_at.is_(None), TicketRow.last_event_time < before).limit(batch_size)
                 ).all()
                 if tickets:
-                    session.execute(update(TicketRow), [
-                        {"ticket_id": ticket_id, "state": {k: v for k, v in state.items() if k not in TEXT_FIELDS},
+                    connection.execute(self._update_ticket, [
+                        {"_ticket_id": ticket_id, "state": {k: v for k, v in state.items() if k not in TEXT_FIELDS},
                          "text_dropped_at": now} for ticket_id, state in tickets])
                 return len(tickets)
 
@@ -485,4 +596,4 @@ class TicketStore:
         return self.purge_text((now or datetime.now(UTC)) - timedelta(days=retention_days))
 
 
-__all__ = ["EventError", "RecordedEvent", "StoreUnavailable", "TicketStore"]
+__all__ = ["EventError", "RecordedEvent", "ScoresToRecord", "StoreUnavailable", "TicketStore"]

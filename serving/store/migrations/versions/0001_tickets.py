@@ -52,7 +52,7 @@ def upgrade() -> None:
     op.create_table(
         "ticket_events",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("ticket_id", sa.String(255), sa.ForeignKey("tickets.ticket_id", ondelete="CASCADE"),
+        sa.Column("ticket_id", sa.String(255), sa.ForeignKey("tickets.ticket_id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
                   nullable=False),
         sa.Column("source", sa.String(64), nullable=False),
         sa.Column("source_event_id", sa.String(255)),
@@ -70,9 +70,9 @@ def upgrade() -> None:
     op.create_table(
         "ticket_scores",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("ticket_id", sa.String(255), sa.ForeignKey("tickets.ticket_id", ondelete="CASCADE"),
+        sa.Column("ticket_id", sa.String(255), sa.ForeignKey("tickets.ticket_id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
                   nullable=False),
-        sa.Column("event_id", Id, sa.ForeignKey("ticket_events.id", ondelete="SET NULL")),
+        sa.Column("event_id", Id, sa.ForeignKey("ticket_events.id", ondelete="SET NULL", deferrable=True, initially="DEFERRED")),
         sa.Column("scored_at", UtcTime, nullable=False),
         sa.Column("model_version", sa.String(128), nullable=False),
         sa.Column("probability", sa.Float, nullable=False),
