@@ -68,8 +68,8 @@ postgres: ## install PostgreSQL from Debian's packages when missing (as root; te
 mlflow-server: $(STAMP) postgres ## shared MLflow server on PostgreSQL (.mlflow-server/; MLFLOW_PORT=5000, PG_PORT=5433, loopback)
 	$(BIN)/python -m training.tracking_server --dir $(CURDIR)/.mlflow-server --port $(MLFLOW_PORT) --pg-port $(PG_PORT)
 
-lint: $(STAMP) ## ruff check
-	$(BIN)/ruff check features training serving tests bench
+lint: $(STAMP) ## ruff check (CI runs it)
+	$(BIN)/ruff check features bundle training serving cli tests bench
 
 bench: $(STAMP) ## benchmarks: text-feature ablation, then training on 1,000,000 generated tickets (minutes)
 	$(BIN)/python bench/text_ablation.py
