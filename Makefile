@@ -15,9 +15,10 @@ SCHEDULER ?=
 MLFLOW_PORT ?= 5000
 PG_PORT ?= 5433
 SCALE_TICKETS ?= 5000000
+REPLAY_TICK ?= 5m
 
 .PHONY: help install data train report test test-data test-reliability lint bench mlflow-ui clean serve serve-bench loadtest audit-data bench-real \
-	postgres mlflow-server bench-scale
+	postgres mlflow-server bench-scale watch replay bench-watch
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,9 +78,23 @@ bench: $(STAMP) ## benchmarks: text-feature ablation, then training on 1,000,000
 bench-scale: $(STAMP) ## single process vs Dask LocalCluster on SCALE_TICKETS=5000000 generated tickets (long; see docs/scaling.md)
 	$(BIN)/python bench/scale_bench.py --tickets $(SCALE_TICKETS)
 
-serve: $(STAMP) ## scoring service on http://127.0.0.1:8080 (gunicorn; trains the demo model first if there is none)
+serve: $(STAMP) ## scoring service on http://127.0.0.1:8080 with the queue watcher beside it (ESCALATION_RISK_WATCH=off: without)
 	@test -e models/current || $(MAKE) train
 	$(BIN)/escalation-risk serve
+
+watch: $(STAMP) ## the queue watcher alone: re-score open tickets every 5 min, raise and deliver alerts
+	@test -e models/current || $(MAKE) train
+	$(BIN)/escalation-risk watch
+
+replay: $(STAMP) ## replay backtest on the demo test period: model vs SLA timer vs supervisor request (REPLAY_TICK=5m; SOURCE=servicenow MODEL=dir)
+	@test -n "$(SOURCE)" || test -e models/current || $(MAKE) train
+	$(BIN)/escalation-risk replay --tick $(REPLAY_TICK) $(if $(SOURCE),--source $(SOURCE)) $(if $(DATA),--data $(DATA)) \
+		$(if $(MODEL),--model $(MODEL))
+
+bench-watch: $(STAMP) ## benchmarks: one watch tick over 100,000 open tickets, and replay speed (minutes)
+	@test -e models/current || $(MAKE) train
+	$(BIN)/python bench/watch_bench.py
+	$(BIN)/python bench/replay_bench.py
 
 serve-bench: $(STAMP) ## serving benchmark: this service vs mlflow models serve vs a hello-world floor
 	@test -e models/current || $(MAKE) train

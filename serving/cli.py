@@ -1,8 +1,10 @@
-"""The service's commands of `escalation-risk` (assembled by cli.main): serve, db upgrade/purge, ingest."""
+"""The service's commands of `escalation-risk` (assembled by cli.main): serve, watch, replay, db upgrade/purge,
+ingest."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -35,6 +37,13 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     if not settings.api_keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
         raise UserError(f"refusing to serve on {settings.host} without API keys; "
                         "set ESCALATION_RISK_API_KEYS or bind to 127.0.0.1")
+    if settings.watch == "on" and settings.state == "on":
+        # The queue watcher beside gunicorn: a child that stops when this process (gunicorn's master
+        # after the exec below, same pid) goes away. Every instance starts one; the store's lease lets
+        # one act. ESCALATION_RISK_WATCH=off leaves it out.
+        import subprocess
+
+        subprocess.Popen([sys.executable, "-m", "cli", "watch", "--parent-pid", str(os.getpid())])
     config_path = Path(serving.__file__).resolve().parent / "gunicorn.conf.py"
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(config_path), "serving.app:create_served_app()"]
     click.echo(f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
@@ -129,3 +138,168 @@ def ingest(data_path: Path, source: str, mapping_path: Path | None, batch_size: 
                f"({result.seconds:.1f} s, {rate:,.0f} events/s)")
     if result.rejects_path:
         click.echo(f"rejected rows and reasons: {result.rejects_path}")
+
+
+@commands.command()
+@click.option("--once", is_flag=True, help="Run one tick and one delivery round, print what happened, exit.")
+@click.option("--interval", default=None, help="Tick every this long, e.g. 5m (default: ESCALATION_RISK_WATCH_INTERVAL_SECONDS or 5m).")
+@click.option("--parent-pid", type=int, default=None, hidden=True, help="Stop when this process is gone (serve).")
+def watch(once: bool, interval: str | None, parent_pid: int | None) -> None:
+    """Re-score every open ticket in the store on a schedule and raise and deliver alerts.
+
+    One watcher acts at a time (a lease in the store): start one beside every service instance;
+    the others wait and take over when the active one stops renewing its lease."""
+    import os
+    import signal
+    import threading
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as under gunicorn: LightGBM on small batches, no oversubscription
+    from serving.destinations import DestinationError, load_destinations
+    from serving.live_model import ModelHolder
+    from serving.policy import PolicyError, load_policy
+    from serving.replay import parse_duration
+    from serving.store.db import create_store_engine, upgrade_database
+    from serving.store.tickets import TicketStore
+    from serving.watcher import Watcher, run_scheduled
+
+    settings = Settings()
+    if interval is not None:
+        try:
+            settings = Settings(watch_interval_seconds=parse_duration(interval).total_seconds())
+        except ValueError as exc:
+            raise UserError(f"--interval: {exc}") from exc
+    try:
+        policy = load_policy(settings.resolved_policy_path)
+        destinations = load_destinations(settings.resolved_destinations_path, settings)
+    except (PolicyError, DestinationError) as exc:
+        raise UserError(str(exc)) from exc
+    url = settings.resolved_store_url
+    upgrade_database(url)
+    engine = create_store_engine(url, settings.store_busy_timeout_seconds)
+    holder = ModelHolder(settings)
+    holder.history_source = TicketStore(engine).read_history_since
+    outcome = holder.reload()
+    if not outcome.ok:
+        raise UserError(f"cannot load the model: {outcome.error}")
+    holder.start_polling(settings.reload_poll_seconds)
+    params = holder.bundle.metadata.get("params") or {}
+    watcher = Watcher(settings, engine, lambda: holder.live, policy, destinations,
+                      tuple(params.get("snapshots.closed_statuses") or ["closed"]))
+    if once:
+        report = watcher.tick()
+        delivered = watcher.deliver_round()
+        watcher.release()
+        click.echo(f"tick: ran={report.ran} tickets={report.tickets} alerts_raised={report.alerts_raised} "
+                   f"outcomes_checked={report.outcomes_checked} seconds={report.seconds:.2f}"
+                   + (f" ({report.reason})" if report.reason else "") + f"; delivered {sum(delivered.values())}")
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if parent_pid is not None:
+        def follow_parent() -> None:
+            while not stop.wait(2.0):
+                if os.getppid() != parent_pid:
+                    stop.set()
+
+        threading.Thread(target=follow_parent, name="follow-parent", daemon=True).start()
+    click.echo(f"watching the open tickets in {engine.url.render_as_string(hide_password=True)} every "
+               f"{settings.watch_interval_seconds:g} s; {len(destinations.destinations)} destination(s)")
+    sys.stdout.flush()
+    run_scheduled(watcher, settings, stop)
+
+
+@commands.command()
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="The history (default: the demo event log; for servicenow the shared export).")
+@click.option("--source", type=click.Choice(["events", "servicenow", "mapping"]), default="events", show_default=True)
+@click.option("--mapping", "mapping_path", type=click.Path(path_type=Path), default=None,
+              help="Mapping file for --source mapping.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Model bundle (default: models/current).")
+@click.option("--tick", default="5m", show_default=True, help="Simulated time between watch ticks.")
+@click.option("--from", "start", default=None, help="First ticket creation date replayed (default: the bundle's "
+              "test period start).")
+@click.option("--to", "end", default=None, help="Replay tickets created before this date (default: all).")
+@click.option("--until", default=None, help="Stop the simulated clock at this date: later events (and escalations) "
+              "are left out (default: the last event).")
+@click.option("--store", "store_url", default=None, help="Store URL for the replay (default: a temporary SQLite file).")
+def replay(data_path: Path | None, source: str, mapping_path: Path | None, model_path: Path | None, tick: str,
+           start: str | None, end: str | None, until: str | None, store_url: str | None) -> None:
+    """Backtest: replay a history through the store and the watcher on a simulated clock, and compare
+    the model's alerts with an SLA-timer rule and a supervisor-request rule at the same alert volumes."""
+    import logging
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as under gunicorn: LightGBM on small batches, no oversubscription
+    import pandas as pd
+
+    from serving.live_model import ModelHolder
+    from serving.policy import PolicyError, load_policy
+    from serving.replay import (
+        ReplayError,
+        evaluate_replay,
+        find_escalations,
+        format_results,
+        load_replay_events,
+        parse_duration,
+        replay_history,
+        select_period,
+    )
+    from serving.watcher import label_rule
+
+    # One replay process holds the lease for the whole simulated period (renewed once a simulated day).
+    def utc_timestamp(text: str) -> pd.Timestamp:
+        try:
+            moment = pd.Timestamp(text)
+        except ValueError as exc:
+            raise UserError(f"not a date: {text!r}") from exc
+        return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+    settings = Settings(**({"model_path": model_path} if model_path else {}), mlflow_tracking_uri=None,
+                        reload_poll_seconds=0, watch_lease_seconds=2 * 86400, watch_batch_size=5000)
+    logging.getLogger("escalation_risk.watcher").setLevel(logging.WARNING)
+    if data_path is None:
+        data_path = settings.resolved_servicenow_path if source == "servicenow" else settings.resolved_data_path
+    try:
+        step = parse_duration(tick)
+        policy = load_policy(settings.resolved_policy_path)
+    except (ValueError, PolicyError) as exc:
+        raise UserError(str(exc)) from exc
+    if not settings.resolved_model_path.exists():
+        raise UserError(f"no model at {settings.resolved_model_path}; run `make train` first or pass --model")
+    try:
+        from bundle.model import load_bundle
+
+        metadata = load_bundle(settings.resolved_model_path).metadata
+        first = start or ((metadata.get("data_window") or {}).get("test") or {}).get("created_from")
+        began = time.perf_counter()
+        events = select_period(load_replay_events(data_path, source, mapping_path),
+                               utc_timestamp(first) if first else None, utc_timestamp(end) if end else None)
+        if until:
+            events = events.loc[events["event_time"] < utc_timestamp(until)].reset_index(drop=True)
+        loaded = time.perf_counter() - began
+        click.echo(f"replaying {len(events):,} events of {events['ticket_id'].nunique():,} tickets created from "
+                   f"{first or 'the start'}{f' to {end}' if end else ''} ({source}, read in {loaded:.1f} s), "
+                   f"tick {tick}, model {metadata.get('version')}", err=True)
+        run = replay_history(events, ModelHolder(settings), policy, settings, step, source=f"replay-{source}",
+                             store_url=store_url,
+                             progress=lambda k, n: click.echo(f"  tick {k:,}/{n:,}", err=True))
+        escalations = find_escalations(events, label_rule(metadata))
+        results = evaluate_replay(run, escalations)
+    except ReplayError as exc:
+        raise UserError(str(exc)) from exc
+    check = next(r for r in results if r.rule == "model" and r.threshold.startswith("alert line"))
+    click.echo(f"\nperiod {run.period[0]:%Y-%m-%d %H:%M} .. {run.period[1]:%Y-%m-%d %H:%M} UTC; "
+               f"{run.n_tickets:,} tickets, {run.n_events:,} events, {len(run.tick_times):,} ticks of {tick}; "
+               f"escalations {check.escalations:,} (not counted: "
+               f"{int((escalations['at_creation']).sum())} escalated at their first update)")
+    label = label_rule(metadata)
+    click.echo("escalation = " + (f"{label['counter']} reaches {label['min_rise']}" if label["rule"] == "counter_rise"
+                                  else "escalation_level rises above 0") + " (the bundle's label event)")
+    click.echo(format_results(results))
+    click.echo(f"\nalerts raised by the store during the replay: {run.store_alerts} "
+               f"(the model row at the alert line counts {check.alerts}); replay {run.seconds:.1f} s, "
+               f"{run.n_events / run.seconds:,.0f} events/s overall (recording {run.seconds_recording:.1f} s: "
+               f"{run.n_events / max(run.seconds_recording, 1e-9):,.0f} events/s; ticks {run.seconds - run.seconds_recording:.1f} s: "
+               f"{len(run.observations) / max(run.seconds - run.seconds_recording, 1e-9):,.0f} ticket re-scores/s)")

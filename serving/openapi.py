@@ -6,13 +6,24 @@ from pydantic.json_schema import models_json_schema
 
 from features.settings import Settings
 from serving.policy import EscalationMatrix
-from serving.schemas import ErrorBody, EventBatch, Score, ScoreBatch, Ticket, TicketBatch, TicketEvent
+from serving.schemas import (
+    Alert,
+    AlertAck,
+    AlertPage,
+    ErrorBody,
+    EventBatch,
+    Score,
+    ScoreBatch,
+    Ticket,
+    TicketBatch,
+    TicketEvent,
+)
 
 
 def build_openapi(settings: Settings) -> dict:
     _, schemas = models_json_schema(
-        [(m, "validation") for m in (Ticket, TicketBatch, TicketEvent, EventBatch)]
-        + [(m, "serialization") for m in (Score, ScoreBatch, ErrorBody, EscalationMatrix)],
+        [(m, "validation") for m in (Ticket, TicketBatch, TicketEvent, EventBatch, AlertAck)]
+        + [(m, "serialization") for m in (Score, ScoreBatch, ErrorBody, EscalationMatrix, Alert, AlertPage)],
         ref_template="#/components/schemas/{model}",
     )
     ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
@@ -54,6 +65,7 @@ def build_openapi(settings: Settings) -> dict:
                               "404": {"description": "no such integration",
                                       "content": {"application/json": {"schema": ref("ErrorBody")}}}}}},
             **ticket_paths(errors, ref, json_ok),
+            **alert_paths(ref, json_ok, errors),
             "/v1/model": {"get": {"summary": "The model being served", "operationId": "get_model",
                                   "responses": {**json_ok({"type": "object"}), "503": errors["503"]}}},
             "/v1/admin/reload": {"post": {"summary": "Reload and verify the model, then swap (admin key)",
@@ -228,3 +240,37 @@ def render_docs(document: dict) -> str:
     from flask import render_template_string
 
     return render_template_string(DOCS_TEMPLATE, doc=document, type_name=_type_name, schema_names=_type_name)
+
+
+def alert_paths(ref, json_ok, errors: dict) -> dict:
+    """GET /v1/alerts, GET /v1/alerts/{alert_id}, POST /v1/alerts/{alert_id}/ack (serving/alert_routes.py)."""
+    error = {"content": {"application/json": {"schema": ref("ErrorBody")}}}
+    alert_id = {"name": "alert_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    query = [{"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+             for name, schema, text in (
+                 ("status", {"enum": ["open", "acknowledged", "closed"]}, "the alert's status"),
+                 ("team", {"type": "string"}, "the ticket's group when the alert was raised"),
+                 ("route_to", {"type": "string"}, "the escalation matrix's route"),
+                 ("ticket_id", {"type": "string"}, "one ticket's alerts"),
+                 ("min_age_hours", {"type": "number", "minimum": 0}, "raised at least this many hours ago"),
+                 ("max_age_hours", {"type": "number", "minimum": 0}, "raised at most this many hours ago"),
+                 ("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)"),
+                 ("offset", {"type": "integer", "minimum": 0}, "rows to skip"))]
+    return {
+        "/v1/alerts": {"get": {"summary": "Alerts raised by the queue watcher, newest first", "operationId": "list_alerts",
+                               "parameters": query,
+                               "responses": {**json_ok(ref("AlertPage")), "401": errors["401"], "422": errors["422"],
+                                             "404": {"description": "the service keeps no state", **error}}}},
+        "/v1/alerts/{alert_id}": {"get": {
+            "summary": "One alert with its timeline (raised, delivered, acknowledged, outcome)",
+            "operationId": "get_alert", "parameters": [alert_id],
+            "responses": {**json_ok(ref("Alert")), "401": errors["401"],
+                          "404": {"description": "no such alert", **error}}}},
+        "/v1/alerts/{alert_id}/ack": {"post": {
+            "summary": "Acknowledge an alert: who, a verdict and a note (durable when answered 200)",
+            "operationId": "acknowledge_alert", "parameters": [alert_id],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("AlertAck")}}},
+            "responses": {**json_ok(ref("Alert")), "401": errors["401"], "422": errors["422"],
+                          "404": {"description": "no such alert", **error},
+                          "409": {"description": "already acknowledged", **error}}}},
+    }

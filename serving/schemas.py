@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -167,3 +167,49 @@ class ErrorBody(BaseModel):
     message: str
     details: list[ErrorDetail] = []
     request_id: str | None = None
+
+
+class AlertAck(BaseModel):
+    """POST /v1/alerts/{id}/ack: who acted on the alert, their verdict and a note."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    by: str = Field(min_length=1, max_length=255, description="who acknowledges (name or e-mail)")
+    verdict: Literal["acting", "agree", "disagree", "already_handled"] = Field(
+        description="acting: escalating or acting on it now; agree: the risk is real; disagree: a false alarm; "
+                    "already_handled: someone already dealt with it")
+    note: str | None = Field(None, max_length=4000)
+
+
+class AlertEventOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(description="raised, risen_again, fell_below, delivered, delivery_failed, dead_letter, "
+                                  "acknowledged or outcome")
+    time: datetime
+
+
+class Alert(BaseModel):
+    alert_id: int
+    ticket_id: str
+    rise: int = Field(description="1 for the ticket's first rise above the line, then 2, ...")
+    trigger: Literal["escalate_now", "band_high"]
+    status: Literal["open", "acknowledged", "closed"]
+    raised_at: datetime
+    probability: float
+    band: str
+    reasons: list[Reason]
+    action: ActionOut
+    route_to: str | None
+    team: str | None = Field(description="the ticket's group when the alert was raised")
+    due_at: datetime | None = Field(description="raised_at + the action's respond_within")
+    acknowledgement: dict | None
+    outcome: Literal["escalated", "closed_without_escalation"] | None
+    timeline: list[AlertEventOut] = []
+
+
+class AlertPage(BaseModel):
+    alerts: list[Alert]
+    total: int
+    limit: int
+    offset: int

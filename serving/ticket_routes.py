@@ -228,6 +228,12 @@ def get_ticket(ticket_id: str):
     if ticket is None:
         raise ApiError(404, "not_found", "no such ticket in the store",
                        [{"field": "ticket_id", "message": "unknown ticket id"}])
+    alerts = current_app.extensions.get("alert_store")
+    if alerts is not None:  # each alert with its timeline (raised, delivered, acknowledged, outcome)
+        try:
+            ticket["alerts"] = alerts.alerts_for_ticket(ticket_id)
+        except DBAPIError as exc:
+            raise store_error(exc) from exc
     return json_response(ticket)
 
 

@@ -1,0 +1,116 @@
+"""Watch-tick benchmark: one tick of the queue watcher over 100,000 open tickets in a SQLite store.
+
+Fills a fresh store (in /dev/shm when there is one) with N open tickets (the demo history's
+tickets, cloned under new ids, as of their last update), then times, A B A B:
+  A  watcher.tick(now): read every open ticket's state from the store, re-score it through
+     serving.scoring.score_states, apply the alert logic and write the latest scores (the real tick);
+  B  score_states alone on the same states, in the same batches (the scoring floor, no store).
+Prints seconds, tickets/s and the ratio A/B per round, then the medians; the goal is A < 30 s
+for 100,000 tickets on 2 cores. Needs the demo model (`make train`).
+
+    .venv/bin/python bench/watch_bench.py [--tickets 100000] [--rounds 2] [--batch 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, timedelta
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the watcher and gunicorn run LightGBM
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from features.settings import Settings  # noqa: E402
+from serving.destinations import Destinations  # noqa: E402
+from serving.live_model import ModelHolder  # noqa: E402
+from serving.policy import load_policy  # noqa: E402
+from serving.replay import to_event_dicts  # noqa: E402
+from serving.scoring import score_states  # noqa: E402
+from serving.store.db import create_store_engine, upgrade_database  # noqa: E402
+from serving.store.tickets import TicketStore  # noqa: E402
+from serving.watcher import Watcher, watch_state  # noqa: E402
+
+
+def open_tickets(settings: Settings, n: int) -> list[dict]:
+    """N open tickets: each demo ticket's last state before closing, cloned under new ids."""
+    events = pd.read_parquet(settings.resolved_data_path)
+    last = events.loc[~events["status"].isin(["closed", "resolved"])].groupby("ticket_id").tail(1)
+    base = to_event_dicts(last.drop(columns=["escalation_type"]))
+    out = []
+    for i in range(n):
+        ticket = dict(base[i % len(base)])
+        ticket["ticket_id"] = f"{ticket['ticket_id']}-{i // len(base)}"
+        out.append(ticket)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2000)
+    args = parser.parse_args()
+    shm = Path("/dev/shm")
+    scratch = Path(tempfile.mkdtemp(prefix="watch-bench-", dir=shm if shm.is_dir() else None))
+    try:
+        url = f"sqlite:///{scratch / 'store.db'}"
+        upgrade_database(url)
+        engine = create_store_engine(url)
+        store = TicketStore(engine)
+        settings = Settings(mlflow_tracking_uri=None, watch_batch_size=args.batch, watch_lease_seconds=3600,
+                            store_url=url)
+        tickets = open_tickets(settings, args.tickets)
+        started = time.perf_counter()
+        for i in range(0, len(tickets), 5000):
+            store.record_events(tickets[i:i + 5000], "bench")
+        print(f"store filled: {len(tickets):,} open tickets in {time.perf_counter() - started:.1f} s")
+        holder = ModelHolder(settings)
+        holder.history_source = store.read_history_since
+        assert holder.reload().ok, holder.last_error
+        policy = load_policy(settings.resolved_policy_path)
+        watcher = Watcher(settings, engine, lambda: holder.live, policy, Destinations(), holder_id="bench")
+        now = max(pd.Timestamp(t["event_time"]) for t in tickets).to_pydatetime().astimezone(UTC)
+        states = [s for batch in store.iter_open_tickets(args.batch) for s in batch]
+        rows = []
+        for round_ in range(args.rounds):
+            now += timedelta(minutes=5)
+            t0 = time.perf_counter()
+            report = watcher.tick(now)
+            a = time.perf_counter() - t0
+            assert report.ran and report.tickets == len(tickets), report
+            iso = now.isoformat()
+            t0 = time.perf_counter()
+            for i in range(0, len(states), args.batch):
+                score_states(holder.live, policy, [watch_state(s, iso) for s in states[i:i + args.batch]],
+                             settings, now)
+            b = time.perf_counter() - t0
+            rows.append((a, b))
+            print(f"round {round_ + 1}: A tick {a:6.1f} s ({len(tickets) / a:,.0f} tickets/s, "
+                  f"{report.alerts_raised} alerts)   B scoring only {b:6.1f} s ({len(tickets) / b:,.0f} tickets/s)"
+                  f"   A/B {a / b:.2f}")
+        a_med = statistics.median(r[0] for r in rows)
+        b_med = statistics.median(r[1] for r in rows)
+        print(f"\n{'':<28}{'seconds':>9}{'tickets/s':>11}")
+        print(f"{'A watch tick (store+score)':<28}{a_med:>9.1f}{len(tickets) / a_med:>11,.0f}")
+        print(f"{'B score_states only':<28}{b_med:>9.1f}{len(tickets) / b_med:>11,.0f}")
+        print(f"A/B {a_med / b_med:.2f}; goal: a tick over 100,000 open tickets < 30 s -> "
+              f"{'met' if a_med * 100_000 / len(tickets) < 30 else 'NOT met'} "
+              f"({a_med * 100_000 / len(tickets):.1f} s per 100,000; {os.cpu_count()} cores, load "
+              f"{os.getloadavg()[0]:.1f})")
+        engine.dispose()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
