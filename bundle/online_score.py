@@ -15,12 +15,14 @@ from features.online import OnlineFeatures
 
 
 def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict], n_reasons: int = 3,
-               lock: threading.Lock | None = None, reasons: str = "path") -> list[dict]:
+               lock: threading.Lock | None = None, reasons: str = "path",
+               features_out: list[dict] | None = None) -> list[dict]:
     """One dict per ticket with the fields of ModelBundle.score's rows, in input order.
 
     `lock` serialises the booster calls of one worker's threads: LightGBM has had data races
     when threads share a Booster (lightgbm-org/LightGBM#5482, #6142), and with one OpenMP
     thread per worker the lock costs no parallelism the GIL would not already take.
+    `features_out`, when given, receives each ticket's feature values ({name: value}, as reasons show them).
     """
     features, shown = online.transform_many(tickets)
     with lock or nullcontext():
@@ -34,6 +36,9 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
     predicted = scored.priority_predicted.tolist()
     priority_prob = scored.priority_probabilities.tolist()
     out = []
+    if features_out is not None:
+        features_out.extend({name: online.show(features, shown, i, j) for j, name in enumerate(names)}
+                            for i in range(len(tickets)))
     for i, ticket in enumerate(tickets):
         reasons_out = []
         for j in scored.top[i].tolist():

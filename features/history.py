@@ -130,6 +130,14 @@ class HistoryFeatures:
         }
         return pd.DataFrame(self.transform_arrays(t, own_created, codes), index=snapshots.index)
 
+    def entity_code(self, entity: str, key: str | None) -> int:
+        """The code of one entity key ("\x1f"-joined values; None = missing), -1 when unknown; with a
+        LiveHistory attached, entities first seen by the store have codes too."""
+        live = getattr(self, "live_", None)
+        if live is not None:
+            return live.entity_code(entity, key)
+        return -1 if key is None else self.indexes_[entity].codes.get(key, -1)
+
     def entity_codes(self, entity: str, values: list[str | None]) -> np.ndarray:
         """Codes of entity keys ("\x1f"-joined column values; None = missing), -1 when unknown."""
         codes = self.indexes_[entity].codes
@@ -186,7 +194,7 @@ class HistoryFeatures:
         return {name: out[name] for name in self.feature_names_}
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_views"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_views", "live_")}
 
     def _scalar_views(self) -> dict[str, tuple[memoryview, memoryview, memoryview]]:
         """Zero-copy views of each index whose items are Python ints, for `bisect` (built on first use)."""
@@ -207,20 +215,29 @@ class HistoryFeatures:
         out: dict[str, float] = {}
         span = int(_SPAN)
         smoothing, prior = self.smoothing, self.prior_
+        live = getattr(self, "live_", None)  # a LiveHistory: what a service's store learned since the fit
         for entity, (created_keys, ended_keys, ended_escalations) in self._scalar_views().items():
             code = codes[entity]
             known = code >= 0
             base = code * span if known else 0
+            live_created = live.created[entity] if live is not None else None
 
-            def opened_between(start: int, end: int, known=known, created_keys=created_keys, base=base) -> int:
+            def opened_between(start: int, end: int, known=known, created_keys=created_keys, base=base,
+                               live_created=live_created) -> int:
                 if not known:
                     return 0
                 n = bisect_left(created_keys, base + end) - bisect_left(created_keys, base + start)
+                if live_created is not None:
+                    n += live_created.bisect_left(base + end) - live_created.bisect_left(base + start)
                 return n - int(start <= own_created < end)
 
             if known:
                 lo, hi = bisect_left(ended_keys, base), bisect_left(ended_keys, base + t)
                 n_ended, n_escalated = hi - lo, ended_escalations[hi] - ended_escalations[lo]
+                if live is not None:
+                    ended, escalated = live.ended[entity], live.ended_escalated[entity]
+                    n_ended += ended.bisect_left(base + t) - ended.bisect_left(base)
+                    n_escalated += escalated.bisect_left(base + t) - escalated.bisect_left(base)
             else:
                 n_ended = n_escalated = 0
             out[f"{entity}_past_tickets"] = n_ended
@@ -239,9 +256,164 @@ class HistoryFeatures:
                 out["agent_tickets_total"] = opened_between(0, t)
                 out["agent_open_tickets"] = out["agent_tickets_total"] - n_ended
                 first = bisect_left(created_keys, base)
-                seen = known and first < len(created_keys) and created_keys[first] < base + t
-                out["agent_days_seen"] = (t - (created_keys[first] - base)) / 86400.0 if seen else 0.0
+                first_key = created_keys[first] if first < len(created_keys) else None
+                if live_created is not None and known:
+                    at = live_created.bisect_left(base)
+                    if at < len(live_created) and (first_key is None or live_created[at] < first_key):
+                        first_key = live_created[at]
+                seen = known and first_key is not None and first_key < base + t
+                out["agent_days_seen"] = (t - (first_key - base)) / 86400.0 if seen else 0.0
             elif entity == "group":
                 out["group_tickets_7d"] = opened_between(t - 7 * _DAY, t)
                 out["group_open_tickets"] = opened_between(0, t) - n_ended
         return [out[name] for name in self.feature_names_]
+
+
+class LiveHistory:
+    """Ticket summaries learned after the fit (a service's ticket store), on top of a fitted HistoryFeatures.
+
+    The store keeps each ticket's row of `summarize_tickets` (created_at, ended_at, escalated and
+    the entities of its first update) as the ticket's events arrive; `apply` puts those rows into
+    sorted overlays of the fitted index, and `HistoryFeatures.transform_one` counts base and overlay
+    together with the same arithmetic, so a live ticket's as-of features are what a refit on the
+    fitted table plus the store's rows would give (tests/serving/test_live_history.py). The prior
+    of the escalation rates stays the fitted one. A ticket the fitted table already holds keeps its
+    fitted facts, except that one still open at the fit gains its end when the store sees it.
+
+    `read_since(seq, limit)` returns the store's history rows after `seq` in seq order (dicts with seq,
+    ticket_id, created_at, ended_at, escalated, customer_id, agent_id, group, category); `sync`
+    applies them. Sequence numbers that commit out of order (PostgreSQL) are waited for up to
+    `gap_seconds` before being given up as rolled back.
+    """
+
+    def __init__(self, history: HistoryFeatures, read_since=None, base_tickets: pd.DataFrame | None = None,
+                 gap_seconds: float = 10.0):
+        import threading
+
+        from sortedcontainers import SortedList
+
+        self.history = history
+        self.read_since = read_since
+        self.gap_seconds = gap_seconds
+        self.batch = 50_000
+        self.lock = threading.RLock()
+        self.seq = 0
+        self.gaps: dict[int, float] = {}
+        self.codes: dict[str, dict[str, int]] = {entity: {} for entity in ENTITIES}
+        self.created = {entity: SortedList() for entity in ENTITIES}
+        self.ended = {entity: SortedList() for entity in ENTITIES}
+        self.ended_escalated = {entity: SortedList() for entity in ENTITIES}
+        self.facts: dict[str, tuple] = {}
+        self.ticket_created: dict[str, int] = {}
+        self.base_created = set(history.ticket_created_.index.tolist())
+        self.base_unended: dict[str, tuple] = {}
+        if base_tickets is not None:
+            unended = base_tickets.loc[base_tickets["ended_at"].isna()]
+            keys = {entity: _entity_values(unended, columns).tolist() for entity, columns in ENTITIES.items()}
+            for i, ticket_id in enumerate(unended["ticket_id"].astype("string").tolist()):
+                self.base_unended[ticket_id] = (
+                    tuple(None if pd.isna(keys[e][i]) else keys[e][i] for e in ENTITIES),
+                    bool(unended["escalated"].iat[i]))
+        history.live_ = self
+
+    def entity_code(self, entity: str, key: str | None, create: bool = False) -> int:
+        """The code of an entity key: the fitted one, else one after them (-1 when unknown)."""
+        if key is None:
+            return -1
+        code = self.history.indexes_[entity].codes.get(key)
+        if code is not None:
+            return code
+        extra = self.codes[entity]
+        code = extra.get(key)
+        if code is None:
+            if not create:
+                return -1
+            code = extra[key] = len(self.history.indexes_[entity].codes) + len(extra)
+        return code
+
+    def _entries(self, ticket_id: str, facts: tuple) -> list[tuple[str, int | None, int | None, bool]]:
+        """(entity, created key or None, ended key or None, escalated) of one ticket's facts."""
+        created, ended, escalated, keys = facts
+        base_unended = self.base_unended.get(ticket_id)
+        if ticket_id in self.base_created:
+            if base_unended is None or ended is None:
+                return []  # the fitted facts stand
+            keys, escalated = base_unended[0], escalated or base_unended[1]
+            created = None
+        entries = []
+        for entity, key in zip(ENTITIES, keys, strict=True):
+            code = self.entity_code(entity, key, create=True)
+            if code < 0:
+                continue
+            base = code * int(_SPAN)
+            entries.append((entity, None if created is None else base + created,
+                            None if ended is None else base + ended, escalated))
+        return entries
+
+    def apply(self, rows: list[dict]) -> None:
+        """Put the store's history rows (see the class docstring) into the overlays; each replaces
+        the ticket's earlier row. Times are datetimes (UTC) or anything pandas reads as one."""
+        with self.lock:
+            for row in rows:
+                ticket_id = str(row["ticket_id"])
+                keys = []
+                for columns in ENTITIES.values():
+                    values = [row.get(c) for c in columns]
+                    keys.append(None if any(v is None or v is pd.NA for v in values)
+                                else "\x1f".join(str(v) for v in values))
+                ended = row.get("ended_at")
+                facts = (_second(row["created_at"]), None if ended is None or pd.isna(ended) else _second(ended),
+                         bool(row["escalated"]), tuple(keys))
+                old = self.facts.get(ticket_id)
+                if old == facts:
+                    continue
+                if old is not None:
+                    for entity, created, ended_key, escalated in self._entries(ticket_id, old):
+                        if created is not None:
+                            self.created[entity].remove(created)
+                        if ended_key is not None:
+                            self.ended[entity].remove(ended_key)
+                            if escalated:
+                                self.ended_escalated[entity].remove(ended_key)
+                for entity, created, ended_key, escalated in self._entries(ticket_id, facts):
+                    if created is not None:
+                        self.created[entity].add(created)
+                    if ended_key is not None:
+                        self.ended[entity].add(ended_key)
+                        if escalated:
+                            self.ended_escalated[entity].add(ended_key)
+                self.facts[ticket_id] = facts
+                if ticket_id not in self.base_created:
+                    self.ticket_created[ticket_id] = facts[0]
+
+    def sync(self, now: float | None = None) -> None:
+        """Apply the store's history rows this process has not seen yet (no-op without a store)."""
+        if self.read_since is None:
+            return
+        import time
+
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            cursor = min(self.gaps) - 1 if self.gaps else self.seq
+            while True:
+                rows = self.read_since(cursor, self.batch)
+                if not rows:
+                    break
+                self.apply(rows)
+                seen = {row["seq"] for row in rows}
+                for seq in range(max(cursor, self.seq) + 1, rows[-1]["seq"]):
+                    if seq not in seen:
+                        self.gaps.setdefault(seq, now)
+                for seq in seen & self.gaps.keys():
+                    del self.gaps[seq]
+                self.seq = max(self.seq, rows[-1]["seq"])
+                cursor = rows[-1]["seq"]
+                if len(rows) < self.batch:
+                    break
+            for seq in [s for s, first in self.gaps.items() if now - first > self.gap_seconds]:
+                del self.gaps[seq]  # rolled back: never coming
+
+
+def _second(value) -> int:
+    """Seconds since 1970 of a time (naive = UTC), floored as `_seconds` floors."""
+    return int(pd.Timestamp(value).value // 1_000_000_000)

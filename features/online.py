@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -101,6 +102,10 @@ class OnlineFeatures:
         n = len(tickets)
         if n == 1:
             return self.transform_one(tickets[0])
+        if getattr(self.history, "live_", None) is not None:
+            # The store's overlay is counted by transform_one only: one ticket at a time, same values.
+            rows, raws = zip(*(self.transform_one(ticket) for ticket in tickets), strict=True)
+            return np.vstack(rows), [raw[0] for raw in raws]
         ticket_rows = []
         t_seconds = np.empty(n, dtype=np.int64)
         own_created = np.empty(n)
@@ -138,15 +143,19 @@ class OnlineFeatures:
         """transform_many for one ticket, with Python scalars where numpy's per-call cost would
         dominate (the history's binary searches, one list for the row); identical values."""
         t_ns, row = self.ticket_values(ticket)
-        own = self.ticket_created.get(str(ticket["ticket_id"]))
+        ticket_id = str(ticket["ticket_id"])
+        own = self.ticket_created.get(ticket_id)
+        live = getattr(self.history, "live_", None)
         codes = {}
-        for entity, columns in ENTITIES.items():
-            key = _entity_key(ticket, columns)
-            codes[entity] = -1 if key is None else self.history.indexes_[entity].codes.get(key, -1)
+        with live.lock if live is not None else nullcontext():
+            if live is not None and own is None:
+                own = live.ticket_created.get(ticket_id)
+            for entity, columns in ENTITIES.items():
+                codes[entity] = self.history.entity_code(entity, _entity_key(ticket, columns))
+            history = self.history.transform_one(t_ns // 1_000_000_000, np.nan if own is None else float(own), codes)
         values = [np.nan] * len(self.names)
         for j, value in zip(self.ticket_columns, [row[i] for i in self.ticket_kept], strict=True):
             values[j] = value
-        history = self.history.transform_one(t_ns // 1_000_000_000, np.nan if own is None else float(own), codes)
         for j, value in zip(self.history_columns, [history[i] for i in self.history_kept], strict=True):
             values[j] = value
         if self.text is not None:

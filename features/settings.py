@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     reasons: Literal["path", "shap"] = "path"  # how reasons are computed (bundle/contributions.py)
     zendesk_webhook_secret: str | None = None
     zendesk_replay_window_seconds: int = 300
+    # Ticket store (serving/store/): SQLite file by default, PostgreSQL by URL when shared.
+    store_url: str | None = None
+    state: Literal["on", "off"] = "on"  # off: the stateless service (nothing recorded, history as trained)
+    text_retention_days: float = Field(default=30.0, gt=0)  # ticket text kept this long, then dropped
+    store_busy_timeout_seconds: float = Field(default=5.0, ge=0)  # SQLite: wait this long for a lock, then 503
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -51,6 +56,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The ticket store: ESCALATION_RISK_STORE_URL, else SQLite at <project>/data/tickets.db."""
+        return self.store_url or f"sqlite:///{(self.project_dir / 'data' / 'tickets.db').resolve()}"
 
     @property
     def resolved_data_path(self) -> Path:

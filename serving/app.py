@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
         if settings.host not in LOOPBACK:
             raise RuntimeError(f"refusing to serve on {settings.host} without API keys; "
                                "set ESCALATION_RISK_API_KEYS or bind to 127.0.0.1")
+    from serving import reports, routes, ticket_routes
+
+    ticket_routes.open_store(app)  # before the model: its live history reads the store
     if load_model:
         outcome = holder.reload()
         metrics.reloads.labels(outcome="ok" if outcome.ok else "failed").inc()
@@ -72,9 +75,8 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     holder.start_polling(settings.reload_poll_seconds)
     register_request_hooks(app)
     register_error_handlers(app)
-    from serving import reports, routes
-
     routes.init_app(app)
+    ticket_routes.init_app(app)
     reports.init_app(app)
     return app
 

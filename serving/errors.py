@@ -15,9 +15,11 @@ log = logging.getLogger("escalation_risk.serving")
 class ApiError(Exception):
     """An error answered as JSON: status, short code, message and the bad fields."""
 
-    def __init__(self, status: int, error: str, message: str, details: list[dict] | None = None):
+    def __init__(self, status: int, error: str, message: str, details: list[dict] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.error, self.message, self.details = status, error, message, details or []
+        self.headers = headers or {}
 
 
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
@@ -35,7 +37,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.error, exc.message, exc.details)
+        response = error_response(exc.status, exc.error, exc.message, exc.details)
+        response.headers.update(exc.headers)  # e.g. Retry-After on a 503
+        return response
 
     @app.errorhandler(HTTPException)
     def handle_http_error(exc: HTTPException) -> Response:

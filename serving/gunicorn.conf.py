@@ -43,6 +43,10 @@ def on_starting(server):
     """
     if server.cfg.reload:
         raise RuntimeError("--reload is a development switch; the scoring service refuses it")
+    if _settings.state == "on":
+        from serving.store.db import upgrade_database
+
+        upgrade_database(_settings.resolved_store_url)  # once, before the workers open the ticket store
     metrics_dir = _settings.prometheus_multiproc_dir
     if metrics_dir is None:
         metrics_dir = Path(tempfile.mkdtemp(prefix="escalation-risk-metrics-"))

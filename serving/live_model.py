@@ -29,6 +29,7 @@ import psutil
 
 from bundle.model import BundleError, ModelBundle, load_bundle
 from bundle.tracking import tracking_server_problem
+from features.history import LiveHistory
 from features.online import OnlineFeatures
 from features.settings import Settings
 
@@ -53,6 +54,12 @@ class LiveModel:
     bundle: ModelBundle
     online: OnlineFeatures
     predict_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    live_history: LiveHistory | None = field(default=None, compare=False)  # the ticket store's overlay
+
+    def sync_history(self) -> None:
+        """Bring the as-of history up to date with the ticket store (no-op when the service is stateless)."""
+        if self.live_history is not None:
+            self.live_history.sync()
 
 
 class WorkerFleet:
@@ -121,6 +128,8 @@ class ModelHolder:
         self._poll_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._client = None
+        # The ticket store's history-log reader (TicketStore.read_history_since); None when stateless.
+        self.history_source = None
 
     @property
     def bundle(self) -> ModelBundle | None:
@@ -186,7 +195,7 @@ class ModelHolder:
             path, source, registry_version, download = self.resolve_source()
             try:
                 bundle = load_bundle(path)
-                live = LiveModel(bundle, OnlineFeatures(bundle.builder))
+                live = LiveModel(bundle, OnlineFeatures(bundle.builder), live_history=self.attach_history(bundle))
                 warm_up(live)
             except Exception as exc:  # a bad bundle must never take the serving model down with it
                 log.error("model reload failed; keeping version %s: %s: %s",
@@ -203,6 +212,18 @@ class ModelHolder:
                 self.fleet.record(bundle.version)
             log.info("model loaded: version %s from %s (previous %s)", bundle.version, source, previous)
             return ReloadOutcome(True, bundle.version, source)
+
+    def attach_history(self, bundle: ModelBundle) -> LiveHistory | None:
+        """The store's history on top of the bundle's (everything the store holds is read now)."""
+        if self.history_source is None:
+            return None
+        import pandas as pd
+
+        from bundle.model import HISTORY
+
+        live = LiveHistory(bundle.builder.history_, self.history_source, pd.read_parquet(bundle.path / HISTORY))
+        live.sync()
+        return live
 
     def reload_everywhere(self, timeout: float = 60.0) -> ReloadOutcome:
         """Reload here; then make every sibling worker reload and wait until all serve the new version."""

@@ -6,12 +6,12 @@ from pydantic.json_schema import models_json_schema
 
 from features.settings import Settings
 from serving.policy import EscalationMatrix
-from serving.schemas import ErrorBody, Score, ScoreBatch, Ticket, TicketBatch
+from serving.schemas import ErrorBody, EventBatch, Score, ScoreBatch, Ticket, TicketBatch, TicketEvent
 
 
 def build_openapi(settings: Settings) -> dict:
     _, schemas = models_json_schema(
-        [(m, "validation") for m in (Ticket, TicketBatch)]
+        [(m, "validation") for m in (Ticket, TicketBatch, TicketEvent, EventBatch)]
         + [(m, "serialization") for m in (Score, ScoreBatch, ErrorBody, EscalationMatrix)],
         ref_template="#/components/schemas/{model}",
     )
@@ -20,7 +20,8 @@ def build_openapi(settings: Settings) -> dict:
               for code, text in ((400, "malformed JSON"), (401, "missing or invalid API key"),
                                  (413, f"body larger than {settings.max_body_bytes} bytes"),
                                  (415, "not application/json"), (422, "invalid fields, each named"),
-                                 (503, "no model loaded"))}
+                                 (503, "no model loaded, or the ticket store is busy or full (Retry-After "
+                                       "says when to try again; nothing was written)"))}
     json_ok = lambda schema: {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}}  # noqa: E731
     score_body = {"required": True, "content": {"application/json": {
         "schema": {"oneOf": [ref("Ticket"), ref("TicketBatch")]}}}}
@@ -52,6 +53,7 @@ def build_openapi(settings: Settings) -> dict:
                 "responses": {**json_ok(ref("Score")), **errors,
                               "404": {"description": "no such integration",
                                       "content": {"application/json": {"schema": ref("ErrorBody")}}}}}},
+            **ticket_paths(errors, ref, json_ok),
             "/v1/model": {"get": {"summary": "The model being served", "operationId": "get_model",
                                   "responses": {**json_ok({"type": "object"}), "503": errors["503"]}}},
             "/v1/admin/reload": {"post": {"summary": "Reload and verify the model, then swap (admin key)",
@@ -66,6 +68,65 @@ def build_openapi(settings: Settings) -> dict:
             "/metrics": {"get": {"summary": "Prometheus metrics", **open_endpoint,
                                  "responses": {"200": {"description": "text exposition format"}}}},
         },
+    }
+
+
+def ticket_paths(errors: dict, ref, json_ok) -> dict:
+    """The ticket store's routes (serving/ticket_routes.py); 404 everywhere when ESCALATION_RISK_STATE=off."""
+    not_found = {"404": {"description": "unknown ticket, or the service keeps no state (ESCALATION_RISK_STATE=off)",
+                         "content": {"application/json": {"schema": ref("ErrorBody")}}}}
+    recorded = {"type": "object", "description": "the ticket's Score, plus event {id, duplicate}",
+                "properties": {"event": {"type": "object", "properties": {"id": {"type": "integer"},
+                                                                             "duplicate": {"type": "boolean"}}}}}
+    batch = {"type": "object", "properties": {
+        "scores": {"type": "array", "items": ref("Score"), "description": "one per ticket, in first-seen order"},
+        "events": {"type": "array", "items": {"type": "object", "properties": {
+            "index": {"type": "integer"}, "ticket_id": {"type": "string"}, "id": {"type": "integer"},
+            "duplicate": {"type": "boolean"}}}}}}
+    query = lambda name, description, schema: {"name": name, "in": "query", "required": False,  # noqa: E731
+                                                "description": description, "schema": schema}
+    return {
+        "/v1/events": {"post": {
+            "summary": "Merge full or partial ticket events into the ticket store and score each ticket",
+            "description": "A full canonical ticket, or `partial: true` with ticket_id, event_time and only what "
+                           "changed (created_at is required for a ticket the store has not seen). A customer_message "
+                           "increments customer_messages and becomes last_customer_message; an agent_message "
+                           "increments agent_messages; a group change increments reassignment_count; closed -> "
+                           "open increments reopen_count; an escalation_level rise is an escalation; a counter "
+                           "sent explicitly wins. Late events merge in event-time order. The same delivery twice "
+                           "(same source_event_id, or same ticket, time and content) is recorded once and answered "
+                           "with the same score. A 200 means the events are committed.",
+            "operationId": "post_events",
+            "parameters": [query("source", "the sender's name, kept with each event (default api)",
+                                 {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"oneOf": [ref("TicketEvent"), ref("EventBatch")]}}}},
+            "responses": {"200": {"description": "one event: its ticket's score; a batch: scores and events",
+                                  "content": {"application/json": {"schema": {"oneOf": [recorded, batch]}}}},
+                          **errors, **not_found}}},
+        "/v1/tickets/{ticket_id}": {"get": {
+            "summary": "A ticket's latest state, latest score (reasons and the feature values behind it) and timeline",
+            "operationId": "get_ticket",
+            "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {**json_ok({"type": "object", "properties": {
+                "ticket_id": {"type": "string"}, "state": {"type": "object"}, "open": {"type": "boolean"},
+                "events": {"type": "integer"}, "latest_score": {"type": ["object", "null"]},
+                "timeline": {"type": "array", "items": {"type": "object"}}}}),
+                "401": errors["401"], "503": errors["503"], **not_found}}},
+        "/v1/queue": {"get": {
+            "summary": "Open tickets ordered by current risk (highest first), filtered and paged",
+            "operationId": "get_queue",
+            "parameters": [query("band", "only this band", {"enum": ["low", "medium", "high"]}),
+                           query("group", "only this team", {"type": "string"}),
+                           query("agent", "only this agent id", {"type": "string"}),
+                           query("category", "only this category", {"type": "string"}),
+                           query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 500,
+                                                         "default": 50}),
+                           query("offset", "tickets to skip", {"type": "integer", "minimum": 0, "default": 0})],
+            "responses": {**json_ok({"type": "object", "properties": {
+                "tickets": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
+                "limit": {"type": "integer"}, "offset": {"type": "integer"}}}),
+                "401": errors["401"], "422": errors["422"], "503": errors["503"], **not_found}}},
     }
 
 

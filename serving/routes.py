@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections import Counter
-from datetime import UTC, datetime
 from functools import cache
 
 import orjson
@@ -13,13 +11,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
 from bundle.model import ModelBundle
-from bundle.online_score import score_many
 from serving.adapters import ADAPTERS, PayloadError, ReplayGuard, verify_zendesk_signature
 from serving.auth import key_matches, presented_key
 from serving.errors import ApiError, json_response
 from serving.live_model import LiveModel
 from serving.openapi import build_openapi, render_docs
-from serving.schemas import Ticket
+from serving.schemas import Ticket, TicketEvent
+from serving.scoring import score_states
+from serving.ticket_routes import count_scores, current_store, record_and_score
 
 api = Blueprint("api", __name__)
 
@@ -100,35 +99,16 @@ def current_bundle() -> ModelBundle:
     return current_model().bundle
 
 
-def score_rows(live: LiveModel, rows: list[dict]) -> list[dict]:
-    """features.online per ticket, then each model once on the whole batch (no pandas)."""
-    return score_many(live.bundle, live.online, rows, lock=live.predict_lock,
-                      reasons=current_app.extensions["settings"].reasons)
-
-
 def score_tickets(tickets: list[Ticket]) -> list[dict]:
-    """Score, then apply the escalation matrix and shape the response."""
+    """Score validated tickets through the one scoring path (serving.scoring.score_states); with the
+    ticket store on, each is recorded first as an event of its ticket and its merged state is scored."""
     live = current_model()
-    policy = current_app.extensions["policy"]
-    metrics = current_app.extensions["metrics"]
     rows = [t.__dict__ for t in tickets]  # the validated fields, read only (extra keys are ignored, not kept)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    model = {"name": current_app.extensions["settings"].registered_model_name, "version": live.bundle.version}
-    out = []
-    for row, scored in zip(rows, score_rows(live, rows), strict=True):
-        band, predicted = scored["band"], scored["priority_predicted"]
-        action = policy.decide(band, predicted, row.get("category"))
-        out.append({
-            "ticket_id": scored["ticket_id"],
-            "escalation": {"probability": scored["escalation_probability"], "band": band,
-                           "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
-            "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
-            "action": action,
-            "model": model,
-            "scored_at": now,
-        })
-    for band, count in Counter(s["escalation"]["band"] for s in out).items():
-        metrics.count_scores(band, count)
+    if current_store() is not None:
+        recorded, scores = record_and_score(live, [dict(row) for row in rows], "score", "tickets.")
+        return [scores[item.ticket_id] for item in recorded]
+    out = score_states(live, current_app.extensions["policy"], rows, current_app.extensions["settings"])
+    count_scores(out)
     return out
 
 
@@ -173,9 +153,11 @@ def score_integration(system: str) -> Response:
 
 
 def score_integration_payload(system: str, body: object) -> dict:
+    """The adapter's canonical ticket (or partial event), recorded in the store when it is on, scored."""
+    stateful = current_store() is not None
     try:
         canonical = ADAPTERS[system](body)
-        ticket = Ticket.model_validate(canonical)
+        event = (TicketEvent if stateful else Ticket).model_validate(canonical)
     except PayloadError as exc:
         raise ApiError(422, "invalid_payload", f"cannot map the {system} payload",
                        [{"field": f, "message": m} for f, m in exc.problems]) from exc
@@ -183,7 +165,10 @@ def score_integration_payload(system: str, body: object) -> dict:
         raise ApiError(422, "invalid_payload", f"the {system} payload maps to an invalid ticket",
                        field_errors(exc, "(canonical) ")) from exc
     g.n_tickets = 1
-    return score_tickets([ticket])[0]
+    if not stateful:
+        return score_tickets([event])[0]
+    recorded, scores = record_and_score(current_model(), [event.model_dump(exclude_unset=True)], system)
+    return scores[recorded[0].ticket_id]
 
 
 def replay_guard() -> ReplayGuard:

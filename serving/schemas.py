@@ -74,6 +74,37 @@ class Ticket(BaseModel):
         return value
 
 
+class TicketEvent(Ticket):
+    """One event of a ticket: a full canonical ticket, or (`partial: true`) only what changed.
+
+    The ticket store merges it onto the ticket's state (serving/store/merge.py): a customer
+    message increments customer_messages and becomes last_customer_message, an agent reply
+    increments agent_messages, a group change increments reassignment_count, closed -> open
+    increments reopen_count, an escalation_level rise is an escalation; a counter sent
+    explicitly wins. `created_at` is required only for a ticket the store has not seen."""
+
+    created_at: datetime | None = Field(None, description="required for a ticket the store has not seen yet")
+    partial: bool = Field(False, description="true: the event carries only the fields that changed")
+    customer_message: str | None = Field(None, description="text of a NEW customer message")
+    agent_message: str | None = Field(None, description="text of a NEW public agent reply (text not kept as a feature)")
+    escalation_type: str | None = Field(None, description="hierarchical, functional, time_based, priority, "
+                                                          "customer_initiated (with an escalation_level rise)")
+    source_event_id: str | None = Field(None, max_length=255,
+                                        description="the sender's event or delivery id: the same id twice is "
+                                                    "recorded once (else the same ticket, time and content)")
+
+    @model_validator(mode="after")
+    def check_update_after_creation(self) -> TicketEvent:
+        """The store checks event_time against the ticket's creation (sent or stored) and names both fields."""
+        return self
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[TicketEvent] = Field(min_length=1)
+
+
 class TicketBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -1,0 +1,46 @@
+"""The one scoring path of the service: routes, integrations and the queue watcher all call it.
+
+A state is a canonical ticket dict (a validated request, or a merged state from the ticket
+store, times as datetimes or ISO strings); it is scored as of its `event_time` (the watcher
+re-scores an idle ticket by passing its stored state with `event_time` = now, so its age and
+SLA clock advance). The live history (features.history.LiveHistory) is brought up to date
+with the store before the features are computed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bundle.online_score import score_many
+from features.settings import Settings
+from serving.live_model import LiveModel
+from serving.policy import EscalationMatrix
+
+
+def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], settings: Settings,
+                 now: datetime | None = None, features_out: list[dict] | None = None) -> list[dict]:
+    """The /v1/score response dict of each state, in order: ticket_id, escalation{probability, band,
+    escalate_now, reasons}, priority{predicted, probabilities}, action (the escalation matrix's
+    decision), model{name, version}, scored_at (`now`, default the current UTC time), warnings.
+
+    `features_out`, when a list, receives each state's feature values ({name: value}).
+    Raises whatever the model raises on an unusable ticket (the routes validate first)."""
+    live.sync_history()
+    scored_at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+    model = {"name": settings.registered_model_name, "version": live.bundle.version}
+    scored_rows = score_many(live.bundle, live.online, states, lock=live.predict_lock, reasons=settings.reasons,
+                             features_out=features_out)
+    out = []
+    for state, scored in zip(states, scored_rows, strict=True):
+        band, predicted = scored["band"], scored["priority_predicted"]
+        out.append({
+            "ticket_id": scored["ticket_id"],
+            "escalation": {"probability": scored["escalation_probability"], "band": band,
+                           "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
+            "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
+            "action": policy.decide(band, predicted, state.get("category")),
+            "model": model,
+            "scored_at": scored_at,
+            "warnings": [],
+        })
+    return out

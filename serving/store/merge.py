@@ -1,0 +1,116 @@
+"""How a canonical event (a full ticket or only what changed) merges onto a ticket's stored state.
+
+Pure functions over plain dicts (times as ISO 8601 strings), used by the store for new events
+and to replay a ticket's events in event-time order when a late one arrives. The rules
+(docs: the store contract; the issue "live ticket state"):
+
+- a full ticket (`partial` absent or false) sets every field it carries a value for; a field it
+  leaves out or sends as null keeps the stored value (a sender that does not know the message
+  counts must not erase what earlier events taught the store);
+- a partial event sets only the fields it carries; an explicit null clears a field (not the
+  counters, the ticket's creation time or its event time);
+- `customer_message`: a new customer message: customer_messages += 1, and its text becomes
+  last_customer_message; `agent_message`: a new agent reply: agent_messages += 1;
+- a group change (from one group to another) is a reassignment: reassignment_count += 1;
+- closed -> open (status leaves the closed statuses) is a reopening: reopen_count += 1;
+- an escalation_level rise is an escalation; escalation_type is kept as sent;
+- a counter the event carries explicitly wins over the derived increment.
+
+`update_facts` keeps the ticket's as-of history facts exactly as features.history.summarize_tickets
+defines them over the rows seen so far: entities and level from the first row that has them,
+escalated = the highest level so far above the first, ended = since the start of the current
+run of closed statuses.
+"""
+
+from __future__ import annotations
+
+from features.schema import CANONICAL_COLUMNS
+
+STATE_FIELDS = (*[c for c in CANONICAL_COLUMNS if c != "ticket_id"], "extra")
+COUNTERS = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages", "escalation_level")
+NEVER_CLEARED = ("event_time", "created_at", *COUNTERS)
+TEXT_FIELDS = ("subject", "description", "last_customer_message")
+EVENT_TEXT_FIELDS = (*TEXT_FIELDS, "customer_message", "agent_message")
+HISTORY_ENTITIES = ("customer_id", "agent_id", "group", "category")  # features.history.summarize_tickets
+
+
+def normal_status(value: object) -> str | None:
+    return None if value is None else str(value).strip().lower()
+
+
+def is_closed(status: object, closed_statuses: frozenset[str]) -> bool:
+    normal = normal_status(status)
+    return normal is not None and normal in closed_statuses
+
+
+def merge_event(state: dict | None, event: dict, closed_statuses: frozenset[str]) -> dict:
+    """The ticket's state after `event` (a new dict); `state` is None for a ticket not seen before."""
+    old = state or {}
+    new = dict(old)
+    partial = bool(event.get("partial"))
+    for name in STATE_FIELDS:
+        if name not in event:
+            continue
+        value = event[name]
+        if value is not None or (partial and name not in NEVER_CLEARED):
+            new[name] = value
+
+    def explicit(counter: str) -> bool:
+        return event.get(counter) is not None
+
+    def bump(counter: str) -> None:
+        if not explicit(counter):
+            new[counter] = int(old.get(counter) or 0) + 1
+
+    customer_message = event.get("customer_message")
+    if customer_message is not None:
+        bump("customer_messages")
+        if "last_customer_message" not in event:
+            new["last_customer_message"] = customer_message
+    if event.get("agent_message") is not None:
+        bump("agent_messages")
+    if state is not None:
+        if old.get("group") is not None and new.get("group") is not None and new["group"] != old["group"]:
+            bump("reassignment_count")
+        if is_closed(old.get("status"), closed_statuses) and new.get("status") is not None \
+                and not is_closed(new["status"], closed_statuses):
+            bump("reopen_count")
+    new["ticket_id"] = event["ticket_id"]
+    return new
+
+
+def update_facts(facts: dict | None, state: dict, closed_statuses: frozenset[str]) -> dict:
+    """The history facts after the row `state` (features.history.summarize_tickets, incrementally)."""
+    facts = dict(facts) if facts else {"created_at": state.get("created_at"), "first": {},
+                                       "first_level": int(state.get("escalation_level") or 0),
+                                       "max_level": 0, "closed_since": None}
+    first = dict(facts["first"])
+    for name in HISTORY_ENTITIES:
+        if first.get(name) is None and state.get(name) is not None:
+            first[name] = str(state[name])
+    facts["first"] = first
+    facts["max_level"] = max(int(facts["max_level"]), int(state.get("escalation_level") or 0))
+    if is_closed(state.get("status"), closed_statuses):
+        facts["closed_since"] = facts["closed_since"] or state["event_time"]
+    else:
+        facts["closed_since"] = None
+    return facts
+
+
+def history_fields(facts: dict) -> dict:
+    """The ticket's row of the history table: created_at, ended_at, escalated and its first entities."""
+    first = facts["first"]
+    return {
+        "created_at": facts["created_at"],
+        "ended_at": facts["closed_since"],
+        "escalated": int(facts["max_level"]) > int(facts["first_level"]),
+        "customer_id": first.get("customer_id"),
+        "agent_id": first.get("agent_id"),
+        "group": first.get("group"),
+        "category": first.get("category"),
+    }
+
+
+def drop_text(fields: dict) -> dict:
+    """`fields` without ticket text (retention): ids, counters, times and codes stay."""
+    return {k: v for k, v in fields.items() if k not in EVENT_TEXT_FIELDS}

@@ -1,0 +1,249 @@
+"""The ticket store's endpoints and the recording that /v1/score and the integrations share.
+
+POST /v1/events takes full or partial canonical events (one, or {"events": [...]}), merges them
+into the store (committed before the answer) and answers with each ticket's score;
+GET /v1/tickets/{id} shows a ticket's state, latest score (with its feature values) and timeline;
+GET /v1/queue lists open tickets by current risk. With ESCALATION_RISK_STATE=off the service
+keeps nothing and these answer 404.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from functools import cache
+
+from flask import Blueprint, Flask, current_app, g, request
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import DBAPIError
+
+from features.settings import Settings
+from serving.errors import ApiError, json_response
+from serving.schemas import TicketEvent
+from serving.scoring import score_states
+from serving.store.db import StoreUnavailable, create_store_engine, unavailable_reason, upgrade_database
+from serving.store.tickets import EventError, RecordedEvent, TicketStore
+
+log = logging.getLogger("escalation_risk.serving")
+tickets_api = Blueprint("tickets", __name__)
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+BANDS = ("low", "medium", "high")
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+def open_store(app: Flask) -> None:
+    """Open the store (migrated to the newest schema first) unless the service is stateless, and let
+    the model holder put the store's history on every model it loads (call before loading one)."""
+    settings: Settings = app.extensions["settings"]
+    if settings.state != "on" or "ticket_store" in app.extensions:
+        return
+    url = settings.resolved_store_url
+    upgrade_database(url)
+    store = TicketStore(create_store_engine(url, settings.store_busy_timeout_seconds))
+    app.extensions["ticket_store"] = store
+    app.extensions["model"].history_source = store.read_history_since
+    start_retention(app, store, settings)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(tickets_api)
+
+
+def start_retention(app: Flask, store: TicketStore, settings: Settings) -> None:
+    """Drop ticket text older than the retention period now and every hour (a daemon thread)."""
+    stop = app.extensions["retention_stop"] = threading.Event()
+
+    def run() -> None:
+        while True:
+            try:
+                store.purge_expired_text(settings.text_retention_days)
+            except Exception as exc:  # a busy store: try again next time
+                log.warning("ticket text retention pass failed: %s", type(exc).__name__)
+            if stop.wait(RETENTION_INTERVAL_SECONDS):
+                return
+
+    threading.Thread(target=run, name="text-retention", daemon=True).start()
+
+
+def current_store() -> TicketStore | None:
+    return current_app.extensions.get("ticket_store")
+
+
+def require_store() -> TicketStore:
+    store = current_store()
+    if store is None:
+        raise ApiError(404, "state_off", "the service keeps no ticket state (ESCALATION_RISK_STATE=off)")
+    return store
+
+
+def store_error(exc: BaseException) -> ApiError:
+    """A JSON 503 with Retry-After for a busy, full or unreachable store (nothing half-written)."""
+    reason = exc if isinstance(exc, StoreUnavailable) else unavailable_reason(exc)
+    if reason is None:
+        raise exc
+    return ApiError(503, "store_unavailable", str(reason), headers={"Retry-After": str(reason.retry_after)})
+
+
+def closed_statuses(live) -> list[str]:
+    params = live.bundle.metadata.get("params") or {}
+    return list(params.get("snapshots.closed_statuses") or ["closed"])
+
+
+def record_and_score(live, events: list[dict], source: str, field_prefix: str = "") -> tuple[list[RecordedEvent],
+                                                                                            dict[str, dict]]:
+    """Record events (committed), then score each touched ticket's merged state once and record it.
+
+    Returns the recorded events and {ticket_id: score}. A duplicate delivery is answered with
+    the score first given for it. Raises ApiError 422 (bad events) or 503 (store unavailable)."""
+    store = require_store()
+    store.closed_statuses = frozenset(s.strip().lower() for s in closed_statuses(live))
+    try:
+        recorded = store.record_events(events, source)
+    except EventError as exc:
+        details = []
+        for index, name, message in exc.problems:
+            prefix = f"{field_prefix}{index}." if field_prefix else ""
+            details.append({"field": prefix + name, "message": message})
+            if "before the ticket's created_at" in message:
+                details.append({"field": prefix + "created_at", "message": message})
+        raise ApiError(422, "invalid_event", "some events cannot be merged into their tickets", details) from exc
+    except (StoreUnavailable, DBAPIError) as exc:
+        raise store_error(exc) from exc
+
+    scores: dict[str, dict] = {}
+    to_score: dict[str, tuple[dict, int | None]] = {}
+    for item in recorded:
+        if item.duplicate and item.ticket_id not in to_score:
+            stored = store.score_for_event(item.event_id)
+            if stored is not None:
+                scores[item.ticket_id] = stored
+                continue
+        scores.pop(item.ticket_id, None)
+        to_score[item.ticket_id] = (item.state, item.event_id)
+    if to_score:
+        policy = current_app.extensions["policy"]
+        settings = current_app.extensions["settings"]
+        states = [state for state, _ in to_score.values()]
+        features: list[dict] = []
+        now = datetime.now(UTC)
+        fresh = score_states(live, policy, states, settings, now, features_out=features)
+        try:
+            store.record_scores(fresh, live.bundle.version, now, [event_id for _, event_id in to_score.values()],
+                                features)
+        except (StoreUnavailable, DBAPIError) as exc:
+            # The events are committed: the answer stands; only the score's record is missing.
+            log.warning("score not recorded: %s", type(exc).__name__, extra={"request_id": g.get("request_id")})
+        scores.update(zip(to_score, fresh, strict=True))
+        count_scores(fresh)
+    return recorded, scores
+
+
+def count_scores(scores: list[dict]) -> None:
+    metrics = current_app.extensions["metrics"]
+    for band, count in Counter(s["escalation"]["band"] for s in scores).items():
+        metrics.count_scores(band, count)
+
+
+@cache
+def event_list_adapter() -> TypeAdapter:
+    return TypeAdapter(list[TicketEvent])
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[dict]:
+    return [{"field": prefix + ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
+
+
+def parse_events(body: object) -> tuple[list[dict], bool]:
+    """One event or {"events": [...]} up to the batch maximum, as dicts of the fields sent."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "expected a JSON object: an event or {\"events\": [...]}")
+    if "events" not in body:
+        try:
+            return [TicketEvent.model_validate(body).model_dump(exclude_unset=True)], False
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_event", "the event has invalid fields", field_errors(exc)) from exc
+    raw = body["events"]
+    settings = current_app.extensions["settings"]
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(422, "invalid_request", "`events` must be a non-empty list",
+                       [{"field": "events", "message": "expected a non-empty list"}])
+    if len(raw) > settings.max_batch:
+        raise ApiError(422, "batch_too_large", f"at most {settings.max_batch} events per request",
+                       [{"field": "events", "message": f"{len(raw)} events; the maximum is {settings.max_batch}"}])
+    try:
+        return [e.model_dump(exclude_unset=True) for e in event_list_adapter().validate_python(raw)], True
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_event", "some events have invalid fields", field_errors(exc, "events.")) from exc
+
+
+@tickets_api.post("/v1/events")
+def post_events():
+    """Merge full or partial ticket events into the store; answer with each ticket's score."""
+    from serving.routes import current_model, read_json
+
+    require_store()
+    source = request.args.get("source", "api")
+    if not SOURCE_NAME.match(source):
+        raise ApiError(422, "invalid_request", "bad source name",
+                       [{"field": "source", "message": "letters, digits, '.', '_' and '-' (at most 64)"}])
+    events, batch = parse_events(read_json())
+    live = current_model()
+    g.n_tickets = len(events)
+    recorded, scores = record_and_score(live, events, source, "events." if batch else "")
+    if not batch:
+        item = recorded[0]
+        return json_response({**scores[item.ticket_id], "event": {"id": item.event_id, "duplicate": item.duplicate}})
+    return json_response({
+        "scores": [scores[t] for t in dict.fromkeys(item.ticket_id for item in recorded)],
+        "events": [{"index": item.index, "ticket_id": item.ticket_id, "id": item.event_id,
+                    "duplicate": item.duplicate} for item in recorded],
+    })
+
+
+@tickets_api.get("/v1/tickets/<path:ticket_id>")
+def get_ticket(ticket_id: str):
+    """The ticket's latest state, latest score with its reasons and feature values, and its timeline."""
+    store = require_store()
+    try:
+        ticket = store.get_ticket(ticket_id)
+    except DBAPIError as exc:
+        raise store_error(exc) from exc
+    if ticket is None:
+        raise ApiError(404, "not_found", "no such ticket in the store",
+                       [{"field": "ticket_id", "message": "unknown ticket id"}])
+    return json_response(ticket)
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ApiError(422, "invalid_request", f"bad query parameter {name}",
+                       [{"field": name, "message": f"expected a whole number from {low} to {high}"}])
+    return value
+
+
+@tickets_api.get("/v1/queue")
+def get_queue():
+    """Open tickets ordered by current risk; ?band=&group=&agent=&category=&limit=&offset=."""
+    store = require_store()
+    band = request.args.get("band")
+    if band is not None and band not in BANDS:
+        raise ApiError(422, "invalid_request", "bad query parameter band",
+                       [{"field": "band", "message": f"expected one of {', '.join(BANDS)}"}])
+    limit = query_int("limit", 50, 1, 500)
+    offset = query_int("offset", 0, 0, 10_000_000)
+    try:
+        page = store.list_queue(limit=limit, offset=offset, band=band, group=request.args.get("group"),
+                                agent_id=request.args.get("agent"), category=request.args.get("category"))
+    except DBAPIError as exc:
+        raise store_error(exc) from exc
+    return json_response(page)
