@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     state: Literal["on", "off"] = "on"  # off: the stateless service (nothing recorded, history as trained)
     text_retention_days: float = Field(default=30.0, gt=0)  # ticket text kept this long, then dropped
     store_busy_timeout_seconds: float = Field(default=5.0, ge=0)  # SQLite: wait this long for a lock, then 503
+    # Queue watch and alerts (serving/watcher.py, serving/alerts.py, serving/delivery.py).
+    watch: Literal["on", "off"] = "on"  # `escalation-risk serve` starts the watcher beside gunicorn
+    watch_interval_seconds: float = Field(300.0, gt=0)
+    watch_batch_size: int = Field(2000, ge=1)
+    watch_lease_seconds: float = Field(120.0, gt=0)  # another watcher takes over this long after a crash
+    delivery_poll_seconds: float = Field(5.0, gt=0)
+    destinations_path: Path | None = None
+    # Credentials of alert destinations: secrets, never logged nor written to the store.
+    alert_webhook_secret: str | None = None  # HMAC-SHA256 key of the signed JSON webhook
+    slack_webhook_url: str | None = None
+    zendesk_email: str | None = None
+    zendesk_api_token: str | None = None
+    servicenow_username: str | None = None
+    servicenow_password: str | None = None
+    freshdesk_api_key: str | None = None
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -77,6 +92,10 @@ class Settings(BaseSettings):
     @property
     def resolved_policy_path(self) -> Path:
         return self.policy_path or Path(__file__).resolve().parent.parent / "serving" / "escalation_matrix.yaml"
+
+    @property
+    def resolved_destinations_path(self) -> Path:
+        return self.destinations_path or Path(__file__).resolve().parent.parent / "serving" / "destinations.yaml"
 
     @property
     def resolved_servicenow_path(self) -> Path:

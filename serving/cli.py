@@ -1,8 +1,10 @@
-"""The service's commands of `escalation-risk` (assembled by cli.main): serve, db upgrade/purge, ingest."""
+"""The service's commands of `escalation-risk` (assembled by cli.main): serve, db upgrade/purge, ingest,
+watch, replay."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -129,3 +131,147 @@ def ingest(data_path: Path, source: str, mapping_path: Path | None, batch_size: 
                f"({result.seconds:.1f} s, {rate:,.0f} events/s)")
     if result.rejects_path:
         click.echo(f"rejected rows and reasons: {result.rejects_path}")
+
+
+@commands.command()
+@click.option("--once", is_flag=True, help="Run one tick and one delivery round, print what happened, exit.")
+@click.option("--interval", default=None, help="Tick every this long, e.g. 5m (default: ESCALATION_RISK_WATCH_INTERVAL_SECONDS or 5m).")
+def watch(once: bool, interval: str | None) -> None:
+    """Re-score every open ticket in the store on a schedule and raise and deliver alerts.
+
+    One watcher acts at a time (a lease in the store): start one beside every service instance;
+    the others wait and take over when the active one stops renewing its lease."""
+    import os
+    import signal
+    import threading
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as under gunicorn: LightGBM on small batches, no oversubscription
+    from serving.destinations import DestinationError, load_destinations
+    from serving.live_model import ModelHolder
+    from serving.policy import PolicyError, load_policy
+    from serving.replay import parse_duration
+    from serving.store.db import create_store_engine, upgrade_database
+    from serving.store.tickets import TicketStore
+    from serving.watcher import Watcher, run_scheduled
+
+    settings = Settings()
+    if interval is not None:
+        try:
+            settings = Settings(watch_interval_seconds=parse_duration(interval).total_seconds())
+        except ValueError as exc:
+            raise UserError(f"--interval: {exc}") from exc
+    try:
+        policy = load_policy(settings.resolved_policy_path)
+        destinations = load_destinations(settings.resolved_destinations_path, settings)
+    except (PolicyError, DestinationError) as exc:
+        raise UserError(str(exc)) from exc
+    url = settings.resolved_store_url
+    upgrade_database(url)
+    engine = create_store_engine(url, settings.store_busy_timeout_seconds)
+    holder = ModelHolder(settings)
+    holder.history_source = TicketStore(engine).read_history_since
+    outcome = holder.reload()
+    if not outcome.ok:
+        raise UserError(f"cannot load the model: {outcome.error}")
+    holder.start_polling(settings.reload_poll_seconds)
+    params = holder.bundle.metadata.get("params") or {}
+    watcher = Watcher(settings, engine, lambda: holder.live, policy, destinations,
+                      tuple(params.get("snapshots.closed_statuses") or ["closed"]))
+    if once:
+        report = watcher.tick()
+        delivered = watcher.deliver_round()
+        watcher.release()
+        click.echo(f"tick: ran={report.ran} tickets={report.tickets} alerts_raised={report.alerts_raised} "
+                   f"outcomes_checked={report.outcomes_checked} seconds={report.seconds:.2f}"
+                   + (f" ({report.reason})" if report.reason else "") + f"; delivered {sum(delivered.values())}")
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"watching the open tickets in {engine.url.render_as_string(hide_password=True)} every "
+               f"{settings.watch_interval_seconds:g} s; {len(destinations.destinations)} destination(s)")
+    sys.stdout.flush()
+    run_scheduled(watcher, settings, stop)
+
+
+@commands.command()
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="The history (default: the demo event log; for servicenow the shared export).")
+@click.option("--source", type=click.Choice(["events", "servicenow", "mapping"]), default="events", show_default=True)
+@click.option("--mapping", "mapping_path", type=click.Path(path_type=Path), default=None,
+              help="Mapping file for --source mapping.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Model bundle (default: models/current).")
+@click.option("--tick", default="5m", show_default=True, help="Simulated time between watch ticks.")
+@click.option("--from", "start", default=None, help="First ticket creation date replayed (default: the bundle's "
+              "test period start).")
+@click.option("--to", "end", default=None, help="Replay tickets created before this date (default: all).")
+@click.option("--store", "store_url", default=None, help="Store URL for the replay (default: a temporary SQLite file).")
+def replay(data_path: Path | None, source: str, mapping_path: Path | None, model_path: Path | None, tick: str,
+           start: str | None, end: str | None, store_url: str | None) -> None:
+    """Backtest: replay a history through the store and the watcher on a simulated clock, and compare
+    the model's alerts with an SLA-timer rule and a supervisor-request rule at the same alert volumes."""
+    import logging
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as under gunicorn: LightGBM on small batches, no oversubscription
+    import pandas as pd
+
+    from serving.live_model import ModelHolder
+    from serving.policy import PolicyError, load_policy
+    from serving.replay import (
+        ReplayError,
+        evaluate_replay,
+        find_escalations,
+        format_results,
+        load_replay_events,
+        parse_duration,
+        replay_history,
+        select_period,
+    )
+
+    # One replay process holds the lease for the whole simulated period (renewed once a simulated day).
+    settings = Settings(**({"model_path": model_path} if model_path else {}), mlflow_tracking_uri=None,
+                        reload_poll_seconds=0, watch_lease_seconds=2 * 86400, watch_batch_size=5000)
+    logging.getLogger("escalation_risk.watcher").setLevel(logging.WARNING)
+    if data_path is None:
+        data_path = settings.resolved_servicenow_path if source == "servicenow" else settings.resolved_data_path
+    try:
+        step = parse_duration(tick)
+        policy = load_policy(settings.resolved_policy_path)
+    except (ValueError, PolicyError) as exc:
+        raise UserError(str(exc)) from exc
+    if not settings.resolved_model_path.exists():
+        raise UserError(f"no model at {settings.resolved_model_path}; run `make train` first or pass --model")
+    try:
+        from bundle.model import load_bundle
+
+        metadata = load_bundle(settings.resolved_model_path).metadata
+        first = start or ((metadata.get("data_window") or {}).get("test") or {}).get("created_from")
+        began = time.perf_counter()
+        events = select_period(load_replay_events(data_path, source, mapping_path),
+                               pd.Timestamp(first, tz="UTC") if first and pd.Timestamp(first).tzinfo is None
+                               else (pd.Timestamp(first) if first else None),
+                               pd.Timestamp(end, tz="UTC") if end else None)
+        loaded = time.perf_counter() - began
+        click.echo(f"replaying {len(events):,} events of {events['ticket_id'].nunique():,} tickets created from "
+                   f"{first or 'the start'}{f' to {end}' if end else ''} ({source}, read in {loaded:.1f} s), "
+                   f"tick {tick}, model {metadata.get('version')}", err=True)
+        run = replay_history(events, ModelHolder(settings), policy, settings, step, source=f"replay-{source}",
+                             store_url=store_url,
+                             progress=lambda k, n: click.echo(f"  tick {k:,}/{n:,}", err=True))
+        escalations = find_escalations(events, metadata.get("label"))
+        results = evaluate_replay(run, escalations)
+    except ReplayError as exc:
+        raise UserError(str(exc)) from exc
+    check = next(r for r in results if r.rule == "model" and r.threshold.startswith("alert line"))
+    click.echo(f"\nperiod {run.period[0]:%Y-%m-%d %H:%M} .. {run.period[1]:%Y-%m-%d %H:%M} UTC; "
+               f"{run.n_tickets:,} tickets, {run.n_events:,} events, {len(run.tick_times):,} ticks of {tick}; "
+               f"escalations {check.escalations:,} (not counted: "
+               f"{int((escalations['at_creation']).sum())} escalated at their first update)")
+    click.echo(f"label: {(metadata.get('label') or {}).get('definition', 'escalation_level rises')}")
+    click.echo(format_results(results))
+    click.echo(f"\nalerts raised by the store during the replay: {run.store_alerts} "
+               f"(the model row at the alert line counts {check.alerts}); replay {run.seconds:.1f} s, "
+               f"{run.n_events / run.seconds:,.0f} events/s, "
+               f"{len(run.observations) / run.seconds:,.0f} ticket re-scores/s")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from bundle.online_score import score_many
 from features.settings import Settings
 from serving.live_model import LiveModel
-from serving.policy import EscalationMatrix
+from serving.policy import EscalationMatrix, as_utc, describe_ticket
 
 
 def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], settings: Settings,
@@ -26,7 +26,8 @@ def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], 
     `features_out`, when a list, receives each state's feature values ({name: value}).
     Raises whatever the model raises on an unusable ticket (the routes validate first)."""
     live.sync_history()
-    scored_at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+    now_utc = (now or datetime.now(UTC)).astimezone(UTC)
+    scored_at = now_utc.isoformat(timespec="milliseconds")
     model = {"name": settings.registered_model_name, "version": live.bundle.version}
     scored_rows = score_many(live.bundle, live.online, states, lock=live.predict_lock, reasons=settings.reasons,
                              features_out=features_out)
@@ -38,7 +39,8 @@ def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], 
             "escalation": {"probability": scored["escalation_probability"], "band": band,
                            "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
             "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
-            "action": policy.decide(band, predicted, state.get("category")),
+            "action": policy.decide(band, predicted, state.get("category"), describe_ticket(
+                state, as_utc(state.get("event_time")) or now_utc, state.get("last_update_at"))),
             "model": model,
             "scored_at": scored_at,
             "warnings": [],

@@ -75,6 +75,9 @@ def merge_event(state: dict | None, event: dict, closed_statuses: frozenset[str]
         if is_closed(old.get("status"), closed_statuses) and new.get("status") is not None \
                 and not is_closed(new["status"], closed_statuses):
             bump("reopen_count")
+    if customer_message is not None or int(new.get("customer_messages") or 0) > int(old.get("customer_messages") or 0):
+        # When the customer last wrote: the escalation matrix's min_hours_since_customer_message reads it.
+        new["last_customer_message_at"] = new.get("event_time")
     new["ticket_id"] = event["ticket_id"]
     return new
 

@@ -419,6 +419,8 @@ class TicketStore:
             if not batch:
                 return
             yield [state for _, state in batch]
+            if len(batch) < batch_size:
+                return
             after = batch[-1][0]
 
     def read_history_since(self, seq: int, limit: int = 50_000) -> list[dict]:
