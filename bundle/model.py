@@ -102,6 +102,22 @@ def apply_calibration(calibration: dict, prob: np.ndarray) -> np.ndarray:
     return prob
 
 
+def fit_calibration(raw_prob: np.ndarray, y_true: np.ndarray, method: str | None) -> dict:
+    """A monotone map from raw to calibrated probability, stored as plain numbers (no pickle)."""
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw_prob, y_true)
+        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    if method == "sigmoid":
+        from sklearn.linear_model import LogisticRegression
+
+        logit = np.log(np.clip(raw_prob, 1e-9, 1 - 1e-9) / np.clip(1 - raw_prob, 1e-9, 1)).reshape(-1, 1)
+        lr = LogisticRegression(C=1e6).fit(logit, y_true)
+        return {"method": "sigmoid", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+    return {"method": "none"}
+
+
 def assign_bands(score: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
     """high / medium / low by the raw-score cut-offs chosen at training (training.thresholds)."""
     score = np.asarray(score, dtype=float)

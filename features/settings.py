@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     servicenow_username: str | None = None
     servicenow_password: str | None = None
     freshdesk_api_key: str | None = None
+    # The ops view (serving/monitoring.py, /dashboard): how often the live view is recomputed (0 = only
+    # when the dashboard finds none), and at most how many ticket updates it computes features for.
+    monitoring_interval_seconds: float = Field(600.0, ge=0)
+    monitoring_max_rows: int = Field(20_000, ge=100)
 
     @field_validator("api_keys", mode="before")
     @classmethod

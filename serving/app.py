@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
         if settings.host not in LOOPBACK:
             raise RuntimeError(f"refusing to serve on {settings.host} without API keys; "
                                "set ESCALATION_RISK_API_KEYS or bind to 127.0.0.1")
-    from serving import alert_routes, reports, routes, ticket_routes
+    from serving import alert_routes, dashboard, ops, reports, routes, ticket_routes
 
     ticket_routes.open_store(app)  # before the model: its live history reads the store
     if load_model:
@@ -79,6 +79,8 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     ticket_routes.init_app(app)
     alert_routes.init_app(app)  # a bad destinations file stops start-up here
     reports.init_app(app)
+    ops.init_app(app)
+    dashboard.init_app(app)
     return app
 
 

@@ -32,6 +32,25 @@ class ServiceMetrics:
                                 ["version"], registry=self.registry, multiprocess_mode="liveall")
         self.reloads = Counter("escalation_risk_model_reloads", "model reloads by outcome", ["outcome"],
                                registry=self.registry)
+        # The live view (serving/monitoring.py): the most recent value any process computed.
+        health = {"registry": self.registry, "multiprocess_mode": "mostrecent"}
+        self.score_psi = Gauge("escalation_risk_score_psi", "PSI of the score against the training distribution",
+                               **health)
+        self.feature_psi = Gauge("escalation_risk_feature_psi", "PSI of each feature against the training distribution",
+                                 ["feature"], **health)
+        self.calibration_ece = Gauge("escalation_risk_calibration_ece",
+                                     "expected calibration error in the newest judged window of outcomes", **health)
+        self.roc_auc = Gauge("escalation_risk_roc_auc", "ROC-AUC in the newest judged window of outcomes", **health)
+        self.band_rate = Gauge("escalation_risk_band_realised_rate", "realised escalation rate per band",
+                               ["band"], **health)
+        self.alert_precision = Gauge("escalation_risk_alert_precision", "closed alerts whose ticket escalated",
+                                     **health)
+        self.alert_lead_hours = Gauge("escalation_risk_alert_lead_hours_median",
+                                      "median hours from alert to escalation", **health)
+        self.retrain = Gauge("escalation_risk_retrain_recommended", "1 when drift or calibration crossed a threshold",
+                             **health)
+        self.case_mix_flagged = Gauge("escalation_risk_case_mix_flagged",
+                                      "rows flagged above their case mix", ["dimension"], **health)
         self._version: str | None = None
         self._request_children: dict[tuple, tuple] = {}
         self._score_children: dict[str, object] = {}
@@ -62,6 +81,28 @@ class ServiceMetrics:
         if version:
             self.model_info.labels(version=version).set(1)
         self._version = version
+
+    def set_health(self, view: dict) -> None:
+        """The live view's figures (NaN where not judged: Prometheus has no null)."""
+        def value(x: object) -> float:
+            return float("nan") if x is None else float(x)
+
+        health = view.get("health") or {}
+        drift = health.get("drift") or {}
+        self.score_psi.set(value((drift.get("score") or {}).get("psi")))
+        for row in drift.get("features", []):
+            self.feature_psi.labels(feature=row["feature"]).set(value(row["psi"]))
+        judged = [w for w in health.get("windows", []) if w.get("judged")]
+        self.calibration_ece.set(value(judged[0]["ece"]) if judged else float("nan"))
+        self.roc_auc.set(value(judged[0]["roc_auc"]) if judged else float("nan"))
+        for row in health.get("bands", []):
+            self.band_rate.labels(band=row["band"]).set(value(row["realised_rate"]))
+        alerts = health.get("alerts") or {}
+        self.alert_precision.set(value(alerts.get("precision")))
+        self.alert_lead_hours.set(value(alerts.get("lead_hours_median")))
+        self.retrain.set(1.0 if (health.get("retrain") or {}).get("recommended") else 0.0)
+        for name, table in ((view.get("case_mix") or {}).get("tables") or {}).items():
+            self.case_mix_flagged.labels(dimension=name).set(float(table["flagged_above"]))
 
     def exposition(self) -> bytes:
         """The text format: summed over all workers in multi-process mode, else this app's registry."""

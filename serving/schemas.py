@@ -213,3 +213,30 @@ class AlertPage(BaseModel):
     total: int
     limit: int
     offset: int
+class Feedback(BaseModel):
+    """What someone says about a ticket's score (POST /v1/feedback), stored with the score it judges."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True)
+
+    ticket_id: str = Field(min_length=1, max_length=255, description="a ticket the service has scored")
+    verdict: Literal["agree", "disagree"] = Field(description="agree or disagree with the ticket's current risk")
+    outcome: Literal["escalated", "not_escalated"] | None = Field(
+        None, description="the true outcome, when known: training can fold it in (escalation-risk store export)")
+    escalation_type: str | None = Field(None, max_length=64, description="hierarchical, functional, time_based, "
+                                                                         "priority, customer_initiated, ...")
+    escalated_at: datetime | None = Field(None, description="when it escalated, if known (ISO 8601; naive = UTC)")
+    who: str | None = Field(None, max_length=255, description="who gives the feedback")
+    note: str | None = Field(None, max_length=2000)
+
+    @field_validator("escalated_at")
+    @classmethod
+    def assume_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"time {value.isoformat()} is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def check_outcome_fields(self) -> Feedback:
+        if (self.escalation_type is not None or self.escalated_at is not None) and self.outcome != "escalated":
+            raise ValueError("escalation_type and escalated_at describe an escalation: send outcome \"escalated\"")
+        return self
