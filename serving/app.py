@@ -15,7 +15,7 @@ from flask import Flask, Response, g, request
 from features.settings import Settings
 from serving.errors import register_error_handlers
 from serving.live_model import ModelHolder, WorkerFleet
-from serving.metrics import ServiceMetrics
+from serving.metrics import OTHER, ServiceMetrics
 from serving.policy import load_policy
 
 log = logging.getLogger("escalation_risk.serving")
@@ -90,7 +90,7 @@ def register_request_hooks(app: Flask) -> None:
     @app.after_request
     def finish_request(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        endpoint = request.url_rule.rule if request.url_rule else OTHER
         metrics.observe_request(endpoint, request.method, response.status_code, elapsed)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if endpoint not in ("/healthz", "/metrics", "/readyz") and log.isEnabledFor(logging.INFO):
@@ -115,7 +115,8 @@ def create_served_app() -> Flask:
     app = create_app()
     holder: ModelHolder = app.extensions["model"]
     holder.fleet = WorkerFleet.for_gunicorn_worker()  # so /v1/admin/reload reaches every worker
-    holder.fleet.record(holder.bundle.version if holder.bundle else None)
+    holder.fleet.record(holder.bundle.version if holder.bundle else None,
+                        holder.bundle.digest if holder.bundle else None)
     install_sighup_reload(app)
     if pending:
         os.kill(os.getpid(), signal.SIGHUP)
