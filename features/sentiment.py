@@ -136,9 +136,8 @@ def _scalar_inc_dec(word: str, word_lower: str, valence: float, is_cap_diff: boo
 
 
 def _negation_check(valence: float, lower: list[str], start_i: int, i: int) -> float:
-    if start_i == 0:
-        if _negated(lower[i - 1]):
-            valence = valence * N_SCALAR
+    if start_i == 0 and _negated(lower[i - 1]):
+        valence = valence * N_SCALAR
     if start_i == 1:
         if lower[i - 2] == "never" and (lower[i - 1] == "so" or lower[i - 1] == "this"):
             valence = valence * 1.25

@@ -13,7 +13,7 @@ import orjson
 from flask import Flask, Response, g, request
 
 from features.settings import Settings
-from serving.errors import register_error_handlers
+from serving.errors import error_response, register_error_handlers
 from serving.live_model import ModelHolder, WorkerFleet
 from serving.metrics import OTHER, ServiceMetrics
 from serving.policy import load_policy
@@ -101,6 +101,36 @@ def register_request_hooks(app: Flask) -> None:
                 "status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
                 "tickets": g.get("n_tickets")}))
         return response
+
+    register_admission(app)
+
+
+def register_admission(app: Flask) -> None:
+    """At most `scoring_slots` scoring requests (POST /v1/..., admin aside) run at once in this worker;
+    one more is answered 503 with Retry-After at once instead of queueing behind them, so a thread
+    stays free for /healthz, /readyz and /metrics however heavy the load."""
+    settings: Settings = app.extensions["settings"]
+    slots = threading.BoundedSemaphore(settings.scoring_slots or max(1, settings.threads - 1))
+
+    @app.before_request
+    def admit() -> Response | None:
+        path = request.path
+        if request.method == "POST" and path.startswith("/v1/") and not path.startswith("/v1/admin/"):
+            if not slots.acquire(blocking=False):
+                response = error_response(503, "overloaded", "the service is scoring as much as it can; "
+                                          f"retry after {RETRY_AFTER_SECONDS} s")
+                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+                return response
+            g.scoring_slot = True
+        return None
+
+    @app.teardown_request
+    def release(exc: BaseException | None) -> None:
+        if g.pop("scoring_slot", False):
+            slots.release()
+
+
+RETRY_AFTER_SECONDS = 1
 
 
 def create_served_app() -> Flask:

@@ -19,7 +19,8 @@ _settings = Settings()
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
-worker_class = "gthread"
+# gthread with a read deadline per request, pipelining and JSON protocol errors (serving/worker.py).
+worker_class = "serving.worker.ServingWorker"
 threads = _settings.threads
 preload_app = False  # each worker loads and verifies the model itself, after fork
 timeout = 30
