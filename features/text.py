@@ -19,6 +19,7 @@ the same object from them (the model bundle stores them as JSON and .npz, never 
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -126,49 +127,46 @@ class TextEmbedding:
         self.analyze = build_analyzer(ngram_max)
         self.vocabulary = {term: i for i, term in enumerate(terms)}
         self.idf = np.asarray(idf, dtype="float64")
+        self.idf_values: list[float] = self.idf.tolist()
         self.projection = np.ascontiguousarray(np.asarray(components, dtype="float64").T)  # (terms, components)
         self.sublinear = sublinear
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 1:
-            return self.transform_one(texts[0])
-        vocabulary = self.vocabulary
-        rows: list[int] = []
-        terms: list[int] = []
-        for i, text in enumerate(texts):
-            found = [vocabulary[token] for token in self.analyze(text) if token in vocabulary]
-            terms += found
-            rows += [i] * len(found)
+        """(n, components): each text through `embed`, so a batch and single texts agree bit for bit."""
         out = np.zeros((len(texts), self.projection.shape[1]))
-        if not terms:
-            return out
-        # Count each (row, term) pair; keys sort by row, then term.
-        keys, counts = np.unique(np.asarray(rows, dtype=np.int64) * len(self.idf) + np.asarray(terms), return_counts=True)
-        row, term = np.divmod(keys, len(self.idf))
-        tf = 1.0 + np.log(counts) if self.sublinear else counts.astype("float64")
-        weight = tf * self.idf[term]
-        norm = np.sqrt(np.bincount(row, weights=weight * weight, minlength=len(texts)))
-        weight /= norm[row]
-        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        out[row[starts]] = np.add.reduceat(weight[:, None] * self.projection[term], starts, axis=0)
+        for i, text in enumerate(texts):
+            row = self.embed(text)
+            if row is not None:
+                out[i] = row
         return out
 
     def transform_one(self, text: str) -> np.ndarray:
-        """`transform` of one text: the same arithmetic in the same term order, without the
-        sort-based pair counting that costs a live ticket more than the projection."""
-        vocabulary = self.vocabulary
-        counted = Counter(vocabulary[token] for token in self.analyze(text) if token in vocabulary)
+        """`transform` of one text, shape (1, components)."""
         out = np.zeros((1, self.projection.shape[1]))
-        if not counted:
-            return out
-        term = np.array(sorted(counted), dtype=np.int64)
-        counts = np.array([counted[k] for k in term.tolist()], dtype=np.int64)
-        tf = 1.0 + np.log(counts) if self.sublinear else counts.astype("float64")
-        weight = tf * self.idf[term]
-        norm = np.sqrt(np.bincount(np.zeros(len(term), dtype=np.int64), weights=weight * weight, minlength=1))
-        weight /= norm[0]
-        out[0] = np.add.reduceat(weight[:, None] * self.projection[term], [0], axis=0)[0]
+        row = self.embed(text)
+        if row is not None:
+            out[0] = row
         return out
+
+    def embed(self, text: str) -> np.ndarray | None:
+        """One text's projection (None when it has no known term): tf (1 + log count when sublinear)
+        times idf, l2-normalised, times the SVD components. Terms in index order; the weights in
+        plain floats and the projection summed row by row without BLAS (whose results can depend
+        on memory alignment), so every call on the same text gives the same bits."""
+        known = self.vocabulary.get
+        found = [i for token in self.analyze(text) if (i := known(token)) is not None]
+        if not found:
+            return None
+        counted = Counter(found)
+        terms = sorted(counted)
+        idf = self.idf_values
+        if self.sublinear:
+            weights = [(1.0 + math.log(counted[t])) * idf[t] for t in terms]
+        else:
+            weights = [counted[t] * idf[t] for t in terms]
+        norm = math.sqrt(sum(w * w for w in weights))
+        scaled = np.array([w / norm for w in weights])
+        return (scaled[:, None] * self.projection[terms]).sum(axis=0)
 
 
 class TextFeatures:

@@ -29,7 +29,8 @@ def big_client(serving_models_dir):
 def test_a_megabyte_description_is_read_up_to_the_cap(big_client, wire_tickets, monkeypatch, kind):
     """Only max_field_chars of each field reach the text features; the rest is ignored and the answer says so."""
     unit = {"words": "this is unacceptable but thanks 12th time ", "digits": "1234567890", "emoji": "😡😀 "}[kind]
-    description = (unit * (MEGABYTE // len(unit) + 1))[:MEGABYTE]
+    n_chars = MEGABYTE if kind != "emoji" else MEGABYTE * 3 // 9  # 1 MB of UTF-8 either way
+    description = (unit * (n_chars // len(unit) + 1))[:n_chars]
     seen: list[tuple[int, int]] = []
     original = TextFeatures.transform_one
 
@@ -39,16 +40,18 @@ def test_a_megabyte_description_is_read_up_to_the_cap(big_client, wire_tickets, 
 
     monkeypatch.setattr(TextFeatures, "transform_one", counting)
     ticket = {**wire_tickets[0], "description": description, "last_customer_message": "Still waiting!"}
-    response = big_client.post("/v1/score", json=ticket, headers=AUTH)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = big_client.post("/v1/score", data=json.dumps(ticket, ensure_ascii=False).encode(), headers=headers)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     limit = 10_000
-    assert body["warnings"] == [f"description: only the first {limit} of its {MEGABYTE} characters were read"]
+    assert body["warnings"] == [f"description: only the first {limit} of its {n_chars} characters were read"]
     assert seen, "the text features were computed"
     subject = len(ticket.get("subject") or "")
     assert max(t for t, _ in seen) <= min(subject, limit) + 2 + limit, "more text than the cap was read"
 
     clipped = big_client.post("/v1/score", json={**ticket, "description": description[:limit]}, headers=AUTH)
+    assert clipped.status_code == 200
     assert clipped.get_json()["escalation"] == body["escalation"], "the ignored rest changed the score"
     assert clipped.get_json()["warnings"] == []
 
