@@ -65,6 +65,7 @@ class ReadDeadlines:
         self.seconds = seconds
         self._deadlines: dict[socket.socket, float] = {}
         self._expired: set[socket.socket] = set()
+        self.answered_late: set[socket.socket] = set()  # answered 408 by the app side: close after
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -122,6 +123,7 @@ def read_body_first(app, deadlines: ReadDeadlines, max_body_bytes: int, timeout:
                 data = b""
             environ["wsgi.input"] = io.BytesIO(data)
         if sock is not None and deadlines.finish(sock):
+            deadlines.answered_late.add(sock)
             return timed_out(start_response)
         return app(environ, start_response)
 
@@ -150,6 +152,9 @@ class ServingWorker(ThreadWorker):
             result = super().handle(conn)
         finally:
             expired = self.deadlines.finish(sock)
+        if sock in self.deadlines.answered_late:  # the 408 is out; the rest of the body never came
+            self.deadlines.answered_late.discard(sock)
+            return False
         if expired:  # late before the app saw the request (headers): nothing was answered yet
             self.send_error_bytes(sock, error_bytes(
                 408, "Request Timeout", "request_timeout",
