@@ -102,13 +102,12 @@ def register_request_hooks(app: Flask) -> None:
                 "tickets": g.get("n_tickets")}))
         return response
 
-    register_admission(app)
-
 
 def register_admission(app: Flask) -> None:
     """At most `scoring_slots` scoring requests (POST /v1/..., admin aside) run at once in this worker;
     one more is answered 503 with Retry-After at once instead of queueing behind them, so a thread
-    stays free for /healthz, /readyz and /metrics however heavy the load."""
+    stays free for /healthz, /readyz and /metrics however heavy the load. Installed for gunicorn's
+    workers (create_served_app), whose thread count the default (threads - 1) is taken from."""
     settings: Settings = app.extensions["settings"]
     slots = threading.BoundedSemaphore(settings.scoring_slots or max(1, settings.threads - 1))
 
@@ -143,6 +142,7 @@ def create_served_app() -> Flask:
     pending: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: pending.append(signum))
     app = create_app()
+    register_admission(app)
     holder: ModelHolder = app.extensions["model"]
     holder.fleet = WorkerFleet.for_gunicorn_worker()  # so /v1/admin/reload reaches every worker
     holder.fleet.record(holder.bundle.version if holder.bundle else None,
