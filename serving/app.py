@@ -104,23 +104,29 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_admission(app: Flask) -> None:
-    """At most `scoring_slots` scoring requests (POST /v1/..., admin aside) run at once in this worker;
-    one more is answered 503 with Retry-After at once instead of queueing behind them, so a thread
-    stays free for /healthz, /readyz and /metrics however heavy the load. Installed for gunicorn's
-    workers (create_served_app), whose thread count the default (threads - 1) is taken from."""
+    """At most `scoring_slots` heavy scoring requests (POST /v1/... with a body of 64 KiB or more,
+    or of unknown length: batches) run at once in this worker; one more is answered 503 with
+    Retry-After at once instead of queueing behind them, so a thread stays free for /healthz,
+    /readyz, /metrics and single tickets however many batches arrive. Single tickets take
+    milliseconds and are never shed. Installed for gunicorn's workers (create_served_app), whose
+    thread count the default (threads - 1) is taken from."""
     settings: Settings = app.extensions["settings"]
     slots = threading.BoundedSemaphore(settings.scoring_slots or max(1, settings.threads - 1))
 
     @app.before_request
     def admit() -> Response | None:
         path = request.path
-        if request.method == "POST" and path.startswith("/v1/") and not path.startswith("/v1/admin/"):
-            if not slots.acquire(blocking=False):
-                response = error_response(503, "overloaded", "the service is scoring as much as it can; "
-                                          f"retry after {RETRY_AFTER_SECONDS} s")
-                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-                return response
-            g.scoring_slot = True
+        if request.method != "POST" or not path.startswith("/v1/") or path.startswith("/v1/admin/"):
+            return None
+        length = request.content_length
+        if length is not None and length < HEAVY_REQUEST_BYTES:
+            return None
+        if not slots.acquire(blocking=False):
+            response = error_response(503, "overloaded", "the service is scoring as many batches as it can; "
+                                      f"retry after {RETRY_AFTER_SECONDS} s")
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        g.scoring_slot = True
         return None
 
     @app.teardown_request
@@ -129,6 +135,7 @@ def register_admission(app: Flask) -> None:
             slots.release()
 
 
+HEAVY_REQUEST_BYTES = 64 * 1024
 RETRY_AFTER_SECONDS = 1
 
 
