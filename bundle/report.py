@@ -22,13 +22,16 @@ import pandas as pd
 
 from bundle import evaluate
 from bundle.case_mix import CASE_MIX_DATA, DIMENSIONS, summarize_case_mix
-from bundle.model import METADATA, BundleError, label_feature, verify_manifest
+from bundle.model import METADATA, BundleError, label_feature, manifest_digest, verify_manifest
 from bundle.repeats import summarize_repeat_issues
 
 REPORT_DATA = "report_data.parquet"
 IMPORTANCE = "feature_importance.csv"
 REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
+# The sha256 of the manifest of the bundle a report was rendered from: a report is current only
+# while its bundle still has that manifest (a bundle can be rewritten under the same version).
+REPORT_SOURCE = "bundle_manifest.sha256"
 # Files a report folder holds: what other tools (and the service) may read.
 REPORT_FILES = (REPORT_HTML, REPORT_JSON, "capacity.csv", "drivers.csv", "segments.csv", "earliness.csv",
                 "calibration.csv", "priority_confusion.csv", "metrics.csv", "case_mix.csv", "repeat_issues.csv")
@@ -757,6 +760,7 @@ def _clean(value: object) -> object:
 def write_report(bundle_dir: Path, output_dir: Path) -> dict:
     """Bundle in, report folder out (written to a temp folder, then renamed into place)."""
     started = time.perf_counter()
+    digest = manifest_digest(bundle_dir)
     inputs = load_report_inputs(bundle_dir)
     report = _clean(build_report(inputs))
     html = render_html(report, inputs)
@@ -767,6 +771,7 @@ def write_report(bundle_dir: Path, output_dir: Path) -> dict:
     (tmp_dir / REPORT_HTML).write_text(html, encoding="utf-8")
     (tmp_dir / REPORT_JSON).write_text(json.dumps(report, indent=1, default=_json_default), encoding="utf-8")
     write_tables(report, tmp_dir)
+    (tmp_dir / REPORT_SOURCE).write_text(digest or "")
     if output_dir.exists():
         old = output_dir.parent / f".{output_dir.name}.{time.time_ns()}.old"
         output_dir.rename(old)

@@ -4,6 +4,10 @@ Under gunicorn every worker is its own process: serving/gunicorn.conf.py sets
 PROMETHEUS_MULTIPROC_DIR before the workers start, prometheus_client then keeps each
 worker's values in files there, and /metrics adds up all workers (MultiProcessCollector)
 whichever worker answers. Without it (tests, a single process) the app's own registry is served.
+
+Label values are bounded: the endpoint is a route's rule (a fixed set; unmatched paths are
+"other"), the method one of HTTP's standard methods ("other" for anything made up), so
+clients cannot grow /metrics by sending new names.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 
 @dataclass
@@ -58,6 +65,8 @@ class ServiceMetrics:
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count a request and its latency; the labelled children are looked up once per label set
         (`labels()` takes a lock and builds keys, which costs a single-ticket request noticeably)."""
+        if method not in METHODS:
+            method = OTHER
         key = (endpoint, method, status)
         children = self._request_children.get(key)
         if children is None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
 
@@ -14,6 +22,19 @@ MIN_YEAR, MAX_YEAR = 1900, 2200
 # Names of an importer's extra log columns (a mapping's `extra:`, e.g. opened_by, location).
 ExtraName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 ExtraValue = Annotated[str, StringConstraints(max_length=256)]
+# Counters so far (messages, reassignments, reopenings, escalation level): whole numbers 0..COUNTER_MAX,
+# as numbers, whole floats (3.0) or digit strings ("3"). A larger value is a client bug, answered 422.
+COUNTER_MAX = 1_000_000
+
+
+def refuse_booleans(value: object) -> object:
+    """JSON true/false are not counts (pydantic's lax integers would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true/false")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(refuse_booleans), Field(ge=0, le=COUNTER_MAX)]
 
 
 class Ticket(BaseModel):
@@ -39,12 +60,12 @@ class Ticket(BaseModel):
     subject: str | None = None
     description: str | None = None
     last_customer_message: str | None = None
-    reassignment_count: int | None = Field(None, ge=0)
-    reopen_count: int | None = Field(None, ge=0)
-    customer_messages: int | None = Field(None, ge=0)
-    agent_messages: int | None = Field(None, ge=0)
+    reassignment_count: Count | None = None
+    reopen_count: Count | None = None
+    customer_messages: Count | None = None
+    agent_messages: Count | None = None
     sla_due_at: datetime | None = None
-    escalation_level: int | None = Field(None, ge=0)
+    escalation_level: Count | None = None
     extra: dict[ExtraName, ExtraValue | None] | None = Field(
         None, max_length=50,
         description="coded fields beyond the canonical ones that the model was trained with (an import "
@@ -151,6 +172,8 @@ class Score(BaseModel):
     action: ActionOut
     model: ModelRef
     scored_at: datetime
+    warnings: list[str] = Field([], description="what the service ignored, e.g. text past the characters "
+                                                "the features read per field")
 
 
 class ScoreBatch(BaseModel):

@@ -190,7 +190,7 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     if extra_paths or cutoff is not None:
         data_path = _combine_inputs(data_path, list(extra_paths), cutoff, settings)
     if not no_mlflow:
-        _check_tracking_server(settings, "before training")
+        _check_tracking_store(settings)
     rejects_path = settings.resolved_reports_dir / "rejects.csv"
     rejects_path.unlink(missing_ok=True)
     try:
@@ -285,6 +285,33 @@ def report(bundle_path: Path | None, output_dir: Path | None) -> None:
     except ReportError as exc:
         raise UserError(str(exc)) from exc
     _write_report(bundle_path, output_dir or settings.resolved_reports_dir / version)
+def _check_tracking_store(settings: Settings) -> None:
+    """Before training: the server answers, a SQLite store takes a write, the artifact folder takes a file.
+
+    Raises UserError (exit 2) naming the problem, so a locked or read-only store is found before
+    the run, not as a traceback after it.
+    """
+    from bundle.tracking import artifact_location_problem, sqlite_store_problem
+
+    _check_tracking_server(settings, "before training")
+    uri = settings.resolved_tracking_uri
+    problem = sqlite_store_problem(uri)
+    if problem is None:
+        try:
+            from mlflow import MlflowClient
+
+            experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(settings.mlflow_experiment)
+        except Exception as exc:  # any store failure: report it, do not train
+            problem = f"the MLflow store {uri} cannot be read ({type(exc).__name__}: {str(exc)[:300]})"
+        else:
+            location = experiment.artifact_location if experiment is not None else (
+                None if settings.mlflow_tracking_uri else settings.artifact_location)
+            problem = artifact_location_problem(location)
+    if problem:
+        raise UserError(f"{problem}; found before training, nothing was trained or registered. Fix the MLflow "
+                        "store, or pass --no-mlflow to train without it.")
+
+
 def _check_tracking_server(settings: Settings, when: str) -> None:
     """Fail with a clear message (not minutes of MLflow retries, not a half-registered model)."""
     from bundle.tracking import tracking_server_problem

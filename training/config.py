@@ -57,6 +57,9 @@ class TextParams(_Section):
     ngram_max: int = Field(2, ge=1, le=3)
     min_df: int = Field(3, ge=1)
     svd_components: int = Field(24, ge=0)
+    # Characters read per text field (subject, description, latest message); the rest is ignored,
+    # in training and serving alike, so a huge text costs bounded time (features.text).
+    max_field_chars: int = Field(10_000, ge=100, le=1_000_000)
 
 
 class FeatureParams(_Section):
