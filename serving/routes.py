@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import json
+import re
 from functools import cache
 
 import orjson
@@ -17,7 +19,8 @@ from serving.errors import ApiError, json_response
 from serving.live_model import LiveModel
 from serving.openapi import build_openapi, render_docs
 from serving.schemas import Ticket, TicketEvent
-from serving.ticket_routes import current_store, record_and_score
+from serving.scoring import score_states
+from serving.ticket_routes import count_scores, current_store, record_and_score
 
 api = Blueprint("api", __name__)
 
@@ -133,24 +136,11 @@ def score_tickets(tickets: list[Ticket]) -> list[dict]:
     ticket store on, each is recorded first as an event of its ticket and its merged state is scored."""
     live = current_model()
     rows = [t.__dict__ for t in tickets]  # the validated fields, read only (extra keys are ignored, not kept)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    model = {"name": current_app.extensions["settings"].registered_model_name, "version": live.bundle.version}
-    out = []
-    for row, scored in zip(rows, score_rows(live, rows), strict=True):
-        band, predicted = scored["band"], scored["priority_predicted"]
-        action = policy.decide(band, predicted, row.get("category"))
-        out.append({
-            "ticket_id": scored["ticket_id"],
-            "escalation": {"probability": scored["escalation_probability"], "band": band,
-                           "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
-            "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
-            "action": action,
-            "model": model,
-            "scored_at": now,
-            "warnings": scored["warnings"],
-        })
-    for band, count in Counter(s["escalation"]["band"] for s in out).items():
-        metrics.count_scores(band, count)
+    if current_store() is not None:
+        recorded, scores = record_and_score(live, [dict(row) for row in rows], "score", "tickets.")
+        return [scores[item.ticket_id] for item in recorded]
+    out = score_states(live, current_app.extensions["policy"], rows, current_app.extensions["settings"])
+    count_scores(out)
     return out
 
 
