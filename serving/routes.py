@@ -18,9 +18,9 @@ from serving.auth import key_matches, presented_key
 from serving.errors import ApiError, json_response
 from serving.live_model import LiveModel
 from serving.openapi import build_openapi, render_docs
+from serving.recording import count_scores, current_store, record_and_score
 from serving.schemas import Ticket, TicketEvent
 from serving.scoring import score_states
-from serving.ticket_routes import count_scores, current_store, record_and_score
 
 api = Blueprint("api", __name__)
 
@@ -132,13 +132,14 @@ def current_bundle() -> ModelBundle:
 
 
 def score_tickets(tickets: list[Ticket]) -> list[dict]:
-    """Score validated tickets through the one scoring path (serving.scoring.score_states); with the
-    ticket store on, each is recorded first as an event of its ticket and its merged state is scored."""
+    """Score validated tickets as sent through the one scoring path (serving.scoring.score_states); with
+    the ticket store on, each is also recorded as an event of its ticket, and the live history counts
+    what the store has seen."""
     live = current_model()
     rows = [t.__dict__ for t in tickets]  # the validated fields, read only (extra keys are ignored, not kept)
     if current_store() is not None:
-        recorded, scores = record_and_score(live, [dict(row) for row in rows], "score", "tickets.")
-        return [scores[item.ticket_id] for item in recorded]
+        _, scores = record_and_score(live, [dict(row) for row in rows], "score", "tickets.", as_sent=True)
+        return [scores[i] for i in range(len(rows))]
     out = score_states(live, current_app.extensions["policy"], rows, current_app.extensions["settings"])
     count_scores(out)
     return out

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections import Counter
-from datetime import UTC, datetime
 from functools import cache
 
 from flask import Blueprint, Flask, current_app, g, request
@@ -22,10 +20,12 @@ from sqlalchemy.exc import DBAPIError
 
 from features.settings import Settings
 from serving.errors import ApiError, json_response
+from serving.recording import record_and_score, require_store, store_error
+from serving.routes import check_api_key as check_key
+from serving.routes import current_model, read_json
 from serving.schemas import TicketEvent
-from serving.scoring import score_states
-from serving.store.db import StoreUnavailable, create_store_engine, unavailable_reason, upgrade_database
-from serving.store.tickets import EventError, RecordedEvent, ScoresToRecord, TicketStore
+from serving.store.db import create_store_engine, upgrade_database
+from serving.store.tickets import TicketStore
 
 log = logging.getLogger("escalation_risk.serving")
 tickets_api = Blueprint("tickets", __name__)
@@ -71,94 +71,7 @@ def start_retention(app: Flask, store: TicketStore, settings: Settings) -> None:
 @tickets_api.before_request
 def check_api_key() -> None:
     """The same key check as the scoring endpoints (serving.routes.check_api_key)."""
-    from serving.routes import check_api_key as check
-
-    check()
-
-
-def current_store() -> TicketStore | None:
-    return current_app.extensions.get("ticket_store")
-
-
-def require_store() -> TicketStore:
-    store = current_store()
-    if store is None:
-        raise ApiError(404, "state_off", "the service keeps no ticket state (ESCALATION_RISK_STATE=off)")
-    return store
-
-
-def store_error(exc: BaseException) -> ApiError:
-    """A JSON 503 with Retry-After for a busy, full or unreachable store (nothing half-written)."""
-    reason = exc if isinstance(exc, StoreUnavailable) else unavailable_reason(exc)
-    if reason is None:
-        raise exc
-    return ApiError(503, "store_unavailable", str(reason), headers={"Retry-After": str(reason.retry_after)})
-
-
-def closed_statuses(live) -> list[str]:
-    params = live.bundle.metadata.get("params") or {}
-    return list(params.get("snapshots.closed_statuses") or ["closed"])
-
-
-def record_and_score(live, events: list[dict], source: str, field_prefix: str = "") -> tuple[list[RecordedEvent],
-                                                                                            dict[str, dict]]:
-    """Record events, score each touched ticket's merged state once and record the scores, in one unit
-    of work committed before this returns (durable before acknowledged).
-
-    Returns the recorded events and {ticket_id: score}. A duplicate delivery is answered with
-    the score first given for it. Raises ApiError 422 (bad events) or 503 (store unavailable)."""
-    store = require_store()
-    store.closed_statuses = frozenset(s.strip().lower() for s in closed_statuses(live))
-    policy = current_app.extensions["policy"]
-    settings = current_app.extensions["settings"]
-    applied = []
-
-    def scorer(recorded: list[RecordedEvent], read_history, stored_score):
-        scores: dict[str, dict] = {}
-        to_score: dict[str, tuple[dict, int | None]] = {}
-        for item in recorded:
-            if item.duplicate and item.ticket_id not in to_score:
-                stored = stored_score(item.event_id)
-                if stored is not None:
-                    scores[item.ticket_id] = stored
-                    continue
-            scores.pop(item.ticket_id, None)
-            to_score[item.ticket_id] = (item.state, item.event_id)
-        if not to_score:
-            return scores, None
-        applied.append(True)
-        live.sync_history(read_since=read_history)  # this transaction's facts included
-        features: list[dict] = []
-        now = datetime.now(UTC)
-        fresh = score_states(live, policy, [state for state, _ in to_score.values()], settings, now,
-                             features_out=features, sync_history=False)
-        scores.update(zip(to_score, fresh, strict=True))
-        return scores, ScoresToRecord(fresh, live.bundle.version, now, [e for _, e in to_score.values()], features)
-
-    try:
-        recorded, scores = store.record_and_score(events, source, scorer)
-    except EventError as exc:
-        details = []
-        for index, name, message in exc.problems:
-            prefix = f"{field_prefix}{index}." if field_prefix else ""
-            details.append({"field": prefix + name, "message": message})
-            if "before the ticket's created_at" in message:
-                details.append({"field": prefix + "created_at", "message": message})
-        raise ApiError(422, "invalid_event", "some events cannot be merged into their tickets", details) from exc
-    except BaseException as exc:
-        if applied and live.live_history is not None:
-            live.live_history.reset()  # it saw facts of a unit of work that did not commit
-        if isinstance(exc, StoreUnavailable | DBAPIError):
-            raise store_error(exc) from exc
-        raise
-    count_scores([score for ticket_id, score in scores.items()])
-    return recorded, scores
-
-
-def count_scores(scores: list[dict]) -> None:
-    metrics = current_app.extensions["metrics"]
-    for band, count in Counter(s["escalation"]["band"] for s in scores).items():
-        metrics.count_scores(band, count)
+    check_key()
 
 
 @cache
@@ -196,8 +109,6 @@ def parse_events(body: object) -> tuple[list[dict], bool]:
 @tickets_api.post("/v1/events")
 def post_events():
     """Merge full or partial ticket events into the store; answer with each ticket's score."""
-    from serving.routes import current_model, read_json
-
     require_store()
     source = request.args.get("source", "api")
     if not SOURCE_NAME.match(source):

@@ -34,8 +34,13 @@ def wire_tickets(small_result) -> list[dict]:
 
 
 def make_settings(models_dir: Path, **overrides) -> Settings:
+    """Test settings; each call gets its own empty ticket store unless `store_url` is given."""
+    import tempfile
+
+    store_dir = Path(tempfile.mkdtemp(prefix="escalation-risk-store-"))
     values = dict(project_dir=models_dir.parent, models_dir=models_dir, mlflow_tracking_uri=None,
-                  api_keys=[API_KEY], admin_key=ADMIN_KEY, max_batch=50, max_body_bytes=256 * 1024)
+                  api_keys=[API_KEY], admin_key=ADMIN_KEY, max_batch=50, max_body_bytes=256 * 1024,
+                  store_url=f"sqlite:///{store_dir / 'tickets.db'}")
     values.update(overrides)
     return Settings(**values)
 

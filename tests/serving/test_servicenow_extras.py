@@ -87,7 +87,8 @@ def test_served_servicenow_incident_gets_the_training_score(servicenow_world):
     last_rows = export.assign(t=export_time).drop_duplicates(["number", "t"], keep="last").set_index(["number", "t"],
                                                                                                 drop=False)
 
-    app = create_app(make_settings(models_dir))
+    # Stateless: with the ticket store on, the second record (extras left out) would keep the stored extras.
+    app = create_app(make_settings(models_dir, state="off"))
     app.config.update(TESTING=True)
     try:
         client = app.test_client()
