@@ -11,6 +11,10 @@ TICKETS ?= 20000
 PYTEST_ARGS ?=
 SERVICENOW_PATH ?= ../shared/data/servicenow/incident_event_log.csv.gz
 ENGINE ?= single
+STORE_OUTCOMES ?=
+ifndef CUTOFF
+CUTOFF := $(shell date -u +%Y-%m-%dT%H:%M:%S)
+endif
 SCHEDULER ?=
 MLFLOW_PORT ?= 5000
 PG_PORT ?= 5433
@@ -34,9 +38,13 @@ install: $(STAMP) ## create .venv and install the project with pinned dependenci
 data: $(STAMP) ## generate the demo ticket history (TICKETS=20000) into data/demo/
 	$(BIN)/escalation-risk generate-data --tickets $(TICKETS)
 
-train: $(STAMP) ## train on DATA (default: demo history); SOURCE=servicenow|mapping (MAPPING=file); ENGINE=dask [SCHEDULER=tcp://host:8786]
+train: $(STAMP) ## train on DATA (default: demo history); SOURCE=servicenow|mapping (MAPPING=file); ENGINE=dask [SCHEDULER=tcp://host:8786]; STORE_OUTCOMES=1 [CUTOFF=date] adds the ticket store's outcomes known by the cut-off
+ifeq ($(STORE_OUTCOMES),1)
+	$(BIN)/escalation-risk db export --before "$(CUTOFF)" --output data/store_events.parquet
+endif
 	$(BIN)/escalation-risk train $(if $(DATA),--data $(DATA)) $(if $(SOURCE),--source $(SOURCE)) $(if $(MAPPING),--mapping $(MAPPING)) \
-		--engine $(ENGINE) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+		--engine $(ENGINE) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+		$(if $(filter 1,$(STORE_OUTCOMES)),--extra-data data/store_events.parquet --cutoff "$(CUTOFF)")
 
 report: $(STAMP) ## ops leads' report (HTML + JSON/CSV) of MODEL (default models/current) into reports/<version>/
 	$(BIN)/escalation-risk report $(if $(MODEL),--model-path $(MODEL))

@@ -5,7 +5,10 @@ time with single-ticket requests at concurrency 1 and 8 and with 100-ticket batc
 requests/s, p50/p99 latency and server CPU per ticket (psutil over the server's process tree),
 then the ratios against the issue's goals. Needs a trained model: `make train` first.
 
-    .venv/bin/python bench/serve_bench.py [--seconds 5] [--rounds 2] [--kinds service,mlflow,hello]
+    .venv/bin/python bench/serve_bench.py [--seconds 5] [--rounds 2] [--kinds service,mlflow,hello] [--fresh-texts]
+
+With --fresh-texts each server start runs every scenario twice, texts repeated (warm caches)
+and texts new in every request (the worst case), and both tables are printed.
 """
 
 from __future__ import annotations
@@ -110,26 +113,26 @@ def body_for(kind: str, tickets: list[dict]) -> bytes:
     return json.dumps(tickets[0] if len(tickets) == 1 else {"tickets": tickets}).encode()
 
 
-def make_bodies(kind: str, tickets: list[dict], batch: int, fresh_texts: bool) -> list[bytes]:
+def make_bodies(kind: str, tickets: list[dict], batch: int, fresh_texts: bool, tag: str = "") -> list[bytes]:
     """Request bodies to cycle through. With fresh texts every ticket of every body gets a description
-    and latest message no request had before (the service's per-text caches never hit), enough
-    bodies for the scenario's duration at the fastest rate seen here."""
+    and latest message no request had before (the service's per-text caches never hit: `tag` makes
+    each scenario's texts its own), enough bodies for the scenario's duration at the fastest rate seen here."""
     if not fresh_texts:
         return [body_for(kind, tickets[i:i + batch]) for i in range(0, len(tickets) - batch + 1, batch)]
     n_bodies = 40_000 if batch == 1 else 800
     bodies = []
     for j in range(n_bodies):
         group = [tickets[(j * batch + k) % len(tickets)] for k in range(batch)]
-        group = [{**t, "description": f"{t.get('description') or ''} (ref {j}-{k})",
-                  "last_customer_message": f"{t.get('last_customer_message') or ''} (ref {j}-{k})"}
+        group = [{**t, "description": f"{t.get('description') or ''} (ref {tag}{j}-{k})",
+                  "last_customer_message": f"{t.get('last_customer_message') or ''} (ref {tag}{j}-{k})"}
                  for k, t in enumerate(group)]
         bodies.append(body_for(kind, group))
     return bodies
 
 
 def load(kind: str, port: int, process: subprocess.Popen, tickets: list[dict], batch: int, concurrency: int,
-         seconds: float, fresh_texts: bool = False) -> dict:
-    bodies = make_bodies(kind, tickets, batch, fresh_texts)
+         seconds: float, fresh_texts: bool = False, tag: str = "") -> dict:
+    bodies = make_bodies(kind, tickets, batch, fresh_texts, tag)
     path = "/invocations" if kind == "mlflow" else "/v1/score"
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
@@ -177,6 +180,9 @@ KINDS = ("service", "mlflow", "hello", "shap")
 DEFAULT_KINDS = ("service", "mlflow", "hello")
 
 
+TEXT_MODES = {"warm": "texts repeated (text caches warm)", "fresh": "texts new in every request (no cache hits)"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per scenario")
@@ -185,39 +191,48 @@ def main() -> None:
                         help="servers to run, comma-separated: service, mlflow, hello, and shap (the service "
                              "with TreeSHAP reasons); default: service,mlflow,hello")
     parser.add_argument("--fresh-texts", action="store_true",
-                        help="give every request texts never sent before (no text-cache hits; the worst case)")
+                        help="also measure with texts never sent before (no text-cache hits; the worst case), "
+                             "side by side with repeated texts in the same run: each server start runs both")
     args = parser.parse_args()
     kinds = [k for k in KINDS if k in args.kinds.split(",")]
+    modes = ["warm", "fresh"] if args.fresh_texts else ["warm"]
     settings = Settings()
     tickets = load_tickets(settings)
     report_agreement(settings, tickets)
-    results: dict[tuple[str, str], list[dict]] = {}
-    for _ in range(args.rounds):
+    results: dict[tuple[str, str, str], list[dict]] = {}
+    for round_no in range(args.rounds):
         for kind in kinds:
             port = free_port()
             process = start(kind, port, settings)
             try:
-                for name, batch, concurrency in SCENARIOS:
-                    results.setdefault((kind, name), []).append(
-                        load(kind, port, process, tickets, batch, concurrency, args.seconds, args.fresh_texts))
+                for mode in modes:
+                    for name, batch, concurrency in SCENARIOS:
+                        results.setdefault((kind, mode, name), []).append(
+                            load(kind, port, process, tickets, batch, concurrency, args.seconds, mode == "fresh",
+                                 tag=f"r{round_no}{name.replace(' ', '')}-"))
             finally:
                 stop(process)
 
-    def best(kind: str, name: str, key: str, fn=max) -> float:
-        return fn(r[key] for r in results[(kind, name)])
+    print(f"\n{args.rounds} rounds (servers in turn: {' '.join(kinds)}), {args.seconds:g} s per scenario; "
+          "medians over rounds")
+    for mode in modes:
+        print_table(results, kinds, mode, len(tickets))
 
-    print("\ntexts: " + ("fresh in every request (no text-cache hits)" if args.fresh_texts
-                          else f"{len(tickets)} tickets' texts, repeated (text caches warm)"))
-    print(f"\n{'server':8} {'scenario':13} {'req/s':>9} {'tickets/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+
+def print_table(results: dict, kinds: list[str], mode: str, n_tickets: int) -> None:
+    def med(kind: str, name: str, key: str) -> float:
+        return float(np.median([x[key] for x in results[(kind, mode, name)]]))
+
+    print(f"\ntexts: {TEXT_MODES[mode]}" + (f" ({n_tickets} tickets' texts)" if mode == "warm" else ""))
+    print(f"{'server':8} {'scenario':13} {'req/s':>9} {'tickets/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'CPU ms/ticket':>14} {'errors':>7}")
     for kind in kinds:
         for name, _, _ in SCENARIOS:
-            runs = results[(kind, name)]
+            runs = results[(kind, mode, name)]
             r = {k: float(np.median([x[k] for x in runs])) for k in runs[0]}
             print(f"{kind:8} {name:13} {r['requests_per_s']:9.1f} {r['tickets_per_s']:10.1f} {r['p50_ms']:8.2f} "
                   f"{r['p99_ms']:8.2f} {r['cpu_ms_per_ticket']:14.3f} {int(sum(x['errors'] for x in runs)):7d}")
-    med = lambda kind, name, key: float(np.median([x[key] for x in results[(kind, name)]]))  # noqa: E731
-    print("\nratios (medians over rounds)")
+    print(f"ratios, {mode} texts")
     for name in ("single c=1", "single c=8"):
         if "mlflow" in kinds and "service" in kinds:
             print(f"  {name}: service / mlflow throughput = "

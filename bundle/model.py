@@ -1,7 +1,10 @@
 """Model bundles: a folder with a sha256 manifest, verified before anything in it is loaded.
 
 A bundle holds the two LightGBM models in LightGBM's text format, the feature builder's
-learned state, the calibration map, the bands, the as-of history table and metadata.
+learned state (feature_builder.json and feature_builder.npz: plain values and float64 arrays),
+the calibration map, the bands, the as-of history table (Parquet) and metadata. Nothing in a
+bundle is ever unpickled or executed: bundles written before the builder state was data (a
+pickled feature_builder.joblib) are refused with a message to retrain.
 `ModelBundle.score` is the one scoring path (batch scoring, the MLflow pyfunc and the
 service all call it): a whole batch goes through the builder and each model once.
 """
@@ -15,7 +18,6 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-import joblib
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -23,14 +25,15 @@ import pandas as pd
 from bundle.contributions import TreePaths
 from bundle.fast_predict import SingleRowPredictor
 from features.build import MISSING, UNSEEN, FeatureBuilder
-from features.history import HistoryFeatures
 from features.schema import validate_events
 from features.snapshots import SNAPSHOT_TIME
 
 MANIFEST = "manifest.json"
 ESCALATION_MODEL = "escalation_model.txt"
 PRIORITY_MODEL = "priority_model.txt"
-BUILDER = "feature_builder.joblib"
+BUILDER_STATE = "feature_builder.json"
+BUILDER_ARRAYS = "feature_builder.npz"
+PICKLED_BUILDER = "feature_builder.joblib"  # bundles of earlier versions: refused, never read
 HISTORY = "history.parquet"
 METADATA = "metadata.json"
 FEATURE_LABELS = {
@@ -75,12 +78,25 @@ def write_manifest(bundle_dir: Path) -> dict[str, str]:
     return manifest
 
 
-def verify_manifest(bundle_dir: Path) -> None:
-    """Refuse a bundle whose files differ from its manifest, or that has files it does not list."""
+def manifest_digest(bundle_dir: Path) -> str | None:
+    """sha256 of the bundle's manifest: it names the bundle's exact content (None without a manifest)."""
+    try:
+        return hashlib.sha256((Path(bundle_dir) / MANIFEST).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def verify_manifest(bundle_dir: Path) -> str:
+    """Refuse a bundle whose files differ from its manifest, or that has files it does not list;
+    return the manifest's sha256 (the content's identity, even under an unchanged version name)."""
     manifest_path = bundle_dir / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{bundle_dir} has no {MANIFEST}; not a model bundle")
-    expected = json.loads(manifest_path.read_text())["sha256"]
+    raw = manifest_path.read_bytes()
+    try:
+        expected = json.loads(raw)["sha256"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{MANIFEST} of {bundle_dir.name} is not a manifest ({type(exc).__name__})") from exc
     actual = {str(p.relative_to(bundle_dir)) for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST}
     problems = [f"missing {name}" for name in sorted(set(expected) - actual)]
     problems += [f"unlisted {name}" for name in sorted(actual - set(expected))]
@@ -91,6 +107,7 @@ def verify_manifest(bundle_dir: Path) -> None:
     ]
     if problems:
         raise BundleError(f"model bundle {bundle_dir} failed verification: {'; '.join(problems)}")
+    return hashlib.sha256(raw).hexdigest()
 
 
 def apply_calibration(calibration: dict, prob: np.ndarray) -> np.ndarray:
@@ -100,6 +117,22 @@ def apply_calibration(calibration: dict, prob: np.ndarray) -> np.ndarray:
         logit = np.log(np.clip(prob, 1e-9, 1 - 1e-9) / np.clip(1 - prob, 1e-9, 1))
         return 1 / (1 + np.exp(-(calibration["a"] * logit + calibration["b"])))
     return prob
+
+
+def fit_calibration(raw_prob: np.ndarray, y_true: np.ndarray, method: str | None) -> dict:
+    """A monotone map from raw to calibrated probability, stored as plain numbers (no pickle)."""
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw_prob, y_true)
+        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    if method == "sigmoid":
+        from sklearn.linear_model import LogisticRegression
+
+        logit = np.log(np.clip(raw_prob, 1e-9, 1 - 1e-9) / np.clip(1 - raw_prob, 1e-9, 1)).reshape(-1, 1)
+        lr = LogisticRegression(C=1e6).fit(logit, y_true)
+        return {"method": "sigmoid", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+    return {"method": "none"}
 
 
 def assign_bands(score: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
@@ -146,6 +179,7 @@ class ModelBundle:
     builder: FeatureBuilder
     escalation_model: lgb.Booster
     priority_model: lgb.Booster
+    digest: str = ""  # sha256 of the manifest it was verified against (verify_manifest)
 
     @property
     def version(self) -> str:
@@ -290,32 +324,50 @@ def check_feature_schema(metadata: dict, builder: FeatureBuilder, models: dict[s
                               f"metadata lists {len(expected)} (missing {missing}, unexpected {extra})")
 
 
+def load_builder(bundle_dir: Path) -> FeatureBuilder:
+    """The feature builder from its JSON state and .npz arrays (no pickles: `allow_pickle=False`)."""
+    if (bundle_dir / PICKLED_BUILDER).exists() and not (bundle_dir / BUILDER_STATE).exists():
+        raise BundleError(f"{bundle_dir.name} was written by an earlier version: its feature builder is a pickle "
+                          f"({PICKLED_BUILDER}), and pickles are never loaded because they can run code. "
+                          "Retrain to get a bundle of the current format (`make train`, or "
+                          "`escalation-risk train`)")
+    try:
+        values = json.loads((bundle_dir / BUILDER_STATE).read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{BUILDER_STATE} cannot be read: {exc}") from exc
+    try:
+        with np.load(bundle_dir / BUILDER_ARRAYS, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as exc:  # ValueError: an object array, which would need unpickling
+        raise BundleError(f"{BUILDER_ARRAYS} is not a plain NumPy array archive: {exc}") from exc
+    if any(array.dtype != np.float64 for array in arrays.values()):
+        raise BundleError(f"{BUILDER_ARRAYS} holds arrays that are not float64")
+    try:
+        return FeatureBuilder.from_state(values, arrays)
+    except ValueError as exc:
+        raise BundleError(f"{BUILDER_STATE} is not a valid feature builder state: {str(exc)[:500]}") from exc
+
+
 def load_bundle(bundle_dir: Path) -> ModelBundle:
-    """Verify the manifest first, then load; a tampered, partial or mismatched bundle is refused."""
+    """Verify the manifest first, then load; a tampered, partial, mismatched or pickled bundle is refused."""
     bundle_dir = Path(bundle_dir).resolve()
     if not bundle_dir.is_dir():
         raise BundleError(f"no model bundle at {bundle_dir}; run `make train` first")
-    verify_manifest(bundle_dir)
-    # Models first: they are plain text; the builder is a pickle, unpickled only once the rest checks out.
+    digest = verify_manifest(bundle_dir)
     models = {"escalation model": load_booster(bundle_dir / ESCALATION_MODEL),
               "priority model": load_booster(bundle_dir / PRIORITY_MODEL)}
     try:
         metadata = json.loads((bundle_dir / METADATA).read_text())
     except ValueError as exc:
         raise BundleError(f"{METADATA} is not valid JSON: {exc}") from exc
-    try:
-        builder: FeatureBuilder = joblib.load(bundle_dir / BUILDER)
-    except Exception as exc:
-        raise BundleError(f"{BUILDER} cannot be loaded ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(builder, FeatureBuilder):
-        raise BundleError(f"{BUILDER} holds a {type(builder).__name__}, not a FeatureBuilder")
+    builder = load_builder(bundle_dir)
     check_feature_schema(metadata, builder, models)
-    history = pd.read_parquet(bundle_dir / HISTORY)
-    builder.history_ = HistoryFeatures(builder.history_windows_days, builder.history_smoothing).fit(history)
+    builder.fit_history(pd.read_parquet(bundle_dir / HISTORY))
     return ModelBundle(
         path=bundle_dir,
         metadata=metadata,
         builder=builder,
         escalation_model=models["escalation model"],
         priority_model=models["priority model"],
+        digest=digest,
     )

@@ -17,7 +17,8 @@ from features.online import OnlineFeatures
 def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict], n_reasons: int = 3,
                lock: threading.Lock | None = None, reasons: str = "path",
                features_out: list[dict] | None = None) -> list[dict]:
-    """One dict per ticket with the fields of ModelBundle.score's rows, in input order.
+    """One dict per ticket with the fields of ModelBundle.score's rows, in input order, and its
+    warnings (text fields longer than the features read).
 
     `lock` serialises the booster calls of one worker's threads: LightGBM has had data races
     when threads share a Booster (lightgbm-org/LightGBM#5482, #6142), and with one OpenMP
@@ -62,5 +63,6 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
             "priority_predicted": predicted[i],
             "priority_probabilities": dict(zip(classes, priority_prob[i], strict=True)),
             "reasons": reasons_out,
+            "warnings": online.text_warnings(ticket),
         })
     return out

@@ -21,15 +21,20 @@ import numpy as np
 import pandas as pd
 
 from bundle import evaluate
-from bundle.model import METADATA, BundleError, label_feature, verify_manifest
+from bundle.case_mix import CASE_MIX_DATA, DIMENSIONS, summarize_case_mix
+from bundle.model import METADATA, BundleError, label_feature, manifest_digest, verify_manifest
+from bundle.repeats import summarize_repeat_issues
 
 REPORT_DATA = "report_data.parquet"
 IMPORTANCE = "feature_importance.csv"
 REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
+# The sha256 of the manifest of the bundle a report was rendered from: a report is current only
+# while its bundle still has that manifest (a bundle can be rewritten under the same version).
+REPORT_SOURCE = "bundle_manifest.sha256"
 # Files a report folder holds: what other tools (and the service) may read.
 REPORT_FILES = (REPORT_HTML, REPORT_JSON, "capacity.csv", "drivers.csv", "segments.csv", "earliness.csv",
-                "calibration.csv", "priority_confusion.csv", "metrics.csv")
+                "calibration.csv", "priority_confusion.csv", "metrics.csv", "case_mix.csv", "repeat_issues.csv")
 ESCALATION_TYPE = "escalation_type_later"
 REPEAT_FEATURE = "customer_category_tickets_30d"
 CONTRIBUTION_ROWS = 200_000  # test rows whose top-driver contributions the report computes
@@ -114,6 +119,7 @@ class ReportInputs:
     importance: pd.DataFrame
     data: pd.DataFrame
     tickets: pd.DataFrame
+    case_mix: pd.DataFrame | None = None  # the test period's tickets with their case-mix risk
 
     @property
     def version(self) -> str:
@@ -137,11 +143,17 @@ def load_report_inputs(bundle_dir: Path) -> ReportInputs:
         verify_manifest(bundle_dir)
     except BundleError as exc:
         raise ReportError(str(exc)) from exc
+    import pyarrow.parquet as pq
+
+    history = bundle_dir / "history.parquet"
+    columns = [c for c in ("ticket_id", "created_at", "escalated", "customer_id", "category")
+               if c in pq.read_schema(history).names]
     return ReportInputs(
         metadata=json.loads((bundle_dir / METADATA).read_text()),
         importance=pd.read_csv(bundle_dir / IMPORTANCE),
         data=pd.read_parquet(bundle_dir / REPORT_DATA),
-        tickets=pd.read_parquet(bundle_dir / "history.parquet", columns=["ticket_id", "created_at", "escalated"]),
+        tickets=pd.read_parquet(history, columns=columns),
+        case_mix=pd.read_parquet(bundle_dir / CASE_MIX_DATA) if (bundle_dir / CASE_MIX_DATA).is_file() else None,
     )
 
 
@@ -402,6 +414,35 @@ def summarize_metrics(inputs: ReportInputs) -> dict:
             "ece_uncalibrated": logged.get("test_ece_uncalibrated")}
 
 
+def _param(metadata: dict, key: str, default):
+    value = (metadata.get("params") or {}).get(key)
+    return default if value is None else type(default)(value)
+
+
+def summarize_case_mix_period(inputs: ReportInputs) -> dict | None:
+    """The against-case-mix tables of the test period (bundle.case_mix), None without a case-mix model."""
+    if inputs.case_mix is None or inputs.case_mix.empty:
+        return None
+    metadata = inputs.metadata
+    summary = summarize_case_mix(inputs.case_mix, confidence=_param(metadata, "case_mix.confidence", 0.95),
+                                 reference=_param(metadata, "case_mix.reference", "window"),
+                                 max_rows=_param(metadata, "case_mix.max_rows", 15),
+                                 min_tickets=_param(metadata, "case_mix.min_tickets", 20))
+    summary["model_roc_auc"] = metadata["metrics"].get("case_mix_test_roc_auc")
+    summary["features"] = len((metadata.get("case_mix") or {}).get("features", []))
+    return summary
+
+
+def summarize_repeats_period(inputs: ReportInputs) -> dict | None:
+    """Repeat contacts among the test period's tickets (earlier tickets count as the first contact)."""
+    tickets = inputs.tickets
+    if "customer_id" not in tickets or tickets["customer_id"].notna().sum() == 0:
+        return None
+    return summarize_repeat_issues(tickets, _param(inputs.metadata, "case_mix.repeat_within_days", 7.0),
+                                   window_from=pd.Timestamp(inputs.metadata["data_window"]["test"]["created_from"]),
+                                   max_rows=_param(inputs.metadata, "case_mix.max_rows", 15))
+
+
 def describe_limits(report: dict) -> list[str]:
     limits = [
         "It learns from past tickets: if products, teams or escalation rules change, its numbers drift "
@@ -441,6 +482,8 @@ def build_report(inputs: ReportInputs) -> dict:
         "precision_recall": summarize_precision_recall(inputs.data),
         "priority_confusion": summarize_confusion(inputs),
         "metrics": summarize_metrics(inputs),
+        "case_mix": summarize_case_mix_period(inputs),
+        "repeat_issues": summarize_repeats_period(inputs),
         "data_window": metadata["data_window"],
         "label": metadata.get("label", {}),
         "bands": {k: metadata["metrics"].get(f"test_band_{k}_share") for k in ("high", "medium", "low")},
@@ -617,6 +660,29 @@ def chart_confusion(report: dict) -> str:
     return figure_to_svg(fig, "priority-confusion", "Suggested priority against final priority")
 
 
+def chart_case_mix(name: str, table: dict, confidence: float) -> str:
+    """Observed / expected with its interval per row (a forest plot); 1 = as the case mix predicts."""
+    rows = table["rows"][::-1]
+    fig, ax = _figure(5.6, 0.26 * len(rows) + 0.9)
+    positions = np.arange(len(rows))
+    for i, row in enumerate(rows):
+        if row["ratio"] is None:
+            continue
+        color = ACCENT if row["flag"] == "above" else (INK if row["flag"] == "below" else MUTED)
+        ax.plot([row["ci_low"], min(row["ci_high"], 6.0)], [i, i], color=color, linewidth=1.4)
+        ax.plot(row["ratio"], i, "o", color=color, markersize=4)
+    ax.axvline(1.0, color=INK, linestyle="--", linewidth=0.8)
+    ax.set_yticks(positions, [str(r["value"]) for r in rows], fontsize=7)
+    top = max([r["ci_high"] for r in rows if r["ci_high"] is not None] + [2.0])
+    ax.set_xlim(0, min(top * 1.05, 6.0))  # an interval running past 6 is cut at the edge
+    ax.set_xlabel(f"observed / expected escalations ({confidence:.0%} interval)", fontsize=8)
+    _style(ax)
+    ax.grid(axis="x", color=LIGHT, linewidth=0.6)
+    ax.grid(axis="y", visible=False)
+    return figure_to_svg(fig, f"case-mix-{name.replace('_', '-')}",
+                         f"Escalations against case mix by {table['label'].lower()}")
+
+
 def render_html(report: dict, inputs: ReportInputs) -> str:
     """The whole page, charts inline as SVG: no scripts, no external resources."""
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -632,6 +698,8 @@ def render_html(report: dict, inputs: ReportInputs) -> str:
         "calibration": chart_calibration(report),
         "precision_recall": chart_precision_recall(report),
         "confusion": chart_confusion(report),
+        "case_mix": {name: chart_case_mix(name, table, report["case_mix"]["confidence"])
+                     for name, table in (report["case_mix"] or {"tables": {}})["tables"].items() if table["rows"]},
     }
     safe = {k: ([Markup(s) for s in v] if isinstance(v, list) else {n: Markup(s) for n, s in v.items()}
                 if isinstance(v, dict) else Markup(v)) for k, v in charts.items()}
@@ -640,7 +708,7 @@ def render_html(report: dict, inputs: ReportInputs) -> str:
     env.filters["num"] = lambda v, d=0: "–" if v is None or v != v else f"{v:,.{d}f}"
     env.filters["day"] = lambda v: str(v)[:10]
     return env.get_template("report.html.j2").render(report=report, charts=safe, segment_names=SEGMENTS,
-                                                     files=REPORT_FILES)
+                                                     files=REPORT_FILES, dimensions=DIMENSIONS)
 
 
 def write_tables(report: dict, output_dir: Path) -> None:
@@ -658,6 +726,14 @@ def write_tables(report: dict, output_dir: Path) -> None:
     confusion = report["priority_confusion"]
     pd.DataFrame(confusion["matrix"], index=pd.Index(confusion["classes"], name="final"),
                  columns=confusion["classes"]).to_csv(output_dir / "priority_confusion.csv")
+    case_mix = report.get("case_mix") or {"tables": {}}
+    pd.DataFrame([{"dimension": name, **row} for name, table in case_mix["tables"].items() for row in table["rows"]],
+                 columns=["dimension", "value", "tickets", "observed", "expected", "ratio", "ci_low", "ci_high", "flag",
+                          "excess"]).to_csv(output_dir / "case_mix.csv", index=False)
+    repeats = report.get("repeat_issues") or {"topics": []}
+    pd.DataFrame(repeats["topics"], columns=["topic", "tickets", "repeats", "repeat_share", "escalation_rate_repeat",
+                                             "escalation_rate_first"]).to_csv(output_dir / "repeat_issues.csv",
+                                                                              index=False)
     metrics = report["metrics"]
     pd.DataFrame({"model": metrics["model"], "logistic_baseline": metrics["logistic_baseline"],
                   "priority_rule_baseline": pd.Series(metrics["priority_rule_baseline"], dtype=float)}).rename_axis(
@@ -684,6 +760,7 @@ def _clean(value: object) -> object:
 def write_report(bundle_dir: Path, output_dir: Path) -> dict:
     """Bundle in, report folder out (written to a temp folder, then renamed into place)."""
     started = time.perf_counter()
+    digest = manifest_digest(bundle_dir)
     inputs = load_report_inputs(bundle_dir)
     report = _clean(build_report(inputs))
     html = render_html(report, inputs)
@@ -694,6 +771,7 @@ def write_report(bundle_dir: Path, output_dir: Path) -> dict:
     (tmp_dir / REPORT_HTML).write_text(html, encoding="utf-8")
     (tmp_dir / REPORT_JSON).write_text(json.dumps(report, indent=1, default=_json_default), encoding="utf-8")
     write_tables(report, tmp_dir)
+    (tmp_dir / REPORT_SOURCE).write_text(digest or "")
     if output_dir.exists():
         old = output_dir.parent / f".{output_dir.name}.{time.time_ns()}.old"
         output_dir.rename(old)

@@ -3,12 +3,18 @@
 Input rows are canonical tickets (event-log rows) with a `snapshot_time`; a live ticket
 is scored as its latest row, at its event_time. Identity columns (ticket, customer and
 agent ids, names) are never features themselves: only what history says about them is.
+
+The learned state is data: `FeatureBuilder.state()` gives JSON-ready values and float64
+arrays, `FeatureBuilder.from_state` validates them and rebuilds the builder (the model bundle
+stores them as feature_builder.json and feature_builder.npz; nothing is ever unpickled). The
+as-of history index is rebuilt from the bundle's history table (`fit_history`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.history import HistoryFeatures
 from features.schema import PRIORITY_ORDER
@@ -22,6 +28,8 @@ COUNTER_FEATURES = ("reassignment_count", "reopen_count", "customer_messages", "
 TICKET_FEATURES = ("age_hours", "created_hour", "created_weekday", "snapshot_hour", "snapshot_weekday",
                    "business_hours", "hours_to_sla", "sla_breached", *COUNTER_FEATURES, "messages_total",
                    "customer_to_agent_messages", "customer_messages_per_day", "priority_rank")
+BUILDER_STATE_FORMAT = "escalation-risk feature builder"
+BUILDER_STATE_VERSION = 1
 # How a reason shows a feature the ticket does not have, or a category not seen in training.
 MISSING = "not set"
 UNSEEN = "other"
@@ -62,6 +70,45 @@ def compute_ticket_features(snapshots: pd.DataFrame) -> pd.DataFrame:
     return out[list(TICKET_FEATURES)]
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextState(_Strict):
+    max_features: int
+    ngram_max: int = Field(ge=1, le=3)
+    min_df: int
+    svd_components: int
+    seed: int
+    max_fit_texts: int
+    max_field_chars: int = Field(ge=1)
+    terms: list[str] | None
+    feature_names: list[str]
+
+
+class BuilderParams(_Strict):
+    history_windows_days: list[int]
+    history_smoothing: float
+    text_enabled: bool
+    text_params: dict[str, int]
+    max_categories: int
+    seed: int
+    min_category_count: int
+    extra_categorical: list[str]
+    exclude_features: list[str]
+
+
+class BuilderState(_Strict):
+    """The JSON half of a fitted FeatureBuilder (the arrays travel beside it)."""
+
+    format: str
+    format_version: int
+    params: BuilderParams
+    categories: dict[str, list[str]]
+    feature_names: list[str]
+    text: TextState | None
+
+
 class FeatureBuilder:
     """Learns category vocabularies, the text embedding and the as-of history table."""
 
@@ -97,6 +144,42 @@ class FeatureBuilder:
         self.feature_names_ = list(self.transform(snapshots.head(1)).columns)
         return self
 
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-ready state, float64 arrays by name) of the fitted builder, without the history index."""
+        params = {name: getattr(self, name) for name in BuilderParams.model_fields}
+        text_values, text_arrays = self.text_.state() if self.text_ is not None else (None, {})
+        values = {"format": BUILDER_STATE_FORMAT, "format_version": BUILDER_STATE_VERSION, "params": params,
+                  "categories": self.categories_, "feature_names": list(self.feature_names_), "text": text_values}
+        return BuilderState.model_validate(values).model_dump(mode="json"), {
+            f"text_{name}": array for name, array in text_arrays.items()}
+
+    @classmethod
+    def from_state(cls, values: object, arrays: dict[str, np.ndarray]) -> FeatureBuilder:
+        """The builder `state()` described, without its history index (see `fit_history`).
+
+        Raises ValueError naming what is wrong when the state is not a builder's of this format.
+        """
+        state = BuilderState.model_validate(values)  # pydantic's ValidationError is a ValueError
+        if state.format != BUILDER_STATE_FORMAT or state.format_version != BUILDER_STATE_VERSION:
+            raise ValueError(f"not a feature builder state of version {BUILDER_STATE_VERSION} "
+                             f"(format {state.format!r}, version {state.format_version})")
+        builder = cls(**state.params.model_dump())
+        builder.categories_ = {column: list(levels) for column, levels in state.categories.items()}
+        builder.text_ = None
+        if state.text is not None:
+            text_arrays = {k.removeprefix("text_"): v for k, v in arrays.items() if k.startswith("text_")}
+            builder.text_ = TextFeatures.from_state(state.text.model_dump(), text_arrays)
+        if state.text is None and builder.text_enabled:
+            raise ValueError("text features are enabled but the state has no text part")
+        builder.feature_names_ = list(state.feature_names)
+        builder.history_ = None
+        return builder
+
+    def fit_history(self, tickets: pd.DataFrame) -> FeatureBuilder:
+        """Rebuild the as-of history index from the ticket summaries the builder was fitted with."""
+        self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(tickets)
+        return self
+
     def transform(self, snapshots: pd.DataFrame, chunk_rows: int = 250_000) -> pd.DataFrame:
         """Features for each row, in input order; large inputs go in chunks to bound memory."""
         if len(snapshots) > chunk_rows:
@@ -104,8 +187,7 @@ class FeatureBuilder:
                       for i in range(0, len(snapshots), chunk_rows)]
             return pd.concat(chunks, ignore_index=True)
         frame = self._transform_all(snapshots)
-        # Builders saved before features could be excluded have no such attribute.
-        excluded = getattr(self, "exclude_features", [])
+        excluded = self.exclude_features
         return frame.drop(columns=excluded, errors="ignore") if excluded else frame
 
     def _transform_all(self, snapshots: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from cachetools import LRUCache
 from features.build import COUNTER_FEATURES, MISSING, TICKET_FEATURES, UNSEEN, FeatureBuilder
 from features.history import ENTITIES
 from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
+from features.text import TEXT_FIELDS, clip_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_HOUR = 3_600_000_000_000
@@ -40,10 +41,6 @@ def _parse(value: object) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
-
-
 class OnlineFeatures:
     """Compiled from a fitted FeatureBuilder; `transform_many(tickets)` -> float64 matrix in feature order."""
 
@@ -57,6 +54,8 @@ class OnlineFeatures:
         created = builder.history_.ticket_created_
         self.ticket_created = dict(zip(created.index.tolist(), created.to_numpy().tolist(), strict=True))
         self.text = builder.text_
+        # Each text field is read up to this many characters, as in training (features.text).
+        self.max_field_chars = self.text.max_field_chars if self.text is not None else 0
         # A params file may leave built-in features out (features.exclude): compute, then keep only the used.
         self.ticket_kept = [i for i, n in enumerate(TICKET_FEATURES) if n in self.position]
         self.ticket_columns = [self.position[TICKET_FEATURES[i]] for i in self.ticket_kept]
@@ -121,8 +120,9 @@ class OnlineFeatures:
             for entity, columns in ENTITIES.items():
                 entity_keys[entity].append(_entity_key(ticket, columns))
             if self.text is not None:
-                ticket_texts.append(_text(ticket.get("subject")) + ". " + _text(ticket.get("description")))
-                last_messages.append(_text(ticket.get("last_customer_message")))
+                ticket_text, last_message = self.ticket_texts(ticket)
+                ticket_texts.append(ticket_text)
+                last_messages.append(last_message)
             raw_categories.append(self.raw_categories(ticket))
 
         out = np.full((n, len(self.names)), np.nan)
@@ -159,8 +159,8 @@ class OnlineFeatures:
         for j, value in zip(self.history_columns, [history[i] for i in self.history_kept], strict=True):
             values[j] = value
         if self.text is not None:
-            text = self.text_features([_text(ticket.get("subject")) + ". " + _text(ticket.get("description"))],
-                                      [_text(ticket.get("last_customer_message"))])
+            ticket_text, last_message = self.ticket_texts(ticket)
+            text = self.text_features([ticket_text], [last_message])
             for j, value in zip(self.text_columns, text[0].tolist(), strict=True):
                 values[j] = value
         raw = self.raw_categories(ticket)
@@ -169,6 +169,20 @@ class OnlineFeatures:
             values[j] = np.nan if value is None else self.categories[column].get(value, np.nan)
         out = np.array(values, dtype=np.float32).astype(np.float64)[None, :]
         return out, [raw]
+
+    def ticket_texts(self, ticket: dict) -> tuple[str, str]:
+        """(subject ". " description, latest customer message), each field clipped as in training."""
+        limit = self.max_field_chars
+        return (clip_text(ticket.get("subject"), limit) + ". " + clip_text(ticket.get("description"), limit),
+                clip_text(ticket.get("last_customer_message"), limit))
+
+    def text_warnings(self, ticket: dict) -> list[str]:
+        """A warning per text field longer than the features read (the rest is ignored)."""
+        if self.text is None:
+            return []
+        limit = self.max_field_chars
+        return [f"{field}: only the first {limit} of its {len(value)} characters were read"
+                for field in TEXT_FIELDS if isinstance(value := ticket.get(field), str) and len(value) > limit]
 
     def raw_categories(self, ticket: dict) -> dict[int, object]:
         """The ticket's own values of the categorical columns, by feature position (None = missing)."""

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     threads: int = 4
     max_batch: int = 1000
     max_body_bytes: int = 4 * 1024 * 1024
+    # A request must arrive whole (headers and body) within this many seconds (serving/worker.py).
+    request_read_timeout: float = Field(10.0, gt=0)
+    # Heavy scoring requests (bodies of 64 KiB or more: batches) one worker runs at once; more are
+    # answered 503 with Retry-After at once, so health checks always find a free thread.
+    # 0 = threads - 1 (at least 1). Single tickets are never shed (serving/app.py).
+    scoring_slots: int = Field(0, ge=0)
     policy_path: Path | None = None
     model_path: Path | None = None
     reload_poll_seconds: float = 0.0
@@ -63,6 +69,10 @@ class Settings(BaseSettings):
     servicenow_username: str | None = None
     servicenow_password: str | None = None
     freshdesk_api_key: str | None = None
+    # The ops view (serving/monitoring.py, /dashboard): how often the live view is recomputed (0 = only
+    # when the dashboard finds none), and at most how many ticket updates it computes features for.
+    monitoring_interval_seconds: float = Field(600.0, ge=0)
+    monitoring_max_rows: int = Field(20_000, ge=100)
 
     @field_validator("api_keys", mode="before")
     @classmethod

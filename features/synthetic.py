@@ -1143,6 +1143,20 @@ def simulate_events(
     return _simulate_with_truth(n_tickets, seed, start, months)[0]
 
 
+def describe_agents(n_tickets: int = 20_000, seed: int = 42, start: str = "2025-01-01", months: int = 12
+                    ) -> pd.DataFrame:
+    """The simulated agents behind `generate_event_log` with the same arguments (latent truth, for
+    tests and checks only): agent_id, team, hired_at (UTC). About 15 % are hired during the window;
+    an agent's tenure at a ticket raises its escalation hazard (+0.7 under 3 months, +0.3 under 12)."""
+    world = _build_world(n_tickets, seed, start, months)
+    team = {agent: name for name, members in world.team_agents.items() for agent in members}
+    return pd.DataFrame({
+        "agent_id": world.agent_ids,
+        "team": [team[i] for i in range(len(world.agent_ids))],
+        "hired_at": pd.to_datetime(world.agent_hired, unit="s", utc=True).floor("s"),
+    })
+
+
 def generate_event_log(
     output_path: Path,
     n_tickets: int = 20_000,

@@ -13,9 +13,9 @@ import orjson
 from flask import Flask, Response, g, request
 
 from features.settings import Settings
-from serving.errors import register_error_handlers
+from serving.errors import error_response, register_error_handlers
 from serving.live_model import ModelHolder, WorkerFleet
-from serving.metrics import ServiceMetrics
+from serving.metrics import OTHER, ServiceMetrics
 from serving.policy import load_policy
 
 log = logging.getLogger("escalation_risk.serving")
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
         if settings.host not in LOOPBACK:
             raise RuntimeError(f"refusing to serve on {settings.host} without API keys; "
                                "set ESCALATION_RISK_API_KEYS or bind to 127.0.0.1")
-    from serving import alert_routes, reports, routes, ticket_routes
+    from serving import alert_routes, dashboard, ops, reports, routes, ticket_routes
 
     ticket_routes.open_store(app)  # before the model: its live history reads the store
     if load_model:
@@ -79,6 +79,8 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     ticket_routes.init_app(app)
     alert_routes.init_app(app)  # a bad destinations file stops start-up here
     reports.init_app(app)
+    ops.init_app(app)
+    dashboard.init_app(app)
     return app
 
 
@@ -93,7 +95,7 @@ def register_request_hooks(app: Flask) -> None:
     @app.after_request
     def finish_request(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        endpoint = request.url_rule.rule if request.url_rule else OTHER
         metrics.observe_request(endpoint, request.method, response.status_code, elapsed)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if endpoint not in ("/healthz", "/metrics", "/readyz") and log.isEnabledFor(logging.INFO):
@@ -106,6 +108,42 @@ def register_request_hooks(app: Flask) -> None:
         return response
 
 
+def register_admission(app: Flask) -> None:
+    """At most `scoring_slots` heavy scoring requests (POST /v1/... with a body of 64 KiB or more,
+    or of unknown length: batches) run at once in this worker; one more is answered 503 with
+    Retry-After at once instead of queueing behind them, so a thread stays free for /healthz,
+    /readyz, /metrics and single tickets however many batches arrive. Single tickets take
+    milliseconds and are never shed. Installed for gunicorn's workers (create_served_app), whose
+    thread count the default (threads - 1) is taken from."""
+    settings: Settings = app.extensions["settings"]
+    slots = threading.BoundedSemaphore(settings.scoring_slots or max(1, settings.threads - 1))
+
+    @app.before_request
+    def admit() -> Response | None:
+        path = request.path
+        if request.method != "POST" or not path.startswith("/v1/") or path.startswith("/v1/admin/"):
+            return None
+        length = request.content_length
+        if length is not None and length < HEAVY_REQUEST_BYTES:
+            return None
+        if not slots.acquire(blocking=False):
+            response = error_response(503, "overloaded", "the service is scoring as many batches as it can; "
+                                      f"retry after {RETRY_AFTER_SECONDS} s")
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        g.scoring_slot = True
+        return None
+
+    @app.teardown_request
+    def release(exc: BaseException | None) -> None:
+        if g.pop("scoring_slot", False):
+            slots.release()
+
+
+HEAVY_REQUEST_BYTES = 64 * 1024
+RETRY_AFTER_SECONDS = 1
+
+
 def create_served_app() -> Flask:
     """gunicorn's entry point: create_app, with SIGHUP reloading the model in this worker.
 
@@ -116,9 +154,11 @@ def create_served_app() -> Flask:
     pending: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: pending.append(signum))
     app = create_app()
+    register_admission(app)
     holder: ModelHolder = app.extensions["model"]
     holder.fleet = WorkerFleet.for_gunicorn_worker()  # so /v1/admin/reload reaches every worker
-    holder.fleet.record(holder.bundle.version if holder.bundle else None)
+    holder.fleet.record(holder.bundle.version if holder.bundle else None,
+                        holder.bundle.digest if holder.bundle else None)
     install_sighup_reload(app)
     if pending:
         os.kill(os.getpid(), signal.SIGHUP)

@@ -3,6 +3,7 @@ ingest."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,32 @@ def db_purge(before) -> None:
     counts = store.purge_text(cutoff)
     click.echo(f"dropped the text of {counts['events']:,} events and {counts['tickets']:,} tickets before "
                f"{cutoff.isoformat()}")
+
+
+@db.command("export")
+@click.option("--before", "before", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="The cut-off (UTC): only events that happened and were received by then, and feedback "
+                   "received by then (default: now).")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,
+              help="Where the event log goes (default: data/store_events.parquet).")
+def db_export(before, output_path: Path | None) -> None:
+    """Export the store as a canonical event log for training, with reported outcomes folded in, as known
+    at the cut-off (train on it with `escalation-risk train --extra-data FILE --cutoff SAME`)."""
+    from datetime import UTC, datetime
+
+    from serving.outcomes import export_training_events, write_export
+
+    settings = Settings()
+    store = open_store(settings)
+    cutoff = before.replace(tzinfo=UTC) if before else datetime.now(UTC)
+    metadata_path = settings.resolved_model_path / "metadata.json"
+    params = json.loads(metadata_path.read_text()).get("params", {}) if metadata_path.is_file() else {}
+    closed = list(params.get("snapshots.closed_statuses") or sorted(store.closed_statuses))
+    export = export_training_events(store.engine, cutoff, closed)
+    path = write_export(export, output_path or settings.project_dir / "data" / "store_events.parquet")
+    click.echo(f"exported {export.tickets:,} tickets ({len(export.events):,} rows) as known at {cutoff.isoformat()} "
+               f"to {path}; reported escalations folded in: {export.feedback_folded:,} "
+               f"(ignored: {export.feedback_ignored:,})")
 
 
 @commands.command()

@@ -6,6 +6,7 @@ SIGHUP to the master is forwarded to every worker, which reloads the model in pl
 """
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -18,7 +19,8 @@ _settings = Settings()
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
-worker_class = "gthread"
+# gthread with a read deadline per request, pipelining and JSON protocol errors (serving/worker.py).
+worker_class = "serving.worker.ServingWorker"
 threads = _settings.threads
 preload_app = False  # each worker loads and verifies the model itself, after fork
 timeout = 30
@@ -33,11 +35,42 @@ raw_env = ["OMP_NUM_THREADS=1"]
 # go through SIGHUP or /v1/admin/reload.
 control_socket_disable = True
 _created_dirs: list[Path] = []
+_held_locks: list[int] = []
+INSTANCE_PREFIX = "instance-"
+LOCK_NAME = ".instance.lock"
+
+
+def instance_metrics_dir(parent: Path) -> Path:
+    """A metrics folder of this instance's own inside `parent`, held by a lock for the instance's life.
+
+    Several instances may be given one PROMETHEUS_MULTIPROC_DIR: each writes into its own
+    `instance-*` subfolder, so starting one never wipes another's files. Subfolders whose lock
+    is free belong to instances that are gone and are removed.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    for other in parent.glob(f"{INSTANCE_PREFIX}*"):
+        lock_path = other / LOCK_NAME
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except OSError:
+            continue  # being created right now, or not ours
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # a live instance holds it
+            continue
+        shutil.rmtree(other, ignore_errors=True)
+        os.close(fd)
+    own = Path(tempfile.mkdtemp(prefix=INSTANCE_PREFIX, dir=parent))
+    fd = os.open(own / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # forked workers share it; released when the last one exits
+    _held_locks.append(fd)
+    return own
 
 
 def on_starting(server):
-    """Prepare the metrics directory the workers share, and replace gunicorn's HUP (restart all
-    workers) with an in-place model reload in each worker.
+    """Prepare this instance's metrics folder, and replace gunicorn's HUP (restart all workers)
+    with an in-place model reload in each worker.
 
     Development switches that would re-execute code on file changes are refused here.
     """
@@ -47,13 +80,12 @@ def on_starting(server):
         from serving.store.db import upgrade_database
 
         upgrade_database(_settings.resolved_store_url)  # once, before the workers open the ticket store
-    metrics_dir = _settings.prometheus_multiproc_dir
-    if metrics_dir is None:
+    parent = _settings.prometheus_multiproc_dir
+    if parent is None:
         metrics_dir = Path(tempfile.mkdtemp(prefix="escalation-risk-metrics-"))
-        _created_dirs.append(metrics_dir)  # ours: removed on exit
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):  # values of an earlier server would be summed in
-        stale.unlink()
+    else:
+        metrics_dir = instance_metrics_dir(parent)
+    _created_dirs.append(metrics_dir)  # ours alone: removed on exit
     # Workers are forked after this and import prometheus_client with it set (multi-process mode).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     server.log.info("Prometheus multi-process metrics in %s", metrics_dir)

@@ -51,21 +51,30 @@ def read_export(data_path: Path, source: str = "events", mapping_path: Path | No
     return import_export(data_path, load_mapping(mapping_path or source)).events
 
 
+def iso_times(values: pd.Series) -> pd.Series:
+    """UTC times as datetime.isoformat() writes them ("2025-01-01T09:40:47+00:00", microseconds only
+    when set), so an event ingested and the same event sent to the API have the same content key."""
+    utc = values.dt.tz_convert("UTC")
+    micro = utc.dt.microsecond
+    text = utc.dt.strftime("%Y-%m-%dT%H:%M:%S") + micro.map(lambda m: f".{m:06d}" if m else "") + "+00:00"
+    return text.astype(object).where(values.notna(), None)
+
+
 def to_event_dicts(events: pd.DataFrame) -> list[dict]:
-    """Validated canonical rows as event dicts: times as ISO strings, missing values left out."""
+    """Validated canonical rows as normalized event dicts (serving.store.tickets.normalize_event's form:
+    times as UTC ISO strings, ids as strings, missing values left out)."""
     frame = pd.DataFrame(index=events.index)
     for column in CANONICAL_COLUMNS:
         if column not in events:
             continue
         values = events[column]
         if isinstance(values.dtype, pd.DatetimeTZDtype):
-            text = values.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-            frame[column] = text.astype(object).where(values.notna(), None)
+            frame[column] = iso_times(values)
         elif column in ("reassignment_count", "reopen_count", "customer_messages", "agent_messages",
                         "escalation_level"):
             frame[column] = values.astype("int64").astype(object)
         else:
-            frame[column] = values.astype(object).where(values.notna(), None)
+            frame[column] = values.astype("string").astype(object).where(values.notna(), None)
     columns = list(frame.columns)
     return [{c: v for c, v in zip(columns, row, strict=True) if v is not None}
             for row in frame.itertuples(index=False, name=None)]
@@ -84,7 +93,7 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
     recorded = duplicates = 0
     for start in range(0, len(events), batch_size):
         batch = to_event_dicts(events.iloc[start:start + batch_size])
-        for item in store.record_events(batch, INGEST_SOURCE):
+        for item in store.record_events(batch, INGEST_SOURCE, normalized=True):
             duplicates += item.duplicate
             recorded += not item.duplicate
         if progress is not None:

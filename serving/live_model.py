@@ -6,7 +6,9 @@ a failed reload leaves the old model serving and is reported by /readyz, /v1/mod
 
 Under gunicorn each worker holds its own model. `WorkerFleet` lets the worker that handles
 /v1/admin/reload tell its sibling workers to reload and wait until every one of them serves
-the new version, so a completed reload means that only the new version answers.
+the new content, so a completed reload means that only the new model answers. A model is
+known by its version AND its manifest's sha256 (`ModelBundle.digest`): a bundle rewritten in
+place under the same version name is a different model, and is reloaded everywhere too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from bundle.model import BundleError, ModelBundle, load_bundle
+from bundle.model import BundleError, ModelBundle, load_bundle, manifest_digest
 from bundle.tracking import tracking_server_problem
 from features.history import LiveHistory
 from features.online import OnlineFeatures
@@ -77,10 +79,11 @@ class WorkerFleet:
         master = os.getppid()
         return cls(Path(tempfile.gettempdir()) / f"escalation-risk-workers-{master}", master)
 
-    def record(self, version: str | None) -> None:
+    def record(self, version: str | None, digest: str | None = None) -> None:
+        """This worker serves `version` with manifest sha256 `digest` (None: no model)."""
         path = self.state_dir / f"{os.getpid()}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "version": version}))
+        tmp.write_text(json.dumps({"pid": os.getpid(), "version": version, "digest": digest}))
         os.replace(tmp, path)
 
     def sibling_pids(self) -> list[int]:
@@ -97,7 +100,7 @@ class WorkerFleet:
             try:
                 status.append(json.loads((self.state_dir / f"{pid}.json").read_text()))
             except (OSError, ValueError):
-                status.append({"pid": pid, "version": None})
+                status.append({"pid": pid, "version": None, "digest": None})
         return status
 
     def signal_siblings(self) -> None:
@@ -105,12 +108,14 @@ class WorkerFleet:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGHUP)
 
-    def wait_for(self, version: str, timeout: float) -> tuple[bool, list[dict]]:
+    def wait_for(self, version: str, digest: str, timeout: float) -> tuple[bool, list[dict]]:
+        """Until every worker serves this version with this content (True), or the timeout (False)."""
         deadline = time.monotonic() + timeout
         while True:
             workers = self.workers()
-            if all(w["version"] == version for w in workers) or time.monotonic() > deadline:
-                return all(w["version"] == version for w in workers), workers
+            done = all(w["version"] == version and w.get("digest") == digest for w in workers)
+            if done or time.monotonic() > deadline:
+                return done, workers
             time.sleep(0.05)
 
 
@@ -210,7 +215,7 @@ class ModelHolder:
             self.live, self.source, self.loaded_at, self.last_error = live, source, datetime.now(UTC), None
             self.registry_version = registry_version
             if self.fleet is not None:
-                self.fleet.record(bundle.version)
+                self.fleet.record(bundle.version, bundle.digest)
             log.info("model loaded: version %s from %s (previous %s)", bundle.version, source, previous)
             return ReloadOutcome(True, bundle.version, source)
 
@@ -232,10 +237,12 @@ class ModelHolder:
         if not outcome.ok or self.fleet is None:
             return outcome
         self.fleet.signal_siblings()
-        converged, workers = self.fleet.wait_for(outcome.version, timeout)
+        digest = self.bundle.digest
+        converged, workers = self.fleet.wait_for(outcome.version, digest, timeout)
         if converged:
             return ReloadOutcome(True, outcome.version, outcome.source, None, tuple(workers))
-        behind = ", ".join(f"pid {w['pid']} on {w['version']}" for w in workers if w["version"] != outcome.version)
+        behind = ", ".join(f"pid {w['pid']} on {w['version']} ({(w.get('digest') or '')[:12]})"
+                           for w in workers if (w["version"], w.get("digest")) != (outcome.version, digest))
         error = f"this worker serves {outcome.version} but not every worker switched within {timeout:.0f} s: {behind}"
         return ReloadOutcome(False, outcome.version, outcome.source, error, tuple(workers))
 
@@ -252,7 +259,10 @@ class ModelHolder:
                     return None
                 return version if version != self.registry_version else None
             target = self.settings.resolved_model_path.resolve()
-            return target if self.bundle is None or target != self.bundle.path else None
+            if self.bundle is None or target != self.bundle.path:
+                return target
+            digest = manifest_digest(target)  # rewritten in place under the same name?
+            return (target, digest) if digest is not None and digest != self.bundle.digest else None
 
         def poll() -> None:
             failed: object | None = None

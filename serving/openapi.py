@@ -12,6 +12,7 @@ from serving.schemas import (
     AlertPage,
     ErrorBody,
     EventBatch,
+    Feedback,
     Score,
     ScoreBatch,
     Ticket,
@@ -22,7 +23,7 @@ from serving.schemas import (
 
 def build_openapi(settings: Settings) -> dict:
     _, schemas = models_json_schema(
-        [(m, "validation") for m in (Ticket, TicketBatch, TicketEvent, EventBatch, AlertAck)]
+        [(m, "validation") for m in (Ticket, TicketBatch, TicketEvent, EventBatch, AlertAck, Feedback)]
         + [(m, "serialization") for m in (Score, ScoreBatch, ErrorBody, EscalationMatrix, Alert, AlertPage)],
         ref_template="#/components/schemas/{model}",
     )
@@ -74,6 +75,7 @@ def build_openapi(settings: Settings) -> dict:
                                                         "401": errors["401"],
                                                         "409": {"description": "reload failed; old model kept"}}}},
             **report_paths(errors),
+            **ops_paths(errors, ref, json_ok),
             "/healthz": {"get": {"summary": "Liveness", **open_endpoint, "responses": json_ok({"type": "object"})}},
             "/readyz": {"get": {"summary": "Readiness (503 until a verified model is loaded)", **open_endpoint,
                                 "responses": {**json_ok({"type": "object"}), "503": errors["503"]}}},
@@ -139,6 +141,49 @@ def ticket_paths(errors: dict, ref, json_ok) -> dict:
                 "tickets": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
                 "limit": {"type": "integer"}, "offset": {"type": "integer"}}}),
                 "401": errors["401"], "422": errors["422"], "503": errors["503"], **not_found}}},
+    }
+
+
+def ops_paths(errors: dict, ref, json_ok) -> dict:
+    """The ops view (serving/ops.py, serving/dashboard.py); 404 when ESCALATION_RISK_STATE=off."""
+    not_found = {"404": {"description": "unknown ticket, or the service keeps no state (ESCALATION_RISK_STATE=off)",
+                         "content": {"application/json": {"schema": ref("ErrorBody")}}}}
+    return {
+        "/v1/feedback": {"post": {
+            "summary": "A verdict on a ticket's score (agree / disagree), optionally its true outcome and type",
+            "description": "Committed before the 201 answer, with the score it judges. Outcomes received before a "
+                           "cut-off are folded into training data by `escalation-risk store export --before`.",
+            "operationId": "post_feedback",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("Feedback")}}},
+            "responses": {"201": {"description": "the stored feedback", "content": {"application/json": {
+                "schema": {"type": "object"}}}}, **errors, **not_found}}},
+        "/v1/health": {"get": {
+            "summary": "The live view: against case mix, repeat issues, model health from outcomes, drift, "
+                       "retrain recommendation (recomputed when older than twice the monitoring interval)",
+            "operationId": "get_health",
+            "parameters": [{"name": "refresh", "in": "query", "required": False, "description": "1: recompute now",
+                            "schema": {"enum": ["0", "1"], "default": "0"}}],
+            "responses": {**json_ok({"type": "object"}), "401": errors["401"], "503": errors["503"], **not_found}}},
+        "/dashboard": {"get": {
+            "summary": "The ops lead's live page (HTML, server-rendered, no scripts)",
+            "description": "With API keys configured: a key as Bearer, X-API-Key, or HTTP Basic password.",
+            "operationId": "get_dashboard",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                          "401": errors["401"], "503": errors["503"], **not_found}}},
+        "/dashboard/alerts/{alert_id}/ack": {"post": {
+            "summary": "The dashboard's acknowledge form (application/x-www-form-urlencoded: who, verdict, note, "
+                       "token); 303 back to the dashboard",
+            "operationId": "post_dashboard_ack",
+            "parameters": [{"name": "alert_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": ["who", "verdict"], "properties": {
+                    "who": {"type": "string", "maxLength": 255},
+                    "verdict": {"enum": ["acting", "agree", "disagree", "already_handled"]},
+                    "note": {"type": "string", "maxLength": 2000}, "token": {"type": "string"}}}}}},
+            "responses": {"303": {"description": "acknowledged; back to /dashboard"}, "401": errors["401"],
+                          "403": {"description": "posted from another site, or a wrong form token"},
+                          "404": not_found["404"], "409": {"description": "already acknowledged or closed"},
+                          "422": errors["422"]}}},
     }
 
 

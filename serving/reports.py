@@ -2,7 +2,9 @@
 
 Reports live in the reports folder as reports/<version>/ (written by training or
 `escalation-risk report`). When one is missing but the model's bundle is at hand (the
-loaded bundle, or models/<version>), it is rendered from the bundle once and kept.
+loaded bundle, or models/<version>), it is rendered from the bundle once and kept. A kept
+report records the manifest sha256 of the bundle it came from: when that bundle has changed
+since (rewritten under the same version), the report is rendered again, so it is never stale.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from bundle.report import REPORT_FILES, REPORT_HTML, ReportError, is_safe_version, write_report
+from bundle.model import manifest_digest
+from bundle.report import REPORT_FILES, REPORT_HTML, REPORT_SOURCE, ReportError, is_safe_version, write_report
 from serving.auth import key_matches, presented_key
 from serving.errors import ApiError, json_response
 
@@ -55,18 +58,32 @@ def ensure_report(version: str) -> Path:
                        "(letters, digits, '.', '_' and '-' only)", [{"field": "version", "message": "invalid"}])
     reports_dir = current_app.extensions["settings"].resolved_reports_dir.resolve()
     report_dir = reports_dir / version
-    if (report_dir / REPORT_HTML).is_file():
-        return report_dir
     bundle_dir = find_bundle(version)
     if bundle_dir is None:
+        if (report_dir / REPORT_HTML).is_file():
+            return report_dir  # the bundle is gone: the report kept is all there is
         raise ApiError(404, "not_found", f"no report for model version {version}")
+    digest = manifest_digest(bundle_dir)
+    if digest is None and (report_dir / REPORT_HTML).is_file():
+        return report_dir  # a champion downloaded from MLflow, deleted once loaded: nothing to render from
+    if is_current(report_dir, digest):
+        return report_dir
     with current_app.extensions["report_lock"]:
-        if not (report_dir / REPORT_HTML).is_file():
+        if not is_current(report_dir, digest):
             try:
                 write_report(bundle_dir, report_dir)
             except ReportError as exc:
                 raise ApiError(404, "not_found", f"no report for model version {version}: {exc}") from exc
     return report_dir
+
+
+def is_current(report_dir: Path, digest: str | None) -> bool:
+    """The report exists and was rendered from the bundle content with this manifest sha256."""
+    try:
+        recorded = (report_dir / REPORT_SOURCE).read_text().strip()
+    except OSError:
+        return False
+    return (report_dir / REPORT_HTML).is_file() and digest is not None and recorded == digest
 
 
 def send_report_file(report_dir: Path, name: str) -> Response:

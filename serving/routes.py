@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import json
+import re
 from functools import cache
 
 import orjson
@@ -39,17 +41,47 @@ def check_api_key() -> None:
         raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer … or X-API-Key)")
 
 
+# 19 digits in a row may be an integer beyond 64 bits, which orjson reads as a float (losing digits).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
 def read_json() -> object:
-    """Parse the body with orjson; 415 for another content type, 400 for malformed JSON."""
+    """Parse the body with orjson; 415 for another content type, 400 for malformed JSON.
+
+    A body with an integer literal of 19+ digits is parsed by the standard library instead,
+    which keeps every digit: ids stay exact strings and out-of-range counters are 422s naming
+    the field, not floats.
+    """
     if not request.mimetype or request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     data = request.get_data(cache=True)
     if request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]:
         request.stream.read(1)  # a chunked body cut at the limit: reading on raises 413, not a 400 later
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
+        return loads_keeping_long_integers(data) if _LONG_DIGITS.search(data) else orjson.loads(data)
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise ApiError(400, "bad_request", f"body is not valid JSON: {str(exc)[:200]}") from exc
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads_keeping_long_integers(data: bytes) -> object:
+    """The standard library's parser (exact integers of any length), as strict as orjson: UTF-8
+    only, no NaN/Infinity, no unpaired surrogates. Raises ValueError or RecursionError."""
+    parsed = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    stack = [parsed]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")  # UnicodeEncodeError on a lone surrogate ("\ud800")
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return parsed
 
 
 def field_errors(exc: ValidationError, prefix: str = "") -> list[dict]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
 
@@ -14,6 +22,19 @@ MIN_YEAR, MAX_YEAR = 1900, 2200
 # Names of an importer's extra log columns (a mapping's `extra:`, e.g. opened_by, location).
 ExtraName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 ExtraValue = Annotated[str, StringConstraints(max_length=256)]
+# Counters so far (messages, reassignments, reopenings, escalation level): whole numbers 0..COUNTER_MAX,
+# as numbers, whole floats (3.0) or digit strings ("3"). A larger value is a client bug, answered 422.
+COUNTER_MAX = 1_000_000
+
+
+def refuse_booleans(value: object) -> object:
+    """JSON true/false are not counts (pydantic's lax integers would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true/false")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(refuse_booleans), Field(ge=0, le=COUNTER_MAX)]
 
 
 class Ticket(BaseModel):
@@ -39,12 +60,12 @@ class Ticket(BaseModel):
     subject: str | None = None
     description: str | None = None
     last_customer_message: str | None = None
-    reassignment_count: int | None = Field(None, ge=0)
-    reopen_count: int | None = Field(None, ge=0)
-    customer_messages: int | None = Field(None, ge=0)
-    agent_messages: int | None = Field(None, ge=0)
+    reassignment_count: Count | None = None
+    reopen_count: Count | None = None
+    customer_messages: Count | None = None
+    agent_messages: Count | None = None
     sla_due_at: datetime | None = None
-    escalation_level: int | None = Field(None, ge=0)
+    escalation_level: Count | None = None
     extra: dict[ExtraName, ExtraValue | None] | None = Field(
         None, max_length=50,
         description="coded fields beyond the canonical ones that the model was trained with (an import "
@@ -151,6 +172,8 @@ class Score(BaseModel):
     action: ActionOut
     model: ModelRef
     scored_at: datetime
+    warnings: list[str] = Field([], description="what the service ignored, e.g. text past the characters "
+                                                "the features read per field")
 
 
 class ScoreBatch(BaseModel):
@@ -213,3 +236,30 @@ class AlertPage(BaseModel):
     total: int
     limit: int
     offset: int
+class Feedback(BaseModel):
+    """What someone says about a ticket's score (POST /v1/feedback), stored with the score it judges."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True)
+
+    ticket_id: str = Field(min_length=1, max_length=255, description="a ticket the service has scored")
+    verdict: Literal["agree", "disagree"] = Field(description="agree or disagree with the ticket's current risk")
+    outcome: Literal["escalated", "not_escalated"] | None = Field(
+        None, description="the true outcome, when known: training can fold it in (escalation-risk store export)")
+    escalation_type: str | None = Field(None, max_length=64, description="hierarchical, functional, time_based, "
+                                                                         "priority, customer_initiated, ...")
+    escalated_at: datetime | None = Field(None, description="when it escalated, if known (ISO 8601; naive = UTC)")
+    who: str | None = Field(None, max_length=255, description="who gives the feedback")
+    note: str | None = Field(None, max_length=2000)
+
+    @field_validator("escalated_at")
+    @classmethod
+    def assume_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"time {value.isoformat()} is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def check_outcome_fields(self) -> Feedback:
+        if (self.escalation_type is not None or self.escalated_at is not None) and self.outcome != "escalated":
+            raise ValueError("escalation_type and escalated_at describe an escalation: send outcome \"escalated\"")
+        return self

@@ -46,6 +46,6 @@ def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], 
                 state, as_utc(state.get("event_time")) or now_utc, state.get("last_update_at"))),
             "model": model,
             "scored_at": scored_at,
-            "warnings": [],
+            "warnings": scored["warnings"],
         })
     return out

@@ -151,9 +151,15 @@ def _dask_client(scheduler_address: str | None, n_workers: int):
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None,
               help="--engine dask: folder for intermediate snapshots, visible to every worker "
                    "(default: reports/dask-work).")
+@click.option("--extra-data", "extra_paths", type=click.Path(path_type=Path), multiple=True,
+              help="More canonical event logs to train on, e.g. the ticket store's (`escalation-risk db export`); "
+                   "a ticket in several keeps the rows of the last one given.")
+@click.option("--cutoff", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="Drop every event after this moment (UTC) from every input: train as of the cut-off.")
 def train(data_path: Path | None, params_path: Path | None, models_dir: Path | None, no_mlflow: bool,
           source: str = "events", mapping_path: Path | None = None, engine: str = "single",
-          scheduler_address: str | None = None, n_workers: int = 2, work_dir: Path | None = None) -> None:
+          scheduler_address: str | None = None, n_workers: int = 2, work_dir: Path | None = None,
+          extra_paths: tuple[Path, ...] = (), cutoff=None) -> None:
     """Train, evaluate and register the escalation and priority models; write a bundle."""
     from features.schema import SchemaError
     from training.config import ParamsError, load_params
@@ -181,8 +187,10 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
         if not data_path.exists():
             click.echo(f"no event log at {data_path}: generating the demo ticket history first")
             click.get_current_context().invoke(generate_data, output_path=data_path)
+    if extra_paths or cutoff is not None:
+        data_path = _combine_inputs(data_path, list(extra_paths), cutoff, settings)
     if not no_mlflow:
-        _check_tracking_server(settings, "before training")
+        _check_tracking_store(settings)
     rejects_path = settings.resolved_reports_dir / "rejects.csv"
     rejects_path.unlink(missing_ok=True)
     try:
@@ -227,6 +235,28 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
         click.echo(f"{current} -> {bundle_dir.name}")
 
 
+def _combine_inputs(data_path: Path, extra_paths: list[Path], cutoff, settings: Settings) -> Path:
+    """The event logs in one file, every event after the cut-off dropped (training/combine.py)."""
+    from datetime import UTC
+
+    from training.combine import combine_event_logs
+
+    try:
+        combined, summary = combine_event_logs([data_path, *extra_paths],
+                                               cutoff.replace(tzinfo=UTC) if cutoff is not None else None)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    for item in summary["inputs"]:
+        click.echo(f"input {item['path']}: {item['rows']:,} rows, {item['rows_after_cutoff']:,} after the cut-off "
+                   f"dropped, {item['tickets_kept']:,} of its {item['tickets']:,} tickets kept")
+    path = settings.resolved_reports_dir / "combined_events.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    combined.to_parquet(path, index=False)
+    click.echo(f"training on {summary['tickets']:,} tickets ({summary['rows']:,} rows) as of "
+               f"{summary['cutoff'] or 'the newest event'}: {path}")
+    return path
+
+
 def _write_report(bundle_dir: Path, output_dir: Path) -> Path:
     from bundle.report import ReportError, write_report
 
@@ -255,6 +285,33 @@ def report(bundle_path: Path | None, output_dir: Path | None) -> None:
     except ReportError as exc:
         raise UserError(str(exc)) from exc
     _write_report(bundle_path, output_dir or settings.resolved_reports_dir / version)
+def _check_tracking_store(settings: Settings) -> None:
+    """Before training: the server answers, a SQLite store takes a write, the artifact folder takes a file.
+
+    Raises UserError (exit 2) naming the problem, so a locked or read-only store is found before
+    the run, not as a traceback after it.
+    """
+    from bundle.tracking import artifact_location_problem, sqlite_store_problem
+
+    _check_tracking_server(settings, "before training")
+    uri = settings.resolved_tracking_uri
+    problem = sqlite_store_problem(uri)
+    if problem is None:
+        try:
+            from mlflow import MlflowClient
+
+            experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(settings.mlflow_experiment)
+        except Exception as exc:  # any store failure: report it, do not train
+            problem = f"the MLflow store {uri} cannot be read ({type(exc).__name__}: {str(exc)[:300]})"
+        else:
+            location = experiment.artifact_location if experiment is not None else (
+                None if settings.mlflow_tracking_uri else settings.artifact_location)
+            problem = artifact_location_problem(location)
+    if problem:
+        raise UserError(f"{problem}; found before training, nothing was trained or registered. Fix the MLflow "
+                        "store, or pass --no-mlflow to train without it.")
+
+
 def _check_tracking_server(settings: Settings, when: str) -> None:
     """Fail with a clear message (not minutes of MLflow retries, not a half-registered model)."""
     from bundle.tracking import tracking_server_problem

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bundle.health import DEFAULTS as HEALTH
 from features.yaml_files import load_yaml_model
 
 
@@ -56,6 +57,9 @@ class TextParams(_Section):
     ngram_max: int = Field(2, ge=1, le=3)
     min_df: int = Field(3, ge=1)
     svd_components: int = Field(24, ge=0)
+    # Characters read per text field (subject, description, latest message); the rest is ignored,
+    # in training and serving alike, so a huge text costs bounded time (features.text).
+    max_field_chars: int = Field(10_000, ge=100, le=1_000_000)
 
 
 class FeatureParams(_Section):
@@ -137,6 +141,46 @@ class DaskParams(_Section):
     early_stopping_rows: int = Field(200_000, ge=1000)
 
 
+class CaseMixParams(_Section):
+    """The case-mix model behind "against case mix" (indirect standardisation, bundle/case_mix.py):
+    it sees each ticket as it arrived (its creation snapshot) and the customer, never who handled it."""
+
+    enabled: bool = True
+    # Features the case-mix model must not see: the agent's and team's own (and the agent's work
+    # on the ticket). Prefixes match the as-of history names (agent_*, group_*).
+    exclude_prefixes: list[str] = ["agent_", "group_"]
+    exclude: list[str] = ["group", "agent_messages"]
+    model: ModelParams = ModelParams(objective="binary", learning_rate=0.05, num_leaves=15, min_child_samples=50,
+                                     feature_fraction=0.8, n_estimators=500, early_stopping_rounds=50)
+    # Sigmoid, not isotonic: isotonic steps put some tickets' expected risk at 0, and one escalation
+    # against an expected ~0 would flag a one-ticket customer.
+    calibration: Literal["isotonic", "sigmoid"] | None = "sigmoid"
+    confidence: float = Field(0.95, gt=0.5, lt=1)   # two-sided interval of observed / expected
+    min_tickets: int = Field(20, ge=1)             # rows with fewer tickets are shown, never flagged
+    # "window": expected is shifted (one logit offset) so a window's total expected equals its total
+    # observed: each row is compared with the window's own average given its case mix. "model": as fitted.
+    reference: Literal["window", "model"] = "window"
+    repeat_within_days: float = Field(7, gt=0)     # a contact within this many days of the previous one repeats
+    max_rows: int = Field(15, ge=1)                # rows per table in the report (flagged rows always shown)
+
+
+class MonitoringParams(_Section):
+    """Live model health (bundle/health.py, whose DEFAULTS these are): windows, drift bins, and when
+    to recommend retraining."""
+
+    window_days: float = Field(HEALTH["window_days"], gt=0)           # one rolling window of outcomes
+    windows: int = Field(HEALTH["windows"], ge=1)                     # how many windows back health goes
+    psi_bins: int = Field(HEALTH["psi_bins"], ge=2, le=50)            # quantile bins of the training distribution
+    psi_watch: float = Field(HEALTH["psi_watch"], gt=0)               # PSI above this: "watch"
+    psi_retrain: float = Field(HEALTH["psi_retrain"], gt=0)           # PSI above this: "drifted"
+    drifting_features_for_retrain: int = Field(HEALTH["drifting_features_for_retrain"], ge=1)  # this many drifted features
+    ece_retrain: float = Field(HEALTH["ece_retrain"], gt=0, lt=1)     # live ECE above this recommends retraining
+    auc_drop_retrain: float = Field(HEALTH["auc_drop_retrain"], gt=0, lt=1)  # live ROC-AUC this far below the test's
+    min_outcomes: int = Field(HEALTH["min_outcomes"], ge=10)          # fewer outcomes in a window: not judged
+    min_drift_rows: int = Field(HEALTH["min_drift_rows"], ge=10)      # fewer live rows: drift not judged
+    reference_rows: int = Field(HEALTH["reference_rows"], ge=1000)    # training rows sampled for the reference
+
+
 class Params(_Section):
     seed: int = 42
     num_threads: int = Field(2, ge=1)
@@ -153,6 +197,8 @@ class Params(_Section):
     evaluation: EvaluationParams = EvaluationParams()
     registry: RegistryParams = RegistryParams()
     dask: DaskParams = DaskParams()
+    case_mix: CaseMixParams = CaseMixParams()
+    monitoring: MonitoringParams = MonitoringParams()
 
 
 class ParamsError(ValueError):

@@ -8,10 +8,13 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import joblib
+import numpy as np
 
+from bundle.case_mix import CASE_MIX_DATA, CASE_MIX_MODEL
+from bundle.health import REFERENCE
 from bundle.model import (
-    BUILDER,
+    BUILDER_ARRAYS,
+    BUILDER_STATE,
     ESCALATION_MODEL,
     HISTORY,
     METADATA,
@@ -56,16 +59,22 @@ def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path
                                                 num_iteration=result.escalation_model.best_iteration_ or None)
     result.priority_model.booster_.save_model(str(tmp_dir / PRIORITY_MODEL),
                                               num_iteration=result.priority_model.best_iteration_ or None)
-    # The history table ships as data, not inside the pickle, so it can be inspected and refreshed.
-    history = result.builder.history_
-    result.builder.history_ = None
-    try:
-        joblib.dump(result.builder, tmp_dir / BUILDER)
-    finally:
-        result.builder.history_ = history
+    # The builder's learned state as data (JSON + float64 arrays), never a pickle; the history
+    # index is rebuilt at load from the history table, which can be inspected and refreshed.
+    values, arrays = result.builder.state()
+    (tmp_dir / BUILDER_STATE).write_text(json.dumps(values))
+    with open(tmp_dir / BUILDER_ARRAYS, "wb") as handle:
+        np.savez(handle, **arrays)
     result.tickets.to_parquet(tmp_dir / HISTORY, index=False)
     result.importance.to_csv(tmp_dir / "feature_importance.csv", index=False)
     write_report_data(result, tmp_dir)
+    case_mix = result.case_mix
+    if case_mix is not None:
+        case_mix.model.booster_.save_model(str(tmp_dir / CASE_MIX_MODEL),
+                                           num_iteration=case_mix.model.best_iteration_ or None)
+        case_mix.tickets.to_parquet(tmp_dir / CASE_MIX_DATA, index=False)
+    if result.reference is not None:
+        (tmp_dir / REFERENCE).write_text(json.dumps(result.reference, default=float))
     metadata = {
         "name": "escalation-risk",
         "version": version,
@@ -80,6 +89,11 @@ def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path
         "features": result.builder.feature_names_,
         "categorical_features": result.builder.categorical_features_,
         "params": flatten_params(result.params),
+        "case_mix": None if case_mix is None else {
+            "model": CASE_MIX_MODEL, "features": case_mix.features, "calibration": case_mix.calibration,
+            "definition": "expected escalation of a ticket as it arrived (creation snapshot), from the "
+                          "ticket and its customer, without the agent's or team's features",
+        },
         "label": {
             "rule": result.params.label.rule,
             "horizon_hours": result.params.label.horizon_hours,

@@ -21,13 +21,12 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from bundle import evaluate, report
-from bundle.model import apply_calibration, assign_bands
+from bundle import evaluate, health, report
+from bundle.model import apply_calibration, assign_bands, fit_calibration
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
 from features.schema import (
@@ -38,6 +37,7 @@ from features.schema import (
     validate_events,
 )
 from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_snapshots
+from training.case_mix import CaseMixResult, fit_case_mix
 from training.config import Params
 from training.split import SPLIT, describe_split, split_by_time
 from training.thresholds import choose_thresholds
@@ -65,6 +65,8 @@ class TrainingResult:
     test_scores: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
     driver_values: pd.DataFrame = field(default_factory=pd.DataFrame)  # top drivers on test rows, for the report
+    case_mix: CaseMixResult | None = None  # the against-case-mix model and the test period's tickets
+    reference: dict | None = None  # training distribution of features and score (bundle/health.py)
 
 
 def read_event_log(events_path: Path) -> pd.DataFrame:
@@ -87,18 +89,6 @@ def fingerprint_file(path: Path) -> str:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()
-
-
-def fit_calibration(raw_prob: np.ndarray, y_true: np.ndarray, method: str | None) -> dict:
-    """A monotone map from raw to calibrated probability, stored as plain numbers (no pickle)."""
-    if method == "isotonic":
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw_prob, y_true)
-        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
-    if method == "sigmoid":
-        logit = np.log(np.clip(raw_prob, 1e-9, 1 - 1e-9) / np.clip(1 - raw_prob, 1e-9, 1)).reshape(-1, 1)
-        lr = LogisticRegression(C=1e6).fit(logit, y_true)
-        return {"method": "sigmoid", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
-    return {"method": "none"}
 
 
 def make_lightgbm_settings(model_params, feature_names: list[str], seed: int, num_threads: int) -> dict:
@@ -325,12 +315,23 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         logistic = fit_logistic_baseline(x["train"], y_part["train"], builder.categorical_features_, params.seed)
         logistic_prob = predict_logistic(logistic, x["test"], builder.categorical_features_)
 
+    with stage("monitoring_reference"):
+        monitoring = params.monitoring
+        reference = health.describe_reference(x["train"], apply_calibration(calibration, raw["valid"]),
+                                              monitoring.psi_bins, monitoring.reference_rows, params.seed)
+    case_mix = None
+    if params.case_mix.enabled:
+        with stage("case_mix_fit"):
+            case_mix = fit_case_mix(params, {p: snapshots.loc[mask] for p, mask in parts.items()}, x)
+
     test = snapshots.loc[parts["test"]].reset_index(drop=True)
     metrics, confusion, test_scores = evaluate_test_period(
         params, test, y_part["valid"], raw, calibration, thresholds, logistic_prob,
         priority.predict_proba(x["test"]), classes,
     )
     metrics |= describe_fit(escalation, priority, validation)
+    if case_mix is not None:
+        metrics |= case_mix.metrics
     timings["total_seconds"] = time.perf_counter() - started
     importance = compute_importance(escalation, x["test"])
     return TrainingResult(
@@ -352,6 +353,8 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         test_scores=test_scores,
         timings=timings,
         driver_values=report.collect_driver_values(escalation, x["test"], importance),
+        case_mix=case_mix,
+        reference=reference,
     )
 
 

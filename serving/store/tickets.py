@@ -166,7 +166,6 @@ class TicketStore:
         dialect_insert = postgresql_insert if self.postgres else sqlite_insert
         self._insert_event_once = (dialect_insert(EVENTS).on_conflict_do_nothing(
             index_elements=[EVENTS.c.ticket_id, EVENTS.c.dedupe_key]).returning(EVENTS.c.id))
-        self._insert_events = insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True)
         self._update_ticket = update(TICKETS).where(TICKETS.c.ticket_id == bindparam("_ticket_id"))
         self._history_since = (select(HISTORY.c.seq, HISTORY.c.ticket_id, HISTORY.c.created_at, HISTORY.c.ended_at,
                                       HISTORY.c.escalated, HISTORY.c.customer_id, HISTORY.c.agent_id,
@@ -175,15 +174,17 @@ class TicketStore:
                                .limit(bindparam("limit")))
 
     # --- writing -------------------------------------------------------------------------
-    def record_events(self, events: list[dict], source: str, received_at: datetime | None = None
-                      ) -> list[RecordedEvent]:
+    def record_events(self, events: list[dict], source: str, received_at: datetime | None = None,
+                      normalized: bool = False) -> list[RecordedEvent]:
         """Merge events (full or partial canonical tickets) into the store; one result per input event,
         in input order. Raises EventError (nothing written) for an event of an unknown ticket without
-        created_at or one before its ticket's creation; StoreUnavailable when the store is locked/full."""
+        created_at or one before its ticket's creation; StoreUnavailable when the store is locked/full.
+        `normalized`: the events are already as normalize_event makes them (serving.ingest does that
+        for a whole export at once)."""
         if not events:
             return []
         received_at = received_at or datetime.now(UTC)
-        pending = [self._prepare(i, event, source) for i, event in enumerate(events)]
+        pending = [self._prepare(i, event, source, normalized) for i, event in enumerate(events)]
 
         def work(connection) -> list[RecordedEvent]:
             recorded, plan = self._record(connection, pending, source, received_at)
@@ -272,7 +273,11 @@ class TicketStore:
                 raise reason from exc
         raise AssertionError("unreachable")
 
-    def _prepare(self, index: int, event: dict, source: str) -> _Pending:
+    def _prepare(self, index: int, event: dict, source: str, normalized: bool = False) -> _Pending:
+        if normalized:
+            source_event_id = event.pop("source_event_id", None)
+            return _Pending(index, event, datetime.fromisoformat(event["event_time"]),
+                            dedupe_key(event, source, source_event_id), source_event_id)
         problems = []
         if event.get("ticket_id") in (None, ""):
             problems.append((index, "ticket_id", "required field is missing"))
@@ -309,12 +314,15 @@ class TicketStore:
             state, facts = (row["state"], row["history"]) if row else (None, None)
             replay = False
             added = 0
+            stored_created = parse_time(state["created_at"]) if state else None
+            latest = parse_time(state["event_time"]) if state else None
             for item in sorted(by_ticket[ticket_id], key=lambda p: p.event_time):
                 key = (ticket_id, item.key)
                 if key in seen:
                     results[item.index] = (ticket_id, True, key)
                     continue
-                created = parse_time(item.event.get("created_at") or (state or {}).get("created_at"))
+                sent_created = item.event.get("created_at")
+                created = parse_time(sent_created) if sent_created else stored_created
                 if created is None:
                     problems.append((item.index, "created_at", f"ticket {ticket_id!r} is not in the store yet: its "
                                      "first event must carry created_at"))
@@ -331,12 +339,14 @@ class TicketStore:
                                           "partial": bool(item.event.get("partial")), "fields": item.event,
                                           "has_text": any(item.event.get(f) for f in EVENT_TEXT_FIELDS)}))
                 added += 1
-                if state is not None and item.event_time < parse_time(state["event_time"]):
+                if latest is not None and item.event_time < latest:
                     replay = True
                     continue
                 if not replay:
                     state = merge_event(state, item.event, self.closed_statuses)
                     facts = update_facts(facts, state, self.closed_statuses)
+                    latest = item.event_time
+                    stored_created = stored_created or created
             states[ticket_id] = (state, facts, replay, added)
         if problems:
             raise EventError(sorted(problems))
@@ -356,10 +366,13 @@ class TicketStore:
             else:
                 results[item.index] = (item.event["ticket_id"], False, event_id)
         elif new_events:
-            ids = connection.execute(self._insert_events, [values for _, values in new_events]).scalars().all()
-            for (item, _), event_id in zip(new_events, ids, strict=True):
-                results[item.index] = (item.event["ticket_id"], False, event_id)
-                seen[(item.event["ticket_id"], item.key)] = event_id
+            # A plain executemany, then the ids by key: RETURNING in parameter order would insert row by row.
+            connection.execute(insert(EVENTS), [values for _, values in new_events])
+            ids = self._existing_keys(connection, [item.key for item, _ in new_events])
+            for item, _ in new_events:
+                key = (item.event["ticket_id"], item.key)
+                results[item.index] = (item.event["ticket_id"], False, ids[key])
+                seen[key] = ids[key]
         for ticket_id, (_state, _facts, replay, added) in list(states.items()):
             if replay:
                 states[ticket_id] = (*self._replay(connection, ticket_id), replay, added)
@@ -530,8 +543,6 @@ class TicketStore:
             if not batch:
                 return
             yield [state for _, state in batch]
-            if len(batch) < batch_size:
-                return
             after = batch[-1][0]
 
     def read_history_since(self, seq: int, limit: int = 50_000) -> list[dict]:

@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from features.build import FeatureBuilder, compute_ticket_features
 from features.history import summarize_tickets
@@ -59,7 +61,13 @@ def test_fast_embedding_equals_scikit_learn_tfidf_then_svd():
     text = TextFeatures(svd_components=3, min_df=1).fit(rows)
     combined = (rows["subject"].fillna("") + ". " + rows["description"] + ". "
                 + rows["last_customer_message"].fillna("")).tolist() + ["", "zebra"]
-    expected = text.svd_.transform(text.vectorizer_.transform(combined))
+    # scikit-learn's own pipeline, fitted as TextFeatures.fit does (same texts, settings and seed).
+    vectorizer = TfidfVectorizer(max_features=20000, ngram_range=(1, 2), min_df=1, sublinear_tf=True,
+                                 dtype=np.float32)
+    matrix = vectorizer.fit_transform(pd.Series(combined[:-2]).drop_duplicates().to_numpy(dtype=object))
+    svd = TruncatedSVD(n_components=3, random_state=42).fit(matrix)
+    assert text.terms_ == vectorizer.get_feature_names_out().tolist()
+    expected = svd.transform(vectorizer.transform(combined))
     got = text.embedding.transform(combined)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     assert np.abs(expected).max() > 0.1

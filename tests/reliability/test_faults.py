@@ -64,8 +64,16 @@ def executable_instead_of_model(bundle: Path) -> None:
     write_manifest(bundle)
 
 
+def pickled_builder(bundle: Path) -> None:
+    """An earlier version's bundle: the builder as a pickle (here one that would run code), listed in the manifest."""
+    (bundle / "feature_builder.json").unlink()
+    (bundle / "feature_builder.npz").unlink()
+    (bundle / "feature_builder.joblib").write_bytes(pickle.dumps(Danger()))
+    write_manifest(bundle)
+
+
 def not_a_builder(bundle: Path) -> None:
-    (bundle / "feature_builder.joblib").write_bytes(pickle.dumps({"feature_names_": []}))
+    (bundle / "feature_builder.json").write_text(json.dumps({"feature_names_": []}))
     write_manifest(bundle)
 
 
@@ -81,7 +89,8 @@ FAULTS = {
     "incompatible feature schema": (incompatible_features, "incompatible feature schema"),
     "pickle instead of LightGBM text": (pickle_instead_of_model, "escalation_model.txt is not a LightGBM text model"),
     "executable instead of LightGBM text": (executable_instead_of_model, "priority_model.txt is not a LightGBM text"),
-    "builder is not a FeatureBuilder": (not_a_builder, "not a FeatureBuilder"),
+    "builder state is not a FeatureBuilder's": (not_a_builder, "not a valid feature builder state"),
+    "pickled builder (earlier format)": (pickled_builder, "pickles are never loaded"),
     "metadata not JSON": (unparseable_metadata, "metadata.json is not valid JSON"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -90,3 +91,31 @@ def test_no_model_loaded_is_a_json_503(report_models_dir, tmp_path):
     app = create_app(make_report_settings(report_models_dir, reports_dir=tmp_path / "r"), load_model=False)
     response = app.test_client().get("/reports/latest")
     assert response.status_code == 503 and response.get_json()["error"] == "model_not_loaded"
+
+
+def test_a_bundle_rewritten_under_the_same_version_gets_a_fresh_report(report_models_dir, tmp_path):
+    """The kept report records its bundle's manifest sha256; new content under the old name re-renders it."""
+    from bundle.model import manifest_digest, write_manifest
+    from bundle.report import REPORT_SOURCE
+    from serving import create_app
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(report_models_dir / VERSION, models_dir / VERSION)
+    (models_dir / "current").symlink_to(VERSION)
+    app = create_app(make_report_settings(models_dir, reports_dir=tmp_path / "reports"))
+    client = app.test_client()
+    try:
+        first = client.get("/reports/latest/report.json").get_json()
+        recorded = tmp_path / "reports" / VERSION / REPORT_SOURCE
+        assert recorded.read_text() == manifest_digest(models_dir / VERSION)
+        metadata_path = models_dir / VERSION / "metadata.json"
+        metadata = json.loads(metadata_path.read_text())
+        metadata["created_at"] = "2001-02-03T04:05:06+00:00"  # retrained into the same version name
+        metadata_path.write_text(json.dumps(metadata))
+        write_manifest(models_dir / VERSION)
+        second = client.get("/reports/latest/report.json").get_json()
+        assert recorded.read_text() == manifest_digest(models_dir / VERSION)
+        assert first["model"]["created_at"] != metadata["created_at"]
+        assert second["model"]["created_at"] == metadata["created_at"], "the report shows the old content"
+    finally:
+        app.extensions["model"].stop_polling()

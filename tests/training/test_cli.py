@@ -64,3 +64,34 @@ def test_train_then_score_batch(small_events_path, tmp_path):
     assert len(frame) == open_rows["ticket_id"].nunique()
     assert frame["escalation_probability"].between(0, 1).all()
     assert Path(tmp_path / "reports" / "rejects.csv").exists()
+
+
+def test_locked_mlflow_store_is_found_before_training(small_events_path, tmp_path):
+    """Another process holds mlflow.db locked: exit 2 naming it, before any training work."""
+    import sqlite3
+
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("CREATE TABLE held (x INTEGER)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        env = os.environ | {"ESCALATION_RISK_PROJECT_DIR": str(tmp_path)}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        result = run_cli("train", "--data", str(small_events_path), cwd=tmp_path, env=env)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 2, result.stderr
+    assert "locked by another process" in result.stderr and "before training" in result.stderr
+    assert "Traceback" not in result.stderr and "ROC-AUC" not in result.stdout
+    assert not (tmp_path / "models").exists()
+
+
+def test_unwritable_artifact_folder_is_found_before_training(small_events_path, tmp_path):
+    """The artifact location cannot take files (here a file stands where the folder should be)."""
+    (tmp_path / "mlartifacts").write_text("not a folder")
+    env = os.environ | {"ESCALATION_RISK_PROJECT_DIR": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = run_cli("train", "--data", str(small_events_path), cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "artifact folder" in result.stderr and "mlartifacts" in result.stderr
+    assert "Traceback" not in result.stderr and "ROC-AUC" not in result.stdout
