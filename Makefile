@@ -19,7 +19,7 @@ SCHEDULER ?=
 MLFLOW_PORT ?= 5000
 PG_PORT ?= 5433
 SCALE_TICKETS ?= 5000000
-REPLAY_TICK ?= 5m
+REPLAY_TICK ?= 1h
 
 .PHONY: help install data train report test test-data test-reliability lint bench mlflow-ui clean serve serve-bench loadtest audit-data bench-real \
 	postgres mlflow-server bench-scale watch replay bench-watch
@@ -94,10 +94,10 @@ watch: $(STAMP) ## the queue watcher alone: re-score open tickets every 5 min, r
 	@test -e models/current || $(MAKE) train
 	$(BIN)/escalation-risk watch
 
-replay: $(STAMP) ## replay backtest on the demo test period: model vs SLA timer vs supervisor request (REPLAY_TICK=5m; SOURCE=servicenow MODEL=dir)
+replay: $(STAMP) ## replay backtest on the demo test period: model vs SLA timer vs supervisor request (REPLAY_TICK=1h; SOURCE=servicenow MODEL=dir UNTIL=date)
 	@test -n "$(SOURCE)" || test -e models/current || $(MAKE) train
 	$(BIN)/escalation-risk replay --tick $(REPLAY_TICK) $(if $(SOURCE),--source $(SOURCE)) $(if $(DATA),--data $(DATA)) \
-		$(if $(MODEL),--model $(MODEL))
+		$(if $(MODEL),--model $(MODEL)) $(if $(UNTIL),--until $(UNTIL))
 
 bench-watch: $(STAMP) ## benchmarks: one watch tick over 100,000 open tickets, and replay speed (minutes)
 	@test -e models/current || $(MAKE) train

@@ -3,7 +3,7 @@
 Each run replays every event of the tickets created in the model's test period through a fresh
 store and the watcher on a simulated clock (serving/replay.py). Prints per run the wall time,
 events/s (history events over wall time, ticks included), ticks and ticket re-scores/s, then
-medians. Goals: replay >= 20,000 events/s; `make replay` (REPLAY_TICK, default 5m) under 2 minutes.
+medians. Goals: replay >= 20,000 events/s; `make replay` (REPLAY_TICK, default 1h) under 2 minutes.
 Needs the demo model (`make train`).
 
     .venv/bin/python bench/replay_bench.py [--ticks 5m,1h] [--rounds 2] [--to DATE]

@@ -241,8 +241,8 @@ class AlertStore:
             with Session(self.write) as session, session.begin():
                 session.execute(insert(LeaseRow).values(name=name, holder=holder, acquired_at=now, expires_at=expires))
             return True
-        except IntegrityError:  # another process inserted it first
-            return False
+        except IntegrityError:  # inserted first by another process (or another thread of this holder)
+            return self.lease_holder(now, name) == holder
 
     def release_lease(self, holder: str, name: str = WATCHER_LEASE) -> None:
         with Session(self.write) as session, session.begin():

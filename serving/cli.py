@@ -176,6 +176,7 @@ def watch(once: bool, interval: str | None, parent_pid: int | None) -> None:
 
     One watcher acts at a time (a lease in the store): start one beside every service instance;
     the others wait and take over when the active one stops renewing its lease."""
+    import logging
     import os
     import signal
     import threading
@@ -230,6 +231,7 @@ def watch(once: bool, interval: str | None, parent_pid: int | None) -> None:
                     stop.set()
 
         threading.Thread(target=follow_parent, name="follow-parent", daemon=True).start()
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per job run
     click.echo(f"watching the open tickets in {engine.url.render_as_string(hide_password=True)} every "
                f"{settings.watch_interval_seconds:g} s; {len(destinations.destinations)} destination(s)")
     sys.stdout.flush()

@@ -94,17 +94,20 @@ class Watcher:
         self.http = requests.Session()
         self._delivery_lock = threading.Lock()
         self._lease_until: datetime | None = None
+        self._lease_lock = threading.Lock()
 
     def holds_lease(self, now: datetime) -> bool:
-        """Take or renew the lease; while more than half of it is left, it is ours without asking the store."""
+        """Take or renew the lease; while more than half of it is left, it is ours without asking the store.
+        (The tick and delivery jobs run on two threads: one asks at a time.)"""
         ttl = self.settings.watch_lease_seconds
-        if self._lease_until is not None and now <= self._lease_until - timedelta(seconds=ttl / 2):
-            return True
-        if self.alerts.acquire_lease(self.holder_id, ttl, now):
-            self._lease_until = now + timedelta(seconds=ttl)
-            return True
-        self._lease_until = None
-        return False
+        with self._lease_lock:
+            if self._lease_until is not None and now <= self._lease_until - timedelta(seconds=ttl / 2):
+                return True
+            if self.alerts.acquire_lease(self.holder_id, ttl, now):
+                self._lease_until = now + timedelta(seconds=ttl)
+                return True
+            self._lease_until = None
+            return False
 
     def tick(self, now: datetime | None = None,
              observe: Callable[[list[dict], list[dict]], None] | None = None) -> TickReport:
@@ -196,9 +199,15 @@ def run_scheduled(watcher: Watcher, settings: Settings, stop: threading.Event) -
 
     def tick() -> None:
         try:
-            watcher.tick()
+            report = watcher.tick()
         except Exception:  # a failed tick must not stop the schedule; the next tick tries again
             log.exception("watch tick failed")
+            return
+        if not report.ran and report.reason and "lease" in report.reason:
+            # A standby: try again when the active watcher's lease could have expired, not a whole interval later.
+            retry_at = datetime.now(UTC) + timedelta(seconds=min(settings.watch_lease_seconds,
+                                                                 settings.watch_interval_seconds))
+            scheduler.add_job(tick, "date", run_date=retry_at, id="watch-tick-retry", replace_existing=True)
 
     def deliver_due() -> None:
         try:

@@ -200,3 +200,13 @@ def test_a_permanent_failure_is_a_dead_letter_and_can_be_redriven(engine):
         assert watcher.alerts.count_deliveries() == {"delivered": 1}
     finally:
         receiver.stop()
+
+
+def test_the_holder_gets_its_lease_from_two_threads_at_once(engine):
+    """The watcher's tick and delivery jobs ask at the same moment: both must see the lease as theirs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alerts = AlertStore(engine)
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: alerts.acquire_lease("w1", 60, T0), range(4))) == [True] * 4
+    assert not AlertStore(engine).acquire_lease("w2", 60, T0 + timedelta(seconds=1))

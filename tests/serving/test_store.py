@@ -51,8 +51,10 @@ def test_migrations_create_the_tables_once(store_url):
     engine = create_store_engine(store_url)
     names = set(inspect(engine).get_table_names())
     assert {"tickets", "ticket_events", "ticket_scores", "ticket_history", "alembic_version"} <= names
+    assert {"alerts", "alert_events", "deliveries", "leases"} <= names
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001_tickets"
+        # the newest revision (0002_alerts, issue 15's alert tables, follows 0001_tickets)
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002_alerts"
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
