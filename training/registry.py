@@ -38,7 +38,7 @@ PIP_REQUIREMENTS = [
     "numpy==2.4.6",
     "scikit-learn==1.9.1",
     "scipy==1.17.1",
-    "joblib==1.6.0",
+    "pydantic==2.14.3",  # the feature builder state is validated on load (features.build)
     "pyarrow==25.0.1",
     "vaderSentiment==3.3.2",
     "mlflow==3.17.2",
