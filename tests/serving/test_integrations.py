@@ -34,13 +34,15 @@ def adapt(system: str, body: dict, headers: dict | None = None, **settings) -> l
 
 @pytest.fixture(scope="module")
 def clients(serving_models_dir):
-    """A test client per settings variant (created once each)."""
+    """A test client per settings variant (created once each); stateless unless `state="on"` (each such
+    client then has a store of its own)."""
     from serving import create_app
 
     made: dict[str, object] = {}
 
     def get(**overrides):
-        key = json.dumps(overrides, sort_keys=True)
+        overrides = {"state": "off", **overrides}
+        key = json.dumps(overrides, sort_keys=True, default=str)
         if key not in made:
             app = create_app(make_settings(serving_models_dir, **overrides))
             app.config.update(TESTING=True)
@@ -146,6 +148,26 @@ def test_zendesk_event_without_creation_time_needs_the_store(clients):
     detail = response.get_json()["details"][0]
     assert detail["field"] == "detail.created_at" and "stored state" in detail["message"]
     assert "third time" not in response.get_data(as_text=True), "ticket text never in an error body"
+
+
+def test_event_webhooks_through_the_ticket_store(clients, tmp_path):
+    """With the store on, partial events merge into the ticket: the comment without a creation time
+    is scored on the stored state, counted as a customer message, and a redelivery is recorded once."""
+    client = clients(state="on", project_dir=tmp_path)
+    created = post(client, "zendesk", load("zendesk_event_created.json"))
+    assert created.status_code == 200, created.get_json()
+    comment = load("zendesk_event_comment_customer.json")
+    del comment["detail"]["created_at"]
+    first = post(client, "zendesk", comment)
+    assert first.status_code == 200, first.get_json()
+    assert post(client, "zendesk", comment).get_json()["escalation"] == first.get_json()["escalation"]
+    ticket = client.get("/v1/tickets/5160", headers=AUTH).get_json()
+    assert ticket["state"]["customer_messages"] == 1 and ticket["events"] == 2
+    assert ticket["state"]["last_customer_message"].startswith("This is the third time")
+    assert ticket["state"]["created_at"].startswith("2025-01-08T10:12:07")
+    unseen = post(client, "servicenow", load("servicenow_partial_update.json"))
+    assert unseen.status_code == 422
+    assert "opened_at" in {d["field"] for d in unseen.get_json()["details"]}, unseen.get_json()
 
 
 def test_non_ticket_event_is_refused_by_name(clients):
