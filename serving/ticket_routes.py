@@ -25,6 +25,7 @@ from serving.errors import ApiError, json_response
 from serving.schemas import TicketEvent
 from serving.scoring import score_states
 from serving.store.db import StoreUnavailable, create_store_engine, unavailable_reason, upgrade_database
+from serving.store.merge import normal_status
 from serving.store.tickets import EventError, RecordedEvent, ScoresToRecord, TicketStore
 
 log = logging.getLogger("escalation_risk.serving")
@@ -108,7 +109,7 @@ def record_and_score(live, events: list[dict], source: str, field_prefix: str = 
     Returns the recorded events and {ticket_id: score}. A duplicate delivery is answered with
     the score first given for it. Raises ApiError 422 (bad events) or 503 (store unavailable)."""
     store = require_store()
-    store.closed_statuses = frozenset(s.strip().lower() for s in closed_statuses(live))
+    store.closed_statuses = frozenset(normal_status(s) for s in closed_statuses(live))
     policy = current_app.extensions["policy"]
     settings = current_app.extensions["settings"]
     applied = []
