@@ -186,8 +186,10 @@ class ModelBundle:
         return self.metadata["version"]
 
     def build_features(self, tickets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Validate live tickets (canonical rows), keeping their order, and build the model's features."""
-        result = validate_events(tickets, sort=False)
+        """Validate live tickets (canonical rows), keeping their order, and build the model's features.
+        Categorical values are normalised as the builder's training data was (none before it existed)."""
+        result = validate_events(tickets, sort=False,
+                                 normalize=bool(getattr(self.builder, "category_normalization_", 0)))
         if len(result.rejects):
             details = "; ".join(
                 f"row {r.row} {r.column}: {r.reason}" for r in result.rejects.head(20).itertuples()

@@ -10,15 +10,22 @@ from __future__ import annotations
 import threading
 from contextlib import nullcontext
 
+import numpy as np
+
 from bundle.model import ModelBundle, label_feature
+from features.build import UNSEEN
 from features.online import OnlineFeatures
+from features.schema import CATEGORICAL_COLUMNS
 
 
 def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict], n_reasons: int = 3,
                lock: threading.Lock | None = None, reasons: str = "path",
                features_out: list[dict] | None = None) -> list[dict]:
     """One dict per ticket with the fields of ModelBundle.score's rows, in input order, and its
-    warnings (text fields longer than the features read).
+    `warnings` [{field, value, message}]: text fields longer than the features read, and each
+    canonical categorical value (channel, category, status, ...) the model was not trained on,
+    which it scores as "other". Identities and an importer's extra columns (a new agent, a new
+    location) are expected to be new: no warning.
 
     `lock` serialises the booster calls of one worker's threads: LightGBM has had data races
     when threads share a Booster (lightgbm-org/LightGBM#5482, #6142), and with one OpenMP
@@ -37,6 +44,7 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
     escalate_now = scored.escalate_now.tolist()
     predicted = scored.priority_predicted.tolist()
     priority_prob = scored.priority_probabilities.tolist()
+    watched = [(j, column) for j, column, _ in online.category_slots if column in CATEGORICAL_COLUMNS]
     out = []
     if features_out is not None:
         for i, row in enumerate(features.tolist()):
@@ -45,6 +53,10 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
                 values[names[j]] = online.show(features, shown, i, j)
             features_out.append(values)
     for i, ticket in enumerate(tickets):
+        warnings = [{"field": column, "value": shown[i][j],
+                     "message": f"{column} {shown[i][j]!r} is not among the values the model was trained on; "
+                                f"scored as {UNSEEN!r}"}
+                    for j, column in watched if shown[i][j] is not None and np.isnan(features[i, j])]
         reasons_out = []
         for j in scored.top[i].tolist():
             effect = float(contributions[i, j])
@@ -63,6 +75,6 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
             "priority_predicted": predicted[i],
             "priority_probabilities": dict(zip(classes, priority_prob[i], strict=True)),
             "reasons": reasons_out,
-            "warnings": online.text_warnings(ticket),
+            "warnings": online.text_warnings(ticket) + warnings,
         })
     return out

@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.history import HistoryFeatures
-from features.schema import PRIORITY_ORDER
+from features.schema import NORMALIZATION_VERSION, PRIORITY_ORDER, normalize_categories
 from features.snapshots import SNAPSHOT_TIME
 from features.text import TextFeatures
 
@@ -107,6 +107,9 @@ class BuilderState(_Strict):
     categories: dict[str, list[str]]
     feature_names: list[str]
     text: TextState | None
+    # features.schema.NORMALIZATION_VERSION the categories were fitted with; 0 (states written
+    # before normalisation existed): values are read as sent, as they were trained.
+    category_normalization: int = 0
 
 
 class FeatureBuilder:
@@ -130,9 +133,10 @@ class FeatureBuilder:
     def fit(self, snapshots: pd.DataFrame, tickets: pd.DataFrame) -> FeatureBuilder:
         """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log."""
         self.categories_: dict[str, list[str]] = {}
+        self.category_normalization_ = NORMALIZATION_VERSION
         for column in (*CATEGORICAL_FEATURES, *self.extra_categorical):
             if column in snapshots and column not in self.exclude_features:
-                counts = snapshots[column].astype("string").value_counts()
+                counts = self._category_values(snapshots, column).value_counts()
                 counts = counts[counts >= self.min_category_count]
                 self.categories_[column] = sorted(counts.index[: self.max_categories].tolist())
         self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(tickets)
@@ -149,7 +153,8 @@ class FeatureBuilder:
         params = {name: getattr(self, name) for name in BuilderParams.model_fields}
         text_values, text_arrays = self.text_.state() if self.text_ is not None else (None, {})
         values = {"format": BUILDER_STATE_FORMAT, "format_version": BUILDER_STATE_VERSION, "params": params,
-                  "categories": self.categories_, "feature_names": list(self.feature_names_), "text": text_values}
+                  "categories": self.categories_, "feature_names": list(self.feature_names_), "text": text_values,
+                  "category_normalization": getattr(self, "category_normalization_", 0)}
         return BuilderState.model_validate(values).model_dump(mode="json"), {
             f"text_{name}": array for name, array in text_arrays.items()}
 
@@ -165,6 +170,7 @@ class FeatureBuilder:
                              f"(format {state.format!r}, version {state.format_version})")
         builder = cls(**state.params.model_dump())
         builder.categories_ = {column: list(levels) for column, levels in state.categories.items()}
+        builder.category_normalization_ = state.category_normalization
         builder.text_ = None
         if state.text is not None:
             text_arrays = {k.removeprefix("text_"): v for k, v in arrays.items() if k.startswith("text_")}
@@ -197,9 +203,18 @@ class FeatureBuilder:
         # float32 halves the matrix; LightGBM bins features anyway, so nothing is lost.
         frame = pd.concat([part.astype("float32") for part in parts], axis=1)
         for column, categories in self.categories_.items():
-            values = snapshots[column].astype("string") if column in snapshots else pd.Series(pd.NA, index=snapshots.index)
+            values = self._category_values(snapshots, column)
             frame[column] = pd.Categorical(values.where(values.isin(categories)), categories=categories)
         return frame.reset_index(drop=True)
+
+    def _category_values(self, snapshots: pd.DataFrame, column: str) -> pd.Series:
+        """A categorical column as text, in normal form (features.schema.normalize_category) for
+        builders fitted with it; builders saved before it read values as they are."""
+        if column not in snapshots:
+            return pd.Series(pd.NA, index=snapshots.index, dtype="string")
+        if getattr(self, "category_normalization_", 0):
+            return normalize_categories(snapshots[column], priority=column == "priority")
+        return snapshots[column].astype("string")
 
     @property
     def categorical_features_(self) -> list[str]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.schema import CATEGORICAL_COLUMNS, normalize_category
+
 # Entities are taken from each ticket's FIRST update: whoever it was later handed to is
 # not known when the ticket is opened.
 ENTITIES = {
@@ -287,13 +289,16 @@ class LiveHistory:
     """
 
     def __init__(self, history: HistoryFeatures, read_since=None, base_tickets: pd.DataFrame | None = None,
-                 gap_seconds: float = 10.0):
+                 gap_seconds: float = 10.0, normalize: bool = False):
         import threading
 
         from sortedcontainers import SortedList
 
         self.history = history
         self.read_since = read_since
+        # The store keeps categories as sent; a builder fitted on normalised ones keys its history by
+        # their normal form (features.schema.normalize_category), and so do the overlays then.
+        self.normalize = normalize
         self.gap_seconds = gap_seconds
         self.batch = 50_000
         self.lock = threading.RLock()
@@ -358,7 +363,8 @@ class LiveHistory:
                 ticket_id = str(row["ticket_id"])
                 keys = []
                 for columns in ENTITIES.values():
-                    values = [row.get(c) for c in columns]
+                    values = [normalize_category(row.get(c)) if self.normalize and c in CATEGORICAL_COLUMNS
+                              else row.get(c) for c in columns]
                     keys.append(None if any(v is None or v is pd.NA for v in values)
                                 else "\x1f".join(str(v) for v in values))
                 ended = row.get("ended_at")

@@ -20,7 +20,13 @@ from cachetools import LRUCache
 
 from features.build import COUNTER_FEATURES, MISSING, TICKET_FEATURES, UNSEEN, FeatureBuilder
 from features.history import ENTITIES
-from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
+from features.schema import (
+    CATEGORICAL_COLUMNS,
+    PRIORITY_ALIASES,
+    PRIORITY_ORDER,
+    normalize_category,
+    normalize_priority_value,
+)
 from features.text import TEXT_FIELDS, clip_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,6 +56,9 @@ class OnlineFeatures:
         self.position = {name: i for i, name in enumerate(self.names)}
         self.categories = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in builder.categories_.items()}
         self.category_names = {self.position[c]: list(cats) for c, cats in builder.categories_.items()}
+        # Builders fitted with normalised categories (features.schema.normalize_category) see
+        # them normalised here too; older ones as sent, as they were trained.
+        self.normalize = bool(getattr(builder, "category_normalization_", 0))
         self.history = builder.history_
         created = builder.history_.ticket_created_
         self.ticket_created = dict(zip(created.index.tolist(), created.to_numpy().tolist(), strict=True))
@@ -118,7 +127,7 @@ class OnlineFeatures:
             own = self.ticket_created.get(str(ticket["ticket_id"]))
             own_created[i] = np.nan if own is None else float(own)
             for entity, columns in ENTITIES.items():
-                entity_keys[entity].append(_entity_key(ticket, columns))
+                entity_keys[entity].append(_entity_key(ticket, columns, self.normalize))
             if self.text is not None:
                 ticket_text, last_message = self.ticket_texts(ticket)
                 ticket_texts.append(ticket_text)
@@ -151,7 +160,7 @@ class OnlineFeatures:
             if live is not None and own is None:
                 own = live.ticket_created.get(ticket_id)
             for entity, columns in ENTITIES.items():
-                codes[entity] = self.history.entity_code(entity, _entity_key(ticket, columns))
+                codes[entity] = self.history.entity_code(entity, _entity_key(ticket, columns, self.normalize))
             history = self.history.transform_one(t_ns // 1_000_000_000, np.nan if own is None else float(own), codes)
         values = [np.nan] * len(self.names)
         for j, value in zip(self.ticket_columns, [row[i] for i in self.ticket_kept], strict=True):
@@ -176,12 +185,14 @@ class OnlineFeatures:
         return (clip_text(ticket.get("subject"), limit) + ". " + clip_text(ticket.get("description"), limit),
                 clip_text(ticket.get("last_customer_message"), limit))
 
-    def text_warnings(self, ticket: dict) -> list[str]:
-        """A warning per text field longer than the features read (the rest is ignored)."""
+    def text_warnings(self, ticket: dict) -> list[dict]:
+        """A warning {field, value, message} per text field longer than the features read (the rest is
+        ignored); the value is the field's length in characters, never its text."""
         if self.text is None:
             return []
         limit = self.max_field_chars
-        return [f"{field}: only the first {limit} of its {len(value)} characters were read"
+        return [{"field": field, "value": len(value),
+                 "message": f"only the first {limit} of its {len(value)} characters were read"}
                 for field in TEXT_FIELDS if isinstance(value := ticket.get(field), str) and len(value) > limit]
 
     def raw_categories(self, ticket: dict) -> dict[int, object]:
@@ -190,7 +201,10 @@ class OnlineFeatures:
         extra = ticket.get("extra") or {}  # an importer's extra columns (opened_by, location, ...)
         for j, column, is_priority in self.category_slots:
             value = ticket.get(column, extra.get(column))
-            raw[j] = _normal_priority(value) if is_priority else (None if value is None else str(value))
+            if self.normalize:
+                raw[j] = normalize_priority_value(value) if is_priority else normalize_category(value)
+            else:
+                raw[j] = _normal_priority(value) if is_priority else (None if value is None else str(value))
         return raw
 
     def ticket_values(self, ticket: dict) -> tuple[int, list[float]]:
@@ -205,7 +219,7 @@ class OnlineFeatures:
             raw = ticket.get(column)
             counters.append(float(max(round(float(raw)), 0)) if raw is not None else 0.0)
         cm, am = counters[2], counters[3]
-        priority = _normal_priority(ticket.get("priority"))
+        priority = (normalize_priority_value if self.normalize else _normal_priority)(ticket.get("priority"))
         return t_ns, [
             age, float(created.hour), float(created.weekday()), float(t.hour), float(t.weekday()),
             float(t.weekday() < 5 and 8 <= t.hour <= 17),
@@ -226,11 +240,14 @@ class OnlineFeatures:
         return MISSING if np.isnan(value) else float(value)
 
 
-def _entity_key(ticket: dict, columns: tuple[str, ...]) -> str | None:
-    """The history index key of an entity: its columns' values joined, None when one is missing."""
+def _entity_key(ticket: dict, columns: tuple[str, ...], normalize: bool = False) -> str | None:
+    """The history index key of an entity: its columns' values joined, None when one is missing.
+    Canonical categorical columns (the category) are in normal form as in the validated log."""
     parts = []
     for column in columns:
         value = ticket.get(column)
+        if normalize and column in CATEGORICAL_COLUMNS:
+            value = normalize_category(value)
         if value is None:
             return None
         parts.append(str(value))

@@ -6,7 +6,9 @@ that the caller writes out, so nothing from a user's export is lost without a tr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -81,10 +83,44 @@ class ValidationResult:
         return n_bad_rows / max(self.n_input_rows, 1)
 
 
+# Runs of spaces, hyphens and underscores are one separator: "Self service", "self-service" and
+# " SELF_SERVICE " are one value, "self_service".
+_SEPARATORS = re.compile(r"[\s_-]+")
+NORMALIZATION_VERSION = 1
+"""FeatureBuilder.category_normalization_ of builders fitted with normalize_category (absent: none)."""
+
+
+@lru_cache(maxsize=65_536)  # few distinct values in practice; bounded because clients send them
+def normalize_category(value: object) -> str | None:
+    """The one normal form of a categorical value, used by training, batch scoring and serving.
+
+    Lower case, surrounding spaces dropped, runs of spaces/hyphens/underscores joined into one
+    "_" ("Self service" -> "self_service", "1 - High" -> "1_high"); None or a value that is only
+    separators -> None (not set). Numbers are read as their text ("2" for 2 or 2.0 is not merged).
+    """
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    text = _SEPARATORS.sub("_", str(value).strip().lower()).strip("_")
+    return text or None
+
+
+def normalize_priority_value(value: object) -> str | None:
+    """normalize_category, then the P1..P4 / medium aliases onto low/normal/high/urgent."""
+    normal = normalize_category(value)
+    return PRIORITY_ALIASES.get(normal, normal) if normal is not None else None
+
+
+def normalize_categories(values: pd.Series, priority: bool = False) -> pd.Series:
+    """normalize_category (or normalize_priority_value) on a column, once per distinct value."""
+    codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=True)
+    normal = normalize_priority_value if priority else normalize_category
+    mapped = np.array([normal(v) for v in uniques] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=values.index, dtype="string")
+
+
 def normalize_priority(values: pd.Series) -> pd.Series:
-    """Lower-case priorities and map P1..P4 aliases onto low/normal/high/urgent."""
-    lowered = values.astype("string").str.strip().str.lower()
-    return lowered.replace(PRIORITY_ALIASES)
+    """Priorities in normal form with P1..P4 aliases mapped onto low/normal/high/urgent."""
+    return normalize_categories(values, priority=True)
 
 
 def _reject_rows(
@@ -103,12 +139,15 @@ def _reject_rows(
     )
 
 
-def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True) -> ValidationResult:
+def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True,
+                    normalize: bool = True) -> ValidationResult:
     """Coerce an event log to the canonical types; return clean rows and row-level rejects.
 
     `row` in the rejects is the 0-based position of the row in the input frame. Clean rows
     come sorted by ticket and time unless `sort` is False (scoring keeps the caller's order).
-    `copy=False` converts `raw` in place, for callers that own a large frame.
+    `copy=False` converts `raw` in place, for callers that own a large frame. Categorical
+    columns come in normal form (normalize_category); `normalize=False` only lower-cases the
+    priority, as before normalisation existed (for bundles fitted then).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
@@ -157,10 +196,14 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True) -> 
     duplicated = frame.duplicated(subset=["ticket_id", "event_time"], keep="first") & ~missing_id
     rejects.append(_reject_rows(frame, duplicated, "event_time", "duplicate update (same ticket and time)"))
 
-    if "priority" in frame:
-        frame["priority"] = normalize_priority(frame["priority"])
+    for column in CATEGORICAL_COLUMNS:
+        if column in frame and normalize:
+            frame[column] = normalize_categories(frame[column], priority=column == "priority")
+        elif column == "priority" and column in frame:
+            lowered = frame[column].astype("string").str.strip().str.lower()
+            frame[column] = lowered.replace(PRIORITY_ALIASES)
     for column in (*CATEGORICAL_COLUMNS, "customer_id", "agent_id", "group", *TEXT_COLUMNS):
-        if column in frame and column != "priority":
+        if column in frame and not (column in CATEGORICAL_COLUMNS and (normalize or column == "priority")):
             frame[column] = frame[column].astype("string")
 
     all_rejects = pd.concat([r for r in rejects if len(r)], ignore_index=True) if any(

@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     # when the dashboard finds none), and at most how many ticket updates it computes features for.
     monitoring_interval_seconds: float = Field(600.0, ge=0)
     monitoring_max_rows: int = Field(20_000, ge=100)
+    # Vendor integrations (serving/adapters.py). ServiceNow display values are written in the API
+    # user's date format(s) and time zone; raw values and the `value` of pairs are UTC.
+    servicenow_date_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["yyyy-MM-dd HH:mm:ss"])  # ServiceNow's notation, comma-separated in the env
+    servicenow_time_zone: str = "UTC"  # IANA name, e.g. Europe/Berlin
+    # Which form of a reference (caller, group, assignee, opened_by, location, ...) the model was
+    # trained on: the servicenow mapping imports the export's display names.
+    servicenow_references: Literal["display_value", "value"] = "display_value"
+    freshdesk_time_zone: str = "UTC"  # the helpdesk's time zone, for placeholder dates without one
+    integration_mapping_path: Path | None = None  # where category, tier, ... come from (YAML)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -81,6 +91,31 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("servicenow_date_formats", mode="before")
+    @classmethod
+    def split_date_formats(cls, value: object) -> object:
+        """ESCALATION_RISK_SERVICENOW_DATE_FORMATS=dd/MM/yyyy HH:mm:ss,yyyy-MM-dd HH:mm:ss (tried in order)."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("servicenow_time_zone", "freshdesk_time_zone")
+    @classmethod
+    def check_time_zone(cls, value: str) -> str:
+        """An IANA time zone name the zoneinfo database knows."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; expected an IANA name such as Europe/Berlin") from exc
+        return value
+
+    @property
+    def resolved_integration_mapping_path(self) -> Path:
+        default = Path(__file__).resolve().parent.parent / "serving" / "integration_mapping.yaml"
+        return self.integration_mapping_path or default
 
     @property
     def resolved_store_url(self) -> str:

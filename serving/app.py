@@ -14,6 +14,7 @@ from flask import Flask, Response, g, request
 
 from features.settings import Settings
 from serving.errors import error_response, register_error_handlers
+from serving.integration_mapping import load_integration_mapping
 from serving.live_model import ModelHolder, WorkerFleet
 from serving.metrics import OTHER, ServiceMetrics
 from serving.policy import load_policy
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False, TESTING=False)
     app.extensions["settings"] = settings
     app.extensions["policy"] = load_policy(settings.resolved_policy_path)  # bad policy: refuse to start
+    # A bad integration mapping file stops the service here too, naming the file and field.
+    app.extensions["integration_mapping"] = load_integration_mapping(settings.resolved_integration_mapping_path)
     metrics = app.extensions["metrics"] = ServiceMetrics(settings.prometheus_multiproc_dir)
     holder = app.extensions["model"] = ModelHolder(settings)
     if not settings.api_keys:

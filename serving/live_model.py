@@ -227,7 +227,8 @@ class ModelHolder:
 
         from bundle.model import HISTORY
 
-        live = LiveHistory(bundle.builder.history_, self.history_source, pd.read_parquet(bundle.path / HISTORY))
+        live = LiveHistory(bundle.builder.history_, self.history_source, pd.read_parquet(bundle.path / HISTORY),
+                           normalize=bool(getattr(bundle.builder, "category_normalization_", 0)))
         live.sync()
         return live
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic.json_schema import models_json_schema
 
 from features.settings import Settings
+from serving.integration_docs import integration_operation, integration_schemas
 from serving.policy import EscalationMatrix
 from serving.schemas import (
     Alert,
@@ -38,33 +39,32 @@ def build_openapi(settings: Settings) -> dict:
     score_body = {"required": True, "content": {"application/json": {
         "schema": {"oneOf": [ref("Ticket"), ref("TicketBatch")]}}}}
     open_endpoint = {"security": []}
+    strict = {"name": "strict", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+              "description": "true: one bad ticket refuses the whole batch (422), nothing is scored"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "escalation-risk scoring service", "version": "1",
                  "description": f"Batches hold at most {settings.max_batch} tickets."},
         "components": {
-            "schemas": schemas["$defs"],
+            "schemas": {**schemas["$defs"], **integration_schemas()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": {
             "/v1/score": {"post": {"summary": "Score one canonical ticket or {tickets: [...]}",
-                                   "operationId": "score", "requestBody": score_body,
+                                   "description": "A batch scores its valid tickets: 200 with {results, errors} "
+                                                  "when at least one scored (errors name each bad ticket's "
+                                                  "index, ticket_id and field), 422 when none did; ?strict=true "
+                                                  "refuses the whole batch for one bad ticket. `scores` repeats "
+                                                  "`results` only when every ticket scored (the former batch "
+                                                  "answer, kept for old clients).",
+                                   "operationId": "score", "requestBody": score_body, "parameters": [strict],
                                    "responses": {"200": {"description": "one Score, or ScoreBatch for a batch",
                                                          "content": {"application/json": {"schema": {
                                                              "oneOf": [ref("Score"), ref("ScoreBatch")]}}}},
                                                  **errors}}},
-            "/v1/integrations/{system}": {"post": {
-                "summary": "Score a ticket in the system's own payload (Zendesk ticket or event webhook, "
-                           "ServiceNow incident, Freshdesk ticket)",
-                "operationId": "score_integration",
-                "parameters": [{"name": "system", "in": "path", "required": True,
-                                "schema": {"enum": ["zendesk", "servicenow", "freshdesk"]}}],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-                "responses": {**json_ok(ref("Score")), **errors,
-                              "404": {"description": "no such integration",
-                                      "content": {"application/json": {"schema": ref("ErrorBody")}}}}}},
+            "/v1/integrations/{system}": {"post": integration_operation(ref, errors)},
             **ticket_paths(errors, ref, json_ok),
             **alert_paths(ref, json_ok, errors),
             "/v1/model": {"get": {"summary": "The model being served", "operationId": "get_model",
@@ -248,7 +248,12 @@ code { background: #f4f4f4; padding: 0 .2rem; }
 <div class="op" id="{{ op.operationId or path }}">
 <p><span class="method">{{ method }}</span> <code>{{ path }}</code> — {{ op.summary }}
 {% if op.security == [] %}(no key needed){% endif %}</p>
-{% if op.requestBody %}<p>Body: {{ schema_names(op.requestBody.content["application/json"].schema) }}</p>{% endif %}
+{% if op.description %}<p>{{ op.description }}</p>{% endif %}
+{% if op.parameters %}<p>Parameters: {% for p in op.parameters %}<code>{{ p.name }}</code> ({{ p["in"] }}{% if p.description %}: {{ p.description }}{% endif %}){{ "; " if not loop.last }}{% endfor %}</p>{% endif %}
+{% if op.requestBody %}<p>Body: {{ schema_names(op.requestBody.content["application/json"].schema) }}</p>
+{% for name, example in (op.requestBody.content["application/json"].examples or {}).items() %}
+<details id="example-{{ name }}"><summary>Example: {{ example.summary }}</summary><pre>{{ to_json(example.value) }}</pre></details>
+{% endfor %}{% endif %}
 <table><tr><th>status</th><th>meaning</th><th>body</th></tr>
 {% for code, response in op.responses.items() %}<tr><td>{{ code }}</td><td>{{ response.description }}</td>
 <td>{% for media, body in (response.content or {}).items() %}{{ media }}: {{ schema_names(body.schema) }}{{ "; " if not loop.last }}{% endfor %}</td></tr>
@@ -258,6 +263,7 @@ code { background: #f4f4f4; padding: 0 .2rem; }
 {% for name, schema in doc.components.schemas.items() %}
 <h3 id="schema-{{ name }}">{{ name }}</h3>
 {% if schema.description %}<p>{{ schema.description }}</p>{% endif %}
+{% if schema.oneOf %}<p>One of: {{ schema_names(schema) }}</p>{% endif %}
 {% if schema.properties %}<table><tr><th>field</th><th>type</th><th>required</th><th>description</th></tr>
 {% for field, spec in schema.properties.items() %}<tr><td><code>{{ field }}</code></td>
 <td>{{ type_name(spec) }}</td><td>{{ "yes" if field in schema.get("required", []) else "" }}</td>
@@ -277,14 +283,19 @@ def _type_name(spec: dict) -> str:
     if "enum" in spec:
         return "one of " + ", ".join(str(v) for v in spec["enum"])
     kind = spec.get("type", "any")
+    if isinstance(kind, list):
+        kind = " or ".join(kind)
     return f"{kind} ({spec['format']})" if "format" in spec else str(kind)
 
 
 def render_docs(document: dict) -> str:
     """The API reference as one self-contained HTML page: no scripts, nothing fetched from a CDN."""
+    import json
+
     from flask import render_template_string
 
-    return render_template_string(DOCS_TEMPLATE, doc=document, type_name=_type_name, schema_names=_type_name)
+    return render_template_string(DOCS_TEMPLATE, doc=document, type_name=_type_name, schema_names=_type_name,
+                                  to_json=lambda value: json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def alert_paths(ref, json_ok, errors: dict) -> dict:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from features.schema import PRIORITY_ALIASES
+from features.schema import PRIORITY_ALIASES, normalize_category, normalize_priority_value
 from features.yaml_files import load_yaml_model
 
 Band = Literal["low", "medium", "high"]
@@ -80,13 +80,10 @@ def describe_ticket(ticket: dict, now: datetime, last_update_at: object = None) 
     the watcher passes the stored time because it re-scores with event_time = now). The time
     of the customer's latest message is read from `last_customer_message_at` when the state
     carries it."""
-    priority = ticket.get("priority")
-    priority = None if priority in (None, "") else str(priority).strip().lower()
-    tier = ticket.get("customer_tier")
     due = as_utc(ticket.get("sla_due_at"))
     return TicketFacts(
-        typed_priority=PRIORITY_ALIASES.get(priority, priority) if priority else None,
-        customer_tier=str(tier).strip().lower() if tier not in (None, "") else None,
+        typed_priority=normalize_priority_value(ticket.get("priority")),
+        customer_tier=normalize_category(ticket.get("customer_tier")),
         sla_breached=None if due is None else due < now,
         hours_since_update=_hours(now, last_update_at if last_update_at is not None else ticket.get("event_time")),
         hours_since_customer_message=_hours(now, ticket.get("last_customer_message_at")),
@@ -127,10 +124,11 @@ class Rule(BaseModel):
         return (
             (when.band is None or band in when.band)
             and (when.priority is None or priority in when.priority)
-            and (when.category is None or (category or "").lower() in {c.lower() for c in when.category})
+            # categories in normal form, as the model sees them ("Wrong Charge" = "wrong_charge")
+            and (when.category is None or normalize_category(category) in {normalize_category(c) for c in when.category})
             and (typed is None or facts.typed_priority in typed)
             and (when.customer_tier is None
-                 or facts.customer_tier in {t.lower() for t in when.customer_tier})
+                 or facts.customer_tier in {normalize_category(t) for t in when.customer_tier})
             and (when.sla_breached is None or facts.sla_breached is when.sla_breached)
             and _at_least(facts.hours_since_update, when.min_hours_since_update)
             and _at_least(facts.hours_since_customer_message, when.min_hours_since_customer_message)

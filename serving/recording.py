@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from serving.errors import ApiError
 from serving.scoring import score_states
 from serving.store.db import StoreUnavailable, unavailable_reason
+from serving.store.merge import normal_status
 from serving.store.tickets import EventError, RecordedEvent, ScoresToRecord, TicketStore, parse_time
 
 log = logging.getLogger("escalation_risk.serving")
@@ -53,7 +54,7 @@ def record_and_score(live, events: list[dict], source: str, field_prefix: str = 
     as the stateless service scored it; returns {input index: score}.
     Raises ApiError 422 (bad events) or 503 (store unavailable)."""
     store = require_store()
-    store.closed_statuses = frozenset(s.strip().lower() for s in closed_statuses(live))
+    store.closed_statuses = frozenset(normal_status(s) for s in closed_statuses(live))
     policy = current_app.extensions["policy"]
     settings = current_app.extensions["settings"]
     applied = []

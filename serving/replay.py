@@ -46,6 +46,7 @@ from serving.destinations import Destinations
 from serving.live_model import ModelHolder
 from serving.policy import EscalationMatrix
 from serving.store.db import create_store_engine, upgrade_database
+from serving.store.merge import normal_status
 from serving.store.tickets import TicketStore
 from serving.watcher import Watcher, escalation_check, label_rule
 
@@ -188,7 +189,7 @@ def replay_history(events: pd.DataFrame, holder: ModelHolder, policy: Escalation
             raise ReplayError(f"cannot load the model: {outcome.error}")
         live = holder.live
         params = live.bundle.metadata.get("params") or {}
-        store.closed_statuses = frozenset(s.strip().lower() for s in params.get("snapshots.closed_statuses") or ["closed"])
+        store.closed_statuses = frozenset(normal_status(s) for s in params.get("snapshots.closed_statuses") or ["closed"])
         watcher = Watcher(settings, engine, lambda: holder.live, policy, Destinations(), holder_id="replay")
         watcher.tickets = store
         escalated = escalation_check(label_rule(live.bundle.metadata))

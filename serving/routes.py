@@ -13,7 +13,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
 from bundle.model import ModelBundle
-from serving.adapters import ADAPTERS, PayloadError, ReplayGuard, verify_zendesk_signature
+from serving.adapters import (
+    SYSTEMS,
+    PayloadError,
+    ReplayGuard,
+    adapt_payload,
+    event_to_ticket,
+    verify_zendesk_signature,
+)
 from serving.auth import key_matches, presented_key
 from serving.errors import ApiError, json_response
 from serving.live_model import LiveModel
@@ -96,14 +103,20 @@ def ticket_list_adapter() -> TypeAdapter:
     return TypeAdapter(list[Ticket])
 
 
-def parse_tickets(body: object) -> tuple[list[Ticket], bool]:
-    """One ticket, or {"tickets": [...]} up to the configured maximum; every bad field is named."""
+def parse_tickets(body: object, strict: bool = True) -> tuple[list[Ticket], bool, list[dict], list[int]]:
+    """One ticket, or {"tickets": [...]} up to the configured maximum; every bad field is named.
+
+    Returns (valid tickets, whether a batch was sent, errors, the valid tickets' positions in the
+    request). A single bad ticket, or any bad
+    ticket of a batch with `strict`, raises a 422 ApiError; otherwise a batch's bad tickets come
+    back as errors [{index, ticket_id, field, message}] and the rest are scored.
+    """
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "expected a JSON object: a ticket or {\"tickets\": [...]}")
     settings = current_app.extensions["settings"]
     if "tickets" not in body:
         try:
-            return [Ticket.model_validate(body)], False
+            return [Ticket.model_validate(body)], False, [], [0]
         except ValidationError as exc:
             raise ApiError(422, "invalid_ticket", "the ticket has invalid fields", field_errors(exc)) from exc
     raw = body["tickets"]
@@ -114,10 +127,38 @@ def parse_tickets(body: object) -> tuple[list[Ticket], bool]:
         raise ApiError(422, "batch_too_large", f"at most {settings.max_batch} tickets per request",
                        [{"field": "tickets", "message": f"{len(raw)} tickets; the maximum is {settings.max_batch}"}])
     try:
-        return ticket_list_adapter().validate_python(raw), True
+        return ticket_list_adapter().validate_python(raw), True, [], list(range(len(raw)))
     except ValidationError as exc:
-        raise ApiError(422, "invalid_ticket", "some tickets have invalid fields",
-                       field_errors(exc, "tickets.")) from exc
+        if strict:
+            raise ApiError(422, "invalid_ticket", "some tickets have invalid fields (strict: none was scored)",
+                           field_errors(exc, "tickets.")) from exc
+        failures = exc.errors()
+    bad = {err["loc"][0] for err in failures}
+    errors = [{"index": err["loc"][0], "ticket_id": batch_ticket_id(raw[err["loc"][0]]),
+               "field": ".".join(str(p) for p in err["loc"][1:]) or "(ticket)", "message": err["msg"]}
+              for err in failures]
+    if len(bad) == len(raw):
+        raise ApiError(422, "invalid_ticket", "no ticket of the batch is valid; nothing was scored",
+                       [{"field": f"tickets.{e['index']}.{e['field']}", "message": e["message"]} for e in errors])
+    positions = [i for i in range(len(raw)) if i not in bad]
+    return [Ticket.model_validate(raw[i]) for i in positions], True, errors, positions
+
+
+def batch_ticket_id(ticket: object) -> str | None:
+    """The ticket_id a client sent with a bad ticket, as text (for matching errors to tickets)."""
+    value = ticket.get("ticket_id") if isinstance(ticket, dict) else None
+    return None if value is None or isinstance(value, dict | list) else str(value)[:200]
+
+
+def query_flag(name: str) -> bool:
+    """A boolean query parameter (?strict=true); anything but true/false/1/0/yes/no is a 422."""
+    value = request.args.get(name)
+    if value is None or value.lower() in ("false", "0", "no", ""):
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    raise ApiError(422, "invalid_request", f"query parameter {name} must be true or false",
+                   [{"field": name, "message": f"expected true or false, got {value[:20]!r}"}])
 
 
 def current_model() -> LiveModel:
@@ -147,18 +188,32 @@ def score_tickets(tickets: list[Ticket]) -> list[dict]:
 
 @api.post("/v1/score")
 def score() -> Response:
-    """Score one canonical ticket or a batch."""
-    tickets, batch = parse_tickets(read_json())
+    """Score one canonical ticket, or a batch: {"results", "errors"} (200 when one scored,
+    422 when none did; ?strict=true refuses the whole batch for one bad ticket). A batch that
+    scored in full also carries its results as `scores`, the field of the batch response before
+    partial batches (old clients read it; it is absent when a ticket failed, so they fail loudly
+    rather than pair scores with the wrong tickets)."""
+    tickets, batch, errors, positions = parse_tickets(read_json(), strict=query_flag("strict"))
     g.n_tickets = len(tickets)
-    results = score_tickets(tickets)
-    return json_response({"scores": results} if batch else results[0])
+    try:
+        results = score_tickets(tickets)
+    except ApiError as exc:  # the store's "tickets.<i>" counts the valid tickets: name the request's
+        exc.details = [{**d, "field": re.sub(r"^tickets\.(\d+)\.", lambda m: f"tickets.{positions[int(m.group(1))]}.",
+                                             d["field"])} for d in exc.details]
+        raise
+    if not batch:
+        return json_response(results[0])
+    body = {"results": results, "errors": errors}
+    if not errors:
+        body["scores"] = results
+    return json_response(body)
 
 
 @api.post("/v1/integrations/<system>")
 def score_integration(system: str) -> Response:
-    """Score a ticket in Zendesk's, ServiceNow's or Freshdesk's own payload shape."""
-    if system not in ADAPTERS:
-        raise ApiError(404, "not_found", f"no integration {system!r}; available: {', '.join(ADAPTERS)}")
+    """Score a ticket in Zendesk's, ServiceNow's or Freshdesk's own payload shapes (serving.adapters)."""
+    if system not in SYSTEMS:
+        raise ApiError(404, "not_found", f"no integration {system!r}; available: {', '.join(SYSTEMS)}")
     body = read_json()
     settings = current_app.extensions["settings"]
     claimed = None
@@ -185,23 +240,83 @@ def score_integration(system: str) -> Response:
         raise
 
 
+VENDOR_NAMES = {"zendesk": "Zendesk", "servicenow": "ServiceNow", "freshdesk": "Freshdesk"}
+
+
 def score_integration_payload(system: str, body: object) -> dict:
-    """The adapter's canonical ticket (or partial event), recorded in the store when it is on, scored."""
-    stateful = current_store() is not None
+    """The payload's events, scored: one event -> one Score (with the adapter's warnings), several
+    (a ServiceNow `result` list) -> {"results", "errors"}. With the ticket store on, the events
+    (full or partial) are recorded first and each ticket's merged state is scored; without it, an
+    event that carries only what changed and no creation time cannot be scored: a 422 naming the
+    vendor field the creation time would come from. Errors name the vendor's fields."""
+    vendor = VENDOR_NAMES[system]
     try:
-        canonical = ADAPTERS[system](body)
-        event = (TicketEvent if stateful else Ticket).model_validate(canonical)
+        adapted = adapt_payload(system, body, request.headers, current_app.extensions["settings"],
+                                mapping=current_app.extensions["integration_mapping"])
     except PayloadError as exc:
-        raise ApiError(422, "invalid_payload", f"cannot map the {system} payload",
+        raise ApiError(422, "invalid_payload", f"cannot map the {vendor} payload",
                        [{"field": f, "message": m} for f, m in exc.problems]) from exc
-    except ValidationError as exc:
-        raise ApiError(422, "invalid_payload", f"the {system} payload maps to an invalid ticket",
-                       field_errors(exc, "(canonical) ")) from exc
-    g.n_tickets = 1
-    if not stateful:
-        return score_tickets([event])[0]
-    recorded, scores = record_and_score(current_model(), [event.model_dump(exclude_unset=True)], system)
-    return scores[recorded[0].ticket_id]
+    stateful = current_store() is not None
+    valid, kept, errors = [], [], list(adapted.errors)
+    for position, (event, sources) in enumerate(zip(adapted.events, adapted.sources, strict=True)):
+        index = adapted.positions[position]
+        if not stateful and event.get("created_at") is None:
+            name = sources.get("created_at", "created_at")
+            errors.append({"index": index, "ticket_id": event.get("ticket_id"), "field": name,
+                           "message": f"this {vendor} event carries only what changed and no {name}: it cannot be "
+                                      "scored without the ticket's stored state (send the creation time, or "
+                                      "turn the ticket store on: ESCALATION_RISK_STATE=on)"})
+            continue
+        try:
+            if stateful:
+                valid.append(TicketEvent.model_validate(event).model_dump(exclude_unset=True))
+            else:
+                valid.append(Ticket.model_validate(event_to_ticket(event)))
+            kept.append(position)
+        except ValidationError as exc:
+            errors += [{"index": index, "ticket_id": event.get("ticket_id"),
+                        "field": vendor_field(sources, err["loc"]), "message": err["msg"]} for err in exc.errors()]
+    if not valid:
+        partial = any("only what changed" in e["message"] for e in errors)
+        raise ApiError(422, "partial_event" if partial else "invalid_payload",
+                       f"the {vendor} payload cannot be scored" + (" on its own" if partial else ""),
+                       [{"field": e["field"], "message": e["message"]} for e in errors])
+    g.n_tickets = len(valid)
+    if stateful:
+        try:
+            recorded, scores = record_and_score(current_model(), valid, system, STORE_PREFIX)
+        except ApiError as exc:  # the store names canonical fields: name the vendor's
+            exc.details = [{**d, "field": store_field(adapted, kept, d["field"])} for d in exc.details]
+            raise
+        results = [dict(scores[item.ticket_id]) for item in recorded]
+    else:
+        results = score_tickets(valid)
+    for result, position in zip(results, kept, strict=True):
+        sources, vendor_warnings = adapted.sources[position], adapted.event_warnings[position]
+        warned = {w["field"] for w in vendor_warnings}
+        model_warnings = [{**w, "field": sources.get(w["field"], w["field"])} for w in result["warnings"]]
+        result["warnings"] = vendor_warnings + [w for w in model_warnings if w["field"] not in warned]
+    if len(adapted.events) == 1 and not adapted.errors:
+        return results[0]
+    return {"results": results, "errors": errors}
+
+
+STORE_PREFIX = "#event."
+
+
+def store_field(adapted, kept: list[int], field: str) -> str:
+    """A store error's field ("#event.0.created_at") as the vendor field of that event ("opened_at")."""
+    match = re.match(rf"^{re.escape(STORE_PREFIX)}(\d+)\.(.*)$", field)
+    if match is None:
+        return field
+    position = kept[int(match.group(1))] if int(match.group(1)) < len(kept) else kept[0]
+    return adapted.sources[position].get(match.group(2), match.group(2))
+
+
+def vendor_field(sources: dict[str, str], loc: tuple) -> str:
+    """A canonical field of a validation error as the vendor's field it came from."""
+    name = str(loc[0]) if loc else "(ticket)"
+    return sources.get(name, f"(canonical) {'.'.join(str(p) for p in loc)}")
 
 
 def replay_guard() -> ReplayGuard:

@@ -165,6 +165,14 @@ class ModelRef(BaseModel):
     version: str
 
 
+class ScoreWarning(BaseModel):
+    """Something about the input worth knowing that did not stop the scoring."""
+
+    field: str = Field(description="the field it concerns (the vendor's name for an integration payload)")
+    value: Any = Field(None, description="the value (categories in normal form; for text, its length)")
+    message: str = Field(description="what was done with it, e.g. an unknown value scored as 'other'")
+
+
 class Score(BaseModel):
     ticket_id: str
     escalation: Escalation
@@ -172,12 +180,28 @@ class Score(BaseModel):
     action: ActionOut
     model: ModelRef
     scored_at: datetime
-    warnings: list[str] = Field([], description="what the service ignored, e.g. text past the characters "
-                                                "the features read per field")
+    warnings: list[ScoreWarning] = Field(
+        default_factory=list,
+        description="what the service did with the input that is worth knowing: an unknown vendor value "
+                    "passed on or left not set, a value the model was not trained on (scored as 'other'), "
+                    "text past the characters the features read per field")
+
+
+class BatchError(BaseModel):
+    index: int = Field(description="position of the ticket in the request's list (0-based)")
+    ticket_id: str | None = Field(description="the ticket_id sent with it, when there was one")
+    field: str = Field(description="the bad field of that ticket")
+    message: str
 
 
 class ScoreBatch(BaseModel):
-    scores: list[Score]
+    """A batch's answer: 200 when at least one ticket scored (a 422 when none did)."""
+
+    results: list[Score] = Field(description="the valid tickets' scores, in request order")
+    errors: list[BatchError] = Field(description="one entry per bad field of each ticket that was not scored")
+    scores: list[Score] | None = Field(
+        None, description="deprecated: `results` again, present only when every ticket scored (the batch "
+                          "response before partial batches; `?strict=true` still refuses a whole batch)")
 
 
 class ErrorDetail(BaseModel):

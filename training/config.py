@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bundle.health import DEFAULTS as HEALTH
+from features.schema import normalize_category
 from features.yaml_files import load_yaml_model
 
 
@@ -32,6 +33,12 @@ class LabelParams(_Section):
 class SnapshotParams(_Section):
     max_per_ticket: int = Field(12, ge=1)
     closed_statuses: list[str] = ["closed"]
+
+    @field_validator("closed_statuses")
+    @classmethod
+    def _normal_form(cls, values: list[str]) -> list[str]:
+        """Statuses are compared with the validated log's, which are in normal form ("Closed" = "closed")."""
+        return [normal for value in values if (normal := normalize_category(value)) is not None]
 
 
 class SplitParams(_Section):

@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 from sklearn.metrics import roc_auc_score
 
 import bundle
@@ -71,14 +72,15 @@ def to_wire_format(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_input_schema() -> Schema:
-    """Canonical columns; only the ids and times are required, times travel as ISO strings."""
-    numeric = {*COUNTER_COLUMNS, LEVEL_COLUMN}
-    return Schema(
-        [
-            ColSpec("double" if c in numeric else "string", c, required=c in REQUIRED_COLUMNS)
-            for c in CANONICAL_COLUMNS
-        ]
-    )
+    """Canonical columns by name; only the ids and times are required.
+
+    Every column is MLflow's `any` type, so the pyfunc takes what pandas gives as it is: integer
+    ticket ids and counters from `pd.read_csv`, datetime64 or ISO-string times, the project's
+    own events Parquet (MLflow's `string`/`double` enforcement refuses int64 and datetime64
+    with "Can not safely convert"). The model validates the values itself (features.schema
+    .validate_events), the same way for in-process and `mlflow models serve` calls.
+    """
+    return Schema([ColSpec(AnyType(), c, required=c in REQUIRED_COLUMNS) for c in CANONICAL_COLUMNS])
 
 
 def ensure_experiment(settings: Settings) -> str:

@@ -24,7 +24,7 @@ run of closed statuses.
 
 from __future__ import annotations
 
-from features.schema import CANONICAL_COLUMNS
+from features.schema import CANONICAL_COLUMNS, normalize_category
 
 STATE_FIELDS = (*[c for c in CANONICAL_COLUMNS if c != "ticket_id"], "extra")
 COUNTERS = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages", "escalation_level")
@@ -35,7 +35,8 @@ HISTORY_ENTITIES = ("customer_id", "agent_id", "group", "category")  # features.
 
 
 def normal_status(value: object) -> str | None:
-    return None if value is None else str(value).strip().lower()
+    """A status in the normal form training compares it in (features.schema.normalize_category)."""
+    return normalize_category(value)
 
 
 def is_closed(status: object, closed_statuses: frozenset[str]) -> bool:

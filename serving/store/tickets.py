@@ -35,6 +35,7 @@ from serving.store.merge import (
     history_fields,
     is_closed,
     merge_event,
+    normal_status,
     update_facts,
 )
 from serving.store.tables import HistoryRow, ScoreRow, TicketEventRow, TicketRow
@@ -146,7 +147,7 @@ class TicketStore:
     def __init__(self, engine: Engine, closed_statuses: Iterable[str] = ("closed",)):
         self.engine = engine
         self.write = write_engine(engine)
-        self.closed_statuses = frozenset(str(s).strip().lower() for s in closed_statuses)
+        self.closed_statuses = frozenset(normal_status(s) for s in closed_statuses)
         self.postgres = engine.dialect.name == "postgresql"
         # Statements built once (Core, on the tables): the hot path only binds parameters.
         lock = select(TICKETS.c.ticket_id, TICKETS.c.state, TICKETS.c.history, TICKETS.c.event_count).where(

@@ -1,7 +1,13 @@
 import pandas as pd
 import pytest
 
-from features.schema import SchemaError, check_reject_share, validate_events
+from features.schema import (
+    SchemaError,
+    check_reject_share,
+    normalize_categories,
+    normalize_category,
+    validate_events,
+)
 from tests.helpers import make_log, make_ticket
 
 
@@ -64,3 +70,27 @@ def test_too_many_rejects_stops_with_the_common_reasons():
     with pytest.raises(SchemaError, match=r"60.0% of 5 rows.*event_time: unparseable"):
         check_reject_share(result, 0.05)
     check_reject_share(result, 0.7)
+
+
+@pytest.mark.parametrize(("value", "normal"), [
+    ("Email", "email"), ("  EMAIL ", "email"), ("Self service", "self_service"), ("self-service", "self_service"),
+    ("SELF__SERVICE", "self_service"), ("1 - High", "1_high"), ("Opened by  1", "opened_by_1"), (2, "2"),
+    ("---", None), ("", None), (None, None), (float("nan"), None),
+])
+def test_one_normal_form_for_categorical_values(value, normal):
+    assert normalize_category(value) == normal
+
+
+def test_validated_log_holds_categories_in_normal_form():
+    log = _log()
+    log["channel"] = ["Email", " email", "E-mail", "Phone", "PHONE"]
+    log["status"] = ["Open", "open", "On Hold", "Closed", "closed"]
+    log["priority"] = ["P1", "High ", "medium", None, "Urgent"]
+    events = validate_events(log).events.set_index(log.index)
+    assert events["channel"].tolist() == ["email", "email", "e_mail", "phone", "phone"]
+    assert events["status"].tolist() == ["open", "open", "on_hold", "closed", "closed"]
+    assert events["priority"].tolist()[:3] + events["priority"].tolist()[4:] == ["urgent", "high", "normal", "urgent"]
+    assert events["priority"].isna().tolist() == [False, False, False, True, False]
+    assert normalize_categories(pd.Series(["A b", None, "a-B"])).tolist()[::2] == ["a_b", "a_b"]
+    before = validate_events(log, normalize=False).events
+    assert set(before["channel"]) == {"Email", " email", "E-mail", "Phone", "PHONE"}

@@ -79,11 +79,50 @@ def test_update_before_creation_is_422(client):
     assert "event_time is before created_at" in response.get_json()["details"][0]["message"]
 
 
-def test_bad_ticket_in_batch_is_named_by_position(client, wire_tickets):
-    batch = [wire_tickets[0], {**wire_tickets[1], "created_at": None}]
+def test_batch_scores_the_good_tickets_and_names_the_bad_ones(client, wire_tickets):
+    batch = [wire_tickets[0], {**wire_tickets[1], "created_at": None}, wire_tickets[2],
+             {**wire_tickets[3], "event_time": "soon", "customer_messages": -2}]
     response = client.post("/v1/score", json={"tickets": batch}, headers=AUTH)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [r["ticket_id"] for r in body["results"]] == [wire_tickets[0]["ticket_id"], wire_tickets[2]["ticket_id"]]
+    assert [(e["index"], e["ticket_id"], e["field"]) for e in body["errors"]] == [
+        (1, wire_tickets[1]["ticket_id"], "created_at"), (3, wire_tickets[3]["ticket_id"], "event_time"),
+        (3, wire_tickets[3]["ticket_id"], "customer_messages")]
+    assert "scores" not in body, "old clients reading `scores` fail loudly instead of mispairing"
+    alone = client.post("/v1/score", json=wire_tickets[2], headers=AUTH).get_json()
+    assert body["results"][1]["escalation"] == alone["escalation"]
+
+
+def test_batch_that_scored_in_full_keeps_the_old_scores_field(client, wire_tickets):
+    body = client.post("/v1/score", json={"tickets": wire_tickets[:3]}, headers=AUTH).get_json()
+    assert body["errors"] == [] and body["scores"] == body["results"] and len(body["results"]) == 3
+
+
+def test_batch_with_no_good_ticket_or_strict_is_422_naming_each_position(client, wire_tickets):
+    bad = {**wire_tickets[1], "created_at": None}
+    response = client.post("/v1/score", json={"tickets": [bad, bad]}, headers=AUTH)
     assert response.status_code == 422
-    assert [d["field"] for d in response.get_json()["details"]] == ["tickets.1.created_at"]
+    assert [d["field"] for d in response.get_json()["details"]] == ["tickets.0.created_at", "tickets.1.created_at"]
+    strict = client.post("/v1/score?strict=true", json={"tickets": [wire_tickets[0], bad]}, headers=AUTH)
+    assert strict.status_code == 422
+    assert [d["field"] for d in strict.get_json()["details"]] == ["tickets.1.created_at"]
+    assert client.post("/v1/score?strict=true", json={"tickets": [wire_tickets[0]]}, headers=AUTH).status_code == 200
+    wrong = client.post("/v1/score?strict=perhaps", json={"tickets": [wire_tickets[0]]}, headers=AUTH)
+    assert wrong.status_code == 422 and wrong.get_json()["details"][0]["field"] == "strict"
+
+
+def test_unseen_category_is_warned_and_case_does_not_matter(client):
+    ticket = {"ticket_id": "N1", "event_time": "2025-12-01T10:00:00Z", "created_at": "2025-12-01T09:00:00Z",
+              "channel": "email", "category": "billing", "customer_tier": "gold", "status": "open", "priority": "high"}
+    lower = client.post("/v1/score", json=ticket, headers=AUTH).get_json()
+    assert lower["warnings"] == []
+    shouted = {**ticket, "channel": " Email ", "category": "BILLING", "customer_tier": "Gold", "status": "Open",
+               "priority": "High"}
+    assert client.post("/v1/score", json=shouted, headers=AUTH).get_json()["escalation"] == lower["escalation"]
+    fax = client.post("/v1/score", json={**ticket, "channel": "Fax"}, headers=AUTH).get_json()
+    assert fax["warnings"] == [{"field": "channel", "value": "fax", "message": fax["warnings"][0]["message"]}]
+    assert "scored as 'other'" in fax["warnings"][0]["message"]
 
 
 def test_batch_over_the_limit_is_422(client, wire_tickets):

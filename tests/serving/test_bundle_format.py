@@ -110,5 +110,7 @@ def test_online_features_of_a_loaded_bundle_read_text_up_to_the_cap(bundle_dir):
     text, message = online.ticket_texts(ticket)
     assert text == "s" * limit + ". " + "d" * 10 and message == "m" * limit
     assert online.text_warnings(ticket) == [
-        f"subject: only the first {limit} of its {limit + 5} characters were read",
-        f"last_customer_message: only the first {limit} of its {3 * limit} characters were read"]
+        {"field": "subject", "value": limit + 5,
+         "message": f"only the first {limit} of its {limit + 5} characters were read"},
+        {"field": "last_customer_message", "value": 3 * limit,
+         "message": f"only the first {limit} of its {3 * limit} characters were read"}]

@@ -95,3 +95,47 @@ def test_service_scores_equal_training_scores(client, small_result, wire_tickets
     single = [client.post("/v1/score", json=t, headers=AUTH).get_json()["escalation"]["probability"]
               for t in wire_tickets[:60]]
     np.testing.assert_allclose(single, training[:60], rtol=0, atol=1e-12)
+
+
+def messy(ticket: dict) -> dict:
+    """The same ticket as another system would write it: other case, spaces and separators."""
+    out = dict(ticket)
+    for column in ("channel", "category", "subcategory", "customer_tier", "status", "event_type", "priority"):
+        if isinstance(out.get(column), str):
+            out[column] = f"  {out[column].replace('_', ' ').title()} "
+    return out
+
+
+def test_case_spaces_and_separators_do_not_change_the_score(bundle, generated_tickets):
+    """One normal form (features.schema.normalize_category) on the batch path (validate_events and
+    the builder) and the serving path (features.online): "Wrong Charge " is "wrong_charge"."""
+    clean, shouted = generated_tickets[:300], [messy(t) for t in generated_tickets[:300]]
+    assert shouted[0]["channel"] != clean[0]["channel"]
+    online = OnlineFeatures(bundle.builder)
+    np.testing.assert_array_equal(online.transform_many(shouted)[0], online.transform_many(clean)[0])
+    _, batch_clean = bundle.build_features(pd.DataFrame(clean))
+    _, batch_shouted = bundle.build_features(pd.DataFrame(shouted))
+    pd.testing.assert_frame_equal(batch_shouted, batch_clean)
+    assert [s["escalation_probability"] for s in score_many(bundle, online, shouted)] == \
+        bundle.score(pd.DataFrame(shouted))["escalation_probability"].tolist() == \
+        bundle.score(pd.DataFrame(clean))["escalation_probability"].tolist()
+
+
+def test_a_bundle_fitted_before_normalisation_is_served_as_it_was_trained(bundle, generated_tickets):
+    """A builder without `category_normalization_` (saved before it existed) reads values as sent
+    on both paths, so an old bundle keeps its scores; it does not match "Email" to "email"."""
+    import copy
+
+    old = copy.copy(bundle.builder)
+    del old.category_normalization_
+    old_bundle = copy.copy(bundle)
+    old_bundle.builder = old
+    online = OnlineFeatures(old)
+    assert not online.normalize
+    tickets = generated_tickets[:200]
+    _, expected = old_bundle.build_features(pd.DataFrame(tickets))
+    channel = online.position["channel"]
+    np.testing.assert_array_equal(online.transform_many(tickets)[0][:, channel],
+                                  expected["channel"].cat.codes.replace(-1, np.nan).to_numpy(dtype=float))
+    shouted = online.transform_many([messy(t) for t in tickets])[0]
+    assert np.isnan(shouted[:, channel]).all(), "an old bundle never saw 'Email': it stays unseen"

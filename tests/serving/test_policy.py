@@ -19,6 +19,7 @@ DEFAULT = Path(__file__).resolve().parents[2] / "serving" / "escalation_matrix.y
         ("high", "urgent", "billing", "urgent-high-risk", "manager", 4),
         ("high", "normal", "technical", "high-risk-technical", "specialist_team", 24),
         ("high", "low", "Billing", "high-risk-billing", "specialist_team", 24),
+        ("high", "low", " BILLING ", "high-risk-billing", "specialist_team", 24),
         ("high", "normal", "account", "high-risk", "supervisor", 24),
         ("medium", "high", None, "medium-risk-urgent", "supervisor", 24),
         ("medium", "normal", "billing", "medium-risk", "frontline", 48),

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.settings import Settings
 from features.sources.mapping import import_export, load_mapping, write_canonical
-from serving.adapters import map_servicenow
+from serving.adapters import adapt_payload
 from tests.helpers import make_servicenow_export
 from tests.serving.conftest import AUTH, make_settings
 from training.config import load_params
@@ -59,6 +60,16 @@ def servicenow_world(tmp_path_factory):
     return export, result, models_dir
 
 
+def map_servicenow(body: dict) -> dict:
+    [event] = adapt_payload("servicenow", body, {}, Settings()).events
+    return event
+
+
+def iso(value: str) -> str:
+    """A ServiceNow time (UTC) as the adapter writes it."""
+    return pd.Timestamp(value, tz="UTC").isoformat()
+
+
 def test_adapter_carries_the_mappings_extra_fields():
     row = make_servicenow_export(n_incidents=3).iloc[1]
     ticket = map_servicenow(to_servicenow_record(row))
@@ -67,7 +78,8 @@ def test_adapter_carries_the_mappings_extra_fields():
                                "symptom": row["u_symptom"], "impact": row["impact"], "urgency": row["urgency"]}
     assert (ticket["status"], ticket["agent_messages"]) == ("open", 1)
     # ISO times are times, not "2025 - ..." display codes.
-    assert (ticket["created_at"], ticket["event_time"]) == (record_time(row["opened_at"]), record_time(row["sys_updated_at"]))
+    assert (ticket["created_at"], ticket["event_time"]) == (iso(record_time(row["opened_at"])),
+                                                            iso(record_time(row["sys_updated_at"])))
     raw_codes = map_servicenow({"number": "INC1", "opened_at": "2025-01-01 10:00:00", "impact": "1", "urgency": 3})
     assert raw_codes["extra"] == {"impact": "1 - High", "urgency": "3 - Low"}
 

@@ -45,7 +45,8 @@ def test_a_megabyte_description_is_read_up_to_the_cap(big_client, wire_tickets, 
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     limit = 10_000
-    assert body["warnings"] == [f"description: only the first {limit} of its {n_chars} characters were read"]
+    assert body["warnings"] == [{"field": "description", "value": n_chars,
+                                 "message": f"only the first {limit} of its {n_chars} characters were read"}]
     assert seen, "the text features were computed"
     subject = len(ticket.get("subject") or "")
     assert max(t for t, _ in seen) <= min(subject, limit) + 2 + limit, "more text than the cap was read"

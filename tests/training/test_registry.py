@@ -72,6 +72,32 @@ def test_run_logs_params_metrics_artifacts_and_registers_champion(small_result, 
     assert json.loads(scored["reasons"].iloc[0])[0]["feature"]
 
 
+def test_pyfunc_takes_what_pandas_gives(small_result, local_settings, params_path, small_events_path, tmp_path):
+    """In process, as through `mlflow models serve`: a frame from read_csv (integer ticket ids and
+    counters, times as text), datetime64 times and the project's own events Parquet all score."""
+    bundle_dir = write_bundle(small_result, tmp_path / "models", make_version(small_result))
+    log_and_register(small_result, bundle_dir, local_settings, params_path, small_events_path)
+    mlflow.set_tracking_uri(local_settings.resolved_tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/escalation-risk@champion")
+
+    events = pd.read_parquet(small_events_path).head(40)  # datetime64[ns, UTC] times, text as strings
+    from_parquet = model.predict(events)
+    assert len(from_parquet) == 40 and from_parquet["escalation_probability"].between(0, 1).all()
+    expected = model.predict(to_wire_format(events[list(CANONICAL_COLUMNS)]))["escalation_probability"]
+    assert from_parquet["escalation_probability"].tolist() == expected.tolist()
+
+    csv = events.assign(ticket_id=pd.factorize(events["ticket_id"])[0] + 1000)
+    csv.to_csv(tmp_path / "tickets.csv", index=False)
+    from_csv = pd.read_csv(tmp_path / "tickets.csv")
+    assert from_csv["ticket_id"].dtype == "int64" and from_csv["customer_messages"].dtype == "int64"
+    scored = model.predict(from_csv)
+    assert scored["ticket_id"].tolist() == [str(t) for t in from_csv["ticket_id"]]
+    naive = from_csv.assign(event_time=pd.to_datetime(from_csv["event_time"]).dt.tz_convert(None),
+                            created_at=pd.to_datetime(from_csv["created_at"]).dt.tz_convert(None))
+    assert naive["event_time"].dtype.kind == "M"
+    assert model.predict(naive)["escalation_probability"].tolist() == scored["escalation_probability"].tolist()
+
+
 def test_quality_gate_keeps_the_better_champion(small_result, local_settings, params_path, small_events_path,
                                                 params, tmp_path):
     first_dir = write_bundle(small_result, tmp_path / "models", "good")
