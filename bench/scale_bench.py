@@ -69,6 +69,7 @@ class TreePeak:
 def run_engine(engine: str, data_path: Path, params_path: Path, progress_path: Path, workers: int,
                worker_memory: str) -> None:
     """Child process: train with one engine, appending one JSON line per finished stage."""
+    from features.history import count_tickets
     from training.config import load_params
 
     params = load_params(params_path)
@@ -99,7 +100,8 @@ def run_engine(engine: str, data_path: Path, params_path: Path, progress_path: P
     memory.stop()
     split = result.split_table
     record(event="done", total_seconds=result.timings["total_seconds"], test_roc_auc=result.metrics["test_roc_auc"],
-           rows=result.validation.n_input_rows, tickets=len(result.tickets), snapshots=int(split["snapshots"].sum()),
+           rows=result.validation.n_input_rows, tickets=count_tickets(result.tickets),
+           snapshots=int(split["snapshots"].sum()),
            best_iterations=[int(result.metrics[f"best_iteration_{m}"]) for m in ("escalation", "priority")])
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from features.history import count_tickets
 from features.synthetic import generate_event_log
 from training.config import load_params
 from training.train import train_models
@@ -78,7 +79,7 @@ def main() -> None:
 
     split = result.split_table
     print(f"\ntraining benchmark on {args.data} ({psutil.cpu_count()} cores, {params.num_threads} LightGBM threads)")
-    print(generated + f"{result.validation.n_input_rows:,} updates, {len(result.tickets):,} tickets, "
+    print(generated + f"{result.validation.n_input_rows:,} updates, {count_tickets(result.tickets):,} tickets, "
           f"{int(split['snapshots'].sum()):,} snapshots (train {int(split.loc['train', 'snapshots']):,})")
     labels = {
         "prepare": "read + validate + snapshots + split",

@@ -152,7 +152,8 @@ def load_report_inputs(bundle_dir: Path) -> ReportInputs:
         metadata=json.loads((bundle_dir / METADATA).read_text()),
         importance=pd.read_csv(bundle_dir / IMPORTANCE),
         data=pd.read_parquet(bundle_dir / REPORT_DATA),
-        tickets=pd.read_parquet(history, columns=columns),
+        # One row per ticket: a reopened ticket has a history row per closed stretch.
+        tickets=pd.read_parquet(history, columns=columns).drop_duplicates("ticket_id"),
         case_mix=pd.read_parquet(bundle_dir / CASE_MIX_DATA) if (bundle_dir / CASE_MIX_DATA).is_file() else None,
     )
 

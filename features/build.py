@@ -110,6 +110,9 @@ class BuilderState(_Strict):
     # features.schema.NORMALIZATION_VERSION the categories were fitted with; 0 (states written
     # before normalisation existed): values are read as sent, as they were trained.
     category_normalization: int = 0
+    # The end of the fitting period (ISO time): the history's prior is read there (None: bundles
+    # written before it existed read it over their whole history table).
+    history_as_of: str | None = None
 
 
 class FeatureBuilder:
@@ -131,7 +134,11 @@ class FeatureBuilder:
         self.exclude_features = list(exclude_features)
 
     def fit(self, snapshots: pd.DataFrame, tickets: pd.DataFrame) -> FeatureBuilder:
-        """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log."""
+        """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log.
+
+        The history's prior is read as of the newest ticket opened in the training period
+        (`history_as_of_`), so no outcome from the validation or test periods reaches it.
+        """
         self.categories_: dict[str, list[str]] = {}
         self.category_normalization_ = NORMALIZATION_VERSION
         for column in (*CATEGORICAL_FEATURES, *self.extra_categorical):
@@ -139,7 +146,8 @@ class FeatureBuilder:
                 counts = self._category_values(snapshots, column).value_counts()
                 counts = counts[counts >= self.min_category_count]
                 self.categories_[column] = sorted(counts.index[: self.max_categories].tolist())
-        self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(tickets)
+        self.history_as_of_ = pd.Timestamp(snapshots["created_at"].max()) if len(snapshots) else None
+        self.fit_history(tickets)
         self.text_ = TextFeatures(seed=self.seed, **self.text_params).fit(snapshots) if self.text_enabled else None
         every = set(self._transform_all(snapshots.head(1)).columns) | set(CATEGORICAL_FEATURES)
         unknown = sorted(set(self.exclude_features) - every)
@@ -154,7 +162,9 @@ class FeatureBuilder:
         text_values, text_arrays = self.text_.state() if self.text_ is not None else (None, {})
         values = {"format": BUILDER_STATE_FORMAT, "format_version": BUILDER_STATE_VERSION, "params": params,
                   "categories": self.categories_, "feature_names": list(self.feature_names_), "text": text_values,
-                  "category_normalization": getattr(self, "category_normalization_", 0)}
+                  "category_normalization": getattr(self, "category_normalization_", 0),
+                  "history_as_of": (None if getattr(self, "history_as_of_", None) is None
+                                    else self.history_as_of_.isoformat())}
         return BuilderState.model_validate(values).model_dump(mode="json"), {
             f"text_{name}": array for name, array in text_arrays.items()}
 
@@ -171,6 +181,7 @@ class FeatureBuilder:
         builder = cls(**state.params.model_dump())
         builder.categories_ = {column: list(levels) for column, levels in state.categories.items()}
         builder.category_normalization_ = state.category_normalization
+        builder.history_as_of_ = None if state.history_as_of is None else pd.Timestamp(state.history_as_of)
         builder.text_ = None
         if state.text is not None:
             text_arrays = {k.removeprefix("text_"): v for k, v in arrays.items() if k.startswith("text_")}
@@ -182,8 +193,10 @@ class FeatureBuilder:
         return builder
 
     def fit_history(self, tickets: pd.DataFrame) -> FeatureBuilder:
-        """Rebuild the as-of history index from the ticket summaries the builder was fitted with."""
-        self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(tickets)
+        """Rebuild the as-of history index from the ticket summaries the builder was fitted with,
+        the prior read as at fit time (`history_as_of_`)."""
+        self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(
+            tickets, as_of=getattr(self, "history_as_of_", None))
         return self
 
     def transform(self, snapshots: pd.DataFrame, chunk_rows: int = 250_000) -> pd.DataFrame:

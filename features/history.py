@@ -2,7 +2,8 @@
 
 Two kinds of fact, each with the time it became known:
 - a ticket was opened (known at its created_at): recent volume, repeat contacts, backlog;
-- a ticket's outcome, escalated or not (known only once the ticket ended, at its close).
+- a ticket's outcome, escalated or not (known only while the ticket is ended: from its close,
+  until it reopens, if it does).
 Lookups are binary searches over (entity code, time) keys, so a snapshot only ever sees
 tickets opened before it and outcomes settled before it, and serving uses the same table.
 """
@@ -29,32 +30,83 @@ _SPAN = np.int64(1) << np.int64(33)  # seconds since 1970 fit under 2**33 until 
 _DAY = 86400
 
 
+def find_level_rises(events: pd.DataFrame) -> np.ndarray:
+    """Per row (sorted by ticket and time): does the escalation level rise above the previous update's?
+
+    Only a rise is an escalation: a ticket handed back down (L2 -> L1) has not escalated, and
+    a rise after such a drop (L1 -> L2 again) has.
+    """
+    level = pd.to_numeric(events["escalation_level"], errors="coerce").fillna(0).to_numpy()
+    ticket = events["ticket_id"].to_numpy()
+    same_ticket = np.r_[False, ticket[1:] == ticket[:-1]]
+    return same_ticket & np.r_[False, level[1:] > level[:-1]]
+
+
 def summarize_tickets(events: pd.DataFrame, closed_statuses: tuple[str, ...] | list[str] = ("closed",)) -> pd.DataFrame:
-    """One row per ticket: who it started with, when it opened and ended, whether it escalated."""
-    grouped = events.groupby("ticket_id", sort=False)
-    first = grouped.first()
-    # Ended = its latest update closed it (a ticket reopened after a close is open again), from the
-    # first update of that final closed run on: resolved, then closed a week later, ended when resolved,
-    # as anyone looking at that time saw it.
+    """One row per stretch of a ticket's life that ended in a close, plus one for a stretch still open.
+
+    Events are validated and sorted by ticket and time. A ticket is ended while its state is
+    closed: from the first update of a closed run (resolved, then closed a week later: ended
+    when resolved) until the update that reopens it (`reopened_at`, NaT if it stays closed).
+    A ticket that reopened after T was still ended at T, as anyone saw it then. Its outcome is
+    known from `escalated_at` (its first level rise, NaT if none) on; `escalated` is the final
+    outcome (for reports). Entities are those of the ticket's first update.
+    """
+    ticket = events["ticket_id"].to_numpy()
+    n = len(events)
+    first_row = np.r_[True, ticket[1:] != ticket[:-1]] if n else np.zeros(0, dtype=bool)
+    last_row = np.r_[ticket[1:] != ticket[:-1], True] if n else np.zeros(0, dtype=bool)
     closing = events["status"].isin(list(closed_statuses)).fillna(False).to_numpy(dtype=bool)
-    open_after = pd.Series((~closing).astype("int64")[::-1]).groupby(
-        events["ticket_id"].to_numpy()[::-1], sort=False).cumsum().to_numpy()[::-1]
-    final_run = closing & (open_after == 0)
-    # (A group of NaT loses the time zone in the min: times are UTC throughout.)
-    ended_at = pd.to_datetime(events["event_time"].where(final_run).groupby(events["ticket_id"], sort=False).min(),
-                              utc=True)
-    max_level = grouped["escalation_level"].max()
-    summary = pd.DataFrame(
-        {
-            "ticket_id": first.index.astype("string"),
-            "created_at": first["created_at"].to_numpy(),
-            "ended_at": ended_at.reindex(first.index).array,  # keeps UTC when none ended yet
-            "escalated": (max_level.to_numpy() > first["escalation_level"].to_numpy()).astype("int8"),
-        }
-    )
+    run_start = closing & (first_row | ~np.r_[False, closing[:-1]])
+    # The update that reopens a run: the first non-closing update after it, within the ticket.
+    reopen_row = ~closing & ~first_row & np.r_[False, closing[:-1]]
+    times = events["event_time"]
+    rises = find_level_rises(events)
+    rise_times = times.where(rises).groupby(ticket, sort=False).min()
+    first = events.loc[first_row].set_index("ticket_id")
+    position = np.arange(n)
+    # Each run's reopening update: the next reopen row of the same ticket after the run's start.
+    reopen_positions = position[reopen_row]
+    nxt = np.searchsorted(reopen_positions, position[run_start], side="right")
+    has_next = nxt < len(reopen_positions)
+    run_ticket = ticket[run_start]
+    reopened = np.full(run_start.sum(), -1)
+    reopened[has_next] = reopen_positions[nxt[has_next]]
+    reopened[has_next & (ticket[np.maximum(reopened, 0)] != run_ticket)] = -1
+    ns = times.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64").to_numpy()
+    nat = np.iinfo("int64").min
+    reopened_ns = np.where(reopened >= 0, ns[np.maximum(reopened, 0)], nat)
+    # A ticket whose latest update is not closing has an open stretch: ended_at NaT.
+    open_now = last_row & ~closing
+    n_open = int(open_now.sum())
+    rows = pd.DataFrame({
+        "ticket_id": np.r_[run_ticket, ticket[open_now]],
+        "ended_at": np.r_[ns[run_start], np.full(n_open, nat)],
+        "reopened_at": np.r_[reopened_ns, np.full(n_open, nat)],
+        "_order": np.r_[position[run_start], position[open_now]],
+    }).sort_values("_order", kind="stable")
+    for column in ("ended_at", "reopened_at"):
+        # numpy's NaT is the smallest int64, so the sentinel reads back as NaT.
+        rows[column] = pd.DatetimeIndex(rows[column].to_numpy().view("datetime64[ns]")).tz_localize("UTC")
+    ids = rows["ticket_id"]
+    escalated_at = pd.to_datetime(rise_times.reindex(ids.to_numpy()).to_numpy(), utc=True)
+    summary = pd.DataFrame({
+        "ticket_id": ids.astype("string").to_numpy(),
+        "created_at": first["created_at"].reindex(ids.to_numpy()).array,
+        "ended_at": rows["ended_at"].array,
+        "reopened_at": rows["reopened_at"].array,
+        "escalated_at": escalated_at,
+        "escalated": pd.notna(escalated_at).astype("int8"),
+    })
     for column in ("customer_id", "agent_id", "group", "category"):
-        summary[column] = first[column].astype("string").to_numpy() if column in first else pd.NA
-    return summary
+        summary[column] = (first[column].astype("string").reindex(ids.to_numpy()).to_numpy()
+                           if column in first else pd.NA)
+    return summary.reset_index(drop=True)
+
+
+def count_tickets(tickets: pd.DataFrame) -> int:
+    """Distinct tickets in a summarize_tickets table (a reopened ticket has a row per closed stretch)."""
+    return int(tickets["ticket_id"].nunique())
 
 
 def _entity_values(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
@@ -71,41 +123,81 @@ def _seconds(times: pd.Series) -> np.ndarray:
 @dataclass
 class _EntityIndex:
     codes: dict[str, int]
-    created_keys: np.ndarray  # sorted (code, created second) keys
-    ended_keys: np.ndarray  # sorted (code, ended second) keys of ended tickets
-    ended_escalations: np.ndarray  # cumulative escalations along ended_keys, with a leading 0
+    created_keys: np.ndarray  # sorted (code, created second) keys, one per ticket
+    ended_keys: np.ndarray  # sorted (code, second) keys of the moments tickets ended, reopened or their outcome became known
+    ended_counts: np.ndarray  # cumulative change in ended tickets along ended_keys, with a leading 0
+    ended_escalations: np.ndarray  # cumulative change in ended escalated tickets along ended_keys, with a leading 0
+
+
+def list_outcome_changes(tickets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row in `tickets`, second, change in ended tickets, change in ended escalated tickets).
+
+    From summarize_tickets' stretches: a ticket counts as ended from `ended_at` until
+    `reopened_at`, and as an ended escalation from when both it ended and its first level
+    rise had happened (`escalated_at`) until it reopens.
+    """
+    ended = tickets["ended_at"].notna().to_numpy()
+    rows = np.flatnonzero(ended)
+    end_s = _seconds(tickets["ended_at"].iloc[rows])
+    reopen = tickets["reopened_at"].iloc[rows] if "reopened_at" in tickets else pd.Series(pd.NaT, index=rows)
+    reopened = reopen.notna().to_numpy()
+    reopen_s = np.where(reopened, _seconds(reopen.fillna(pd.Timestamp(0, tz="UTC"))), 0)
+    if "escalated_at" in tickets:
+        escalated_at = tickets["escalated_at"].iloc[rows]
+    else:  # a history table written before stretches: the outcome known at the close
+        escalated_at = tickets["ended_at"].iloc[rows].where(tickets["escalated"].iloc[rows].astype(bool))
+    has_escalation = escalated_at.notna().to_numpy()
+    escal_s = np.maximum(end_s, np.where(has_escalation, _seconds(escalated_at.fillna(pd.Timestamp(0, tz="UTC"))), 0))
+    counted = has_escalation & (~reopened | (escal_s < reopen_s))
+    parts = [
+        (rows, end_s, np.ones(len(rows), "int64"), np.zeros(len(rows), "int64")),
+        (rows[reopened], reopen_s[reopened], -np.ones(reopened.sum(), "int64"), -counted[reopened].astype("int64")),
+        (rows[counted], escal_s[counted], np.zeros(counted.sum(), "int64"), np.ones(counted.sum(), "int64")),
+    ]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore[return-value]
 
 
 class HistoryFeatures:
-    """Fit on the ticket summaries known at the cut-off; transform snapshots into as-of aggregates."""
+    """Fit on the ticket summaries known at the cut-off; transform snapshots into as-of aggregates.
+
+    `prior_`, the rate the smoothed escalation rates shrink towards, is the escalation rate of
+    the tickets ended at `as_of` (the end of the fitting period), as known then: never the
+    whole log's, whose test period lies after it.
+    """
 
     def __init__(self, windows_days: list[int] | tuple[int, ...] = (7, 30, 90), smoothing: float = 20.0):
         self.windows_days = list(windows_days)
         self.smoothing = smoothing
 
-    def fit(self, tickets: pd.DataFrame) -> HistoryFeatures:
-        ended = tickets["ended_at"].notna()
-        self.prior_ = float(tickets.loc[ended, "escalated"].mean()) if ended.any() else 0.1
+    def fit(self, tickets: pd.DataFrame, as_of: pd.Timestamp | None = None) -> HistoryFeatures:
+        """`tickets`: summarize_tickets rows; `as_of`: the moment the prior is read at (None = all of them)."""
+        rows, seconds, d_ended, d_escalated = list_outcome_changes(tickets)
+        known = np.ones(len(seconds), dtype=bool) if as_of is None else seconds < _seconds(pd.Series([as_of]))[0]
+        n_ended, n_escalated = int(d_ended[known].sum()), int(d_escalated[known].sum())
+        self.as_of_ = as_of
+        self.prior_ = n_escalated / n_ended if n_ended > 0 else 0.1
+        unique = tickets.drop_duplicates("ticket_id")
         self.ticket_created_ = pd.Series(
-            _seconds(tickets["created_at"]), index=tickets["ticket_id"].astype("string").to_numpy()
+            _seconds(unique["created_at"]), index=unique["ticket_id"].astype("string").to_numpy()
         )
         self.indexes_: dict[str, _EntityIndex] = {}
         for entity, columns in ENTITIES.items():
-            values = _entity_values(tickets, columns)
-            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            codes, uniques = pd.factorize(_entity_values(unique, columns), use_na_sentinel=True)
             code_map = {str(u): i for i, u in enumerate(uniques)}
-            created = codes.astype("int64") * _SPAN + _seconds(tickets["created_at"])
+            created = codes.astype("int64") * _SPAN + _seconds(unique["created_at"])
             has = codes >= 0
-            ended_mask = has & ended.to_numpy()
-            ended_seconds = _seconds(tickets.loc[ended_mask, "ended_at"])
-            ended_keys = codes[ended_mask].astype("int64") * _SPAN + ended_seconds
-            order = np.argsort(ended_keys, kind="stable")
-            escal = tickets["escalated"].to_numpy()[ended_mask][order].astype("int64")
+            # Codes of the stretches' rows: the same entity values, looked up by ticket.
+            row_codes = pd.Series(codes, index=unique["ticket_id"].to_numpy()).reindex(
+                tickets["ticket_id"].to_numpy()).to_numpy()[rows]
+            mine = row_codes >= 0
+            keys = row_codes[mine].astype("int64") * _SPAN + seconds[mine]
+            order = np.argsort(keys, kind="stable")
             self.indexes_[entity] = _EntityIndex(
                 codes=code_map,
                 created_keys=np.sort(created[has]),
-                ended_keys=ended_keys[order],
-                ended_escalations=np.concatenate([[0], np.cumsum(escal)]),
+                ended_keys=keys[order],
+                ended_counts=np.concatenate([[0], np.cumsum(d_ended[mine][order])]),
+                ended_escalations=np.concatenate([[0], np.cumsum(d_escalated[mine][order])]),
             )
         self.feature_names_ = self._feature_names()
         return self
@@ -164,7 +256,7 @@ class HistoryFeatures:
 
             lo = index.ended_keys.searchsorted(base, side="left")
             hi = index.ended_keys.searchsorted(base + t, side="left")
-            n_ended = np.where(known, hi - lo, 0)
+            n_ended = np.where(known, index.ended_counts[hi] - index.ended_counts[lo], 0)
             n_escalated = np.where(known, index.ended_escalations[hi] - index.ended_escalations[lo], 0)
             out[f"{entity}_past_tickets"] = n_ended
             denominator = n_ended + self.smoothing
@@ -198,13 +290,14 @@ class HistoryFeatures:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_views", "live_")}
 
-    def _scalar_views(self) -> dict[str, tuple[memoryview, memoryview, memoryview]]:
+    def _scalar_views(self) -> dict[str, tuple[memoryview, memoryview, memoryview, memoryview]]:
         """Zero-copy views of each index whose items are Python ints, for `bisect` (built on first use)."""
         views = getattr(self, "_views", None)
         if views is None:
             views = self._views = {
                 entity: (memoryview(np.ascontiguousarray(index.created_keys, dtype=np.int64)),
                          memoryview(np.ascontiguousarray(index.ended_keys, dtype=np.int64)),
+                         memoryview(np.ascontiguousarray(index.ended_counts, dtype=np.int64)),
                          memoryview(np.ascontiguousarray(index.ended_escalations, dtype=np.int64)))
                 for entity, index in self.indexes_.items()
             }
@@ -218,7 +311,7 @@ class HistoryFeatures:
         span = int(_SPAN)
         smoothing, prior = self.smoothing, self.prior_
         live = getattr(self, "live_", None)  # a LiveHistory: what a service's store learned since the fit
-        for entity, (created_keys, ended_keys, ended_escalations) in self._scalar_views().items():
+        for entity, (created_keys, ended_keys, ended_counts, ended_escalations) in self._scalar_views().items():
             code = codes[entity]
             known = code >= 0
             base = code * span if known else 0
@@ -235,7 +328,7 @@ class HistoryFeatures:
 
             if known:
                 lo, hi = bisect_left(ended_keys, base), bisect_left(ended_keys, base + t)
-                n_ended, n_escalated = hi - lo, ended_escalations[hi] - ended_escalations[lo]
+                n_ended, n_escalated = ended_counts[hi] - ended_counts[lo], ended_escalations[hi] - ended_escalations[lo]
                 if live is not None:
                     ended, escalated = live.ended[entity], live.ended_escalated[entity]
                     n_ended += ended.bisect_left(base + t) - ended.bisect_left(base)

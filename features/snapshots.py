@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.history import find_level_rises
 from features.schema import TARGET_PRIORITY_COLUMN
 
 LABEL = "escalates"
@@ -24,10 +25,11 @@ LABEL_COLUMNS = (LABEL, PRIORITY_TARGET, "escalates_at", "label_known")
 
 
 def find_first_escalations(events: pd.DataFrame) -> pd.Series:
-    """Time of each ticket's first escalation-level rise above its level at creation (NaT if none)."""
-    level = events["escalation_level"].to_numpy()
-    first_level = events.groupby("ticket_id", sort=False)["escalation_level"].transform("first").to_numpy()
-    rises = events.loc[level > first_level, ["ticket_id", "event_time"]]
+    """Time of each ticket's first escalation: its level rising above the previous update's (NaT if none).
+
+    A drop (handed back to L1) is no escalation; a rise after it is (features.history.find_level_rises).
+    """
+    rises = events.loc[find_level_rises(events), ["ticket_id", "event_time"]]
     return rises.groupby("ticket_id", sort=False)["event_time"].min()
 
 

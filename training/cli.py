@@ -161,6 +161,7 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
           scheduler_address: str | None = None, n_workers: int = 2, work_dir: Path | None = None,
           extra_paths: tuple[Path, ...] = (), cutoff=None) -> None:
     """Train, evaluate and register the escalation and priority models; write a bundle."""
+    from features.history import count_tickets
     from features.schema import SchemaError
     from training.config import ParamsError, load_params
     from training.packaging import make_version, point_current, write_bundle
@@ -207,7 +208,7 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
         hint = f" (rejected rows and reasons: {rejects_path})" if rejects_path.exists() else ""
         raise UserError(f"{exc}{hint}") from exc
 
-    click.echo(f"\ndata: {result.validation.n_input_rows:,} rows, {len(result.tickets):,} tickets, "
+    click.echo(f"\ndata: {result.validation.n_input_rows:,} rows, {count_tickets(result.tickets):,} tickets, "
                f"{len(result.validation.rejects):,} rejects (written to {rejects_path})")
     click.echo(result.split_table.to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo("\n" + format_metrics_table(result.metrics))

@@ -25,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 import bundle
 import features
 from bundle.pyfunc import EscalationRiskModel
+from features.history import count_tickets
 from features.schema import CANONICAL_COLUMNS, COUNTER_COLUMNS, LEVEL_COLUMN, REQUIRED_COLUMNS
 from features.settings import Settings
 from training.config import flatten_params
@@ -125,7 +126,7 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
                 "data.path": str(events_path),
                 "data.fingerprint": result.data_fingerprint,
                 "data.rows": result.validation.n_input_rows,
-                "data.tickets": len(result.tickets),
+                "data.tickets": count_tickets(result.tickets),
                 "bundle.version": bundle_dir.name,
             }
         )
