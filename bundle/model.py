@@ -5,6 +5,8 @@ learned state (feature_builder.json and feature_builder.npz: plain values and fl
 the calibration map, the bands, the as-of history table (Parquet) and metadata. Nothing in a
 bundle is ever unpickled or executed: bundles written before the builder state was data (a
 pickled feature_builder.joblib) are refused with a message to retrain.
+Without a priority target (an export with no priority) there is no priority model:
+`priority_classes` is empty and every ticket's predicted priority is None.
 `ModelBundle.score` is the one scoring path (batch scoring, the MLflow pyfunc and the
 service all call it): a whole batch goes through the builder and each model once.
 """
@@ -178,7 +180,7 @@ class ModelBundle:
     metadata: dict
     builder: FeatureBuilder
     escalation_model: lgb.Booster
-    priority_model: lgb.Booster
+    priority_model: lgb.Booster | None  # None: trained without a priority target
     digest: str = ""  # sha256 of the manifest it was verified against (verify_manifest)
 
     @property
@@ -206,8 +208,8 @@ class ModelBundle:
         return TreePaths(self.escalation_model)
 
     @cached_property
-    def priority_single_row(self) -> SingleRowPredictor:
-        return SingleRowPredictor(self.priority_model)
+    def priority_single_row(self) -> SingleRowPredictor | None:
+        return SingleRowPredictor(self.priority_model) if self.priority_model is not None else None
 
     def score_features(self, features: pd.DataFrame | np.ndarray, n_reasons: int = 3,
                        reasons: str = "path") -> ScoredFeatures:
@@ -221,11 +223,13 @@ class ModelBundle:
         else:
             raise ValueError(f"unknown reasons method {reasons!r}; expected 'path' or 'shap'")
         thresholds = self.metadata["thresholds"]
-        if isinstance(features, np.ndarray) and len(features) == 1:
+        classes = self.metadata["priority_classes"]
+        if self.priority_model is None:
+            priority_prob = np.zeros((len(features), 0))
+        elif isinstance(features, np.ndarray) and len(features) == 1:
             priority_prob = self.priority_single_row.predict(features[0])[None, :]
         else:
             priority_prob = self.priority_model.predict(features)
-        classes = self.metadata["priority_classes"]
         return ScoredFeatures(
             raw=raw,
             probability=apply_calibration(self.metadata["calibration"], raw),
@@ -234,7 +238,8 @@ class ModelBundle:
             contributions=contributions,
             top=np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :n_reasons],
             priority_probabilities=priority_prob,
-            priority_predicted=np.asarray(classes)[np.argmax(priority_prob, axis=1)],
+            priority_predicted=(np.asarray(classes, dtype=object)[np.argmax(priority_prob, axis=1)] if classes
+                                else np.full(len(features), None, dtype=object)),
         )
 
     def score(self, tickets: pd.DataFrame, n_reasons: int = 3, reasons: str = "path") -> pd.DataFrame:
@@ -356,13 +361,17 @@ def load_bundle(bundle_dir: Path) -> ModelBundle:
     if not bundle_dir.is_dir():
         raise BundleError(f"no model bundle at {bundle_dir}; run `make train` first")
     digest = verify_manifest(bundle_dir)
-    models = {"escalation model": load_booster(bundle_dir / ESCALATION_MODEL),
-              "priority model": load_booster(bundle_dir / PRIORITY_MODEL)}
+    models = {"escalation model": load_booster(bundle_dir / ESCALATION_MODEL)}
+    if (bundle_dir / PRIORITY_MODEL).exists():  # listed in the verified manifest whenever it was written
+        models["priority model"] = load_booster(bundle_dir / PRIORITY_MODEL)
     try:
         metadata = json.loads((bundle_dir / METADATA).read_text())
     except ValueError as exc:
         raise BundleError(f"{METADATA} is not valid JSON: {exc}") from exc
     builder = load_builder(bundle_dir)
+    if "priority model" not in models and metadata.get("priority_classes"):
+        raise BundleError(f"{PRIORITY_MODEL} is missing, yet the metadata lists priority classes "
+                          f"{metadata['priority_classes']}")
     check_feature_schema(metadata, builder, models)
     builder.fit_history(pd.read_parquet(bundle_dir / HISTORY))
     return ModelBundle(
@@ -370,6 +379,6 @@ def load_bundle(bundle_dir: Path) -> ModelBundle:
         metadata=metadata,
         builder=builder,
         escalation_model=models["escalation model"],
-        priority_model=models["priority model"],
+        priority_model=models.get("priority model"),
         digest=digest,
     )

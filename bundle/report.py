@@ -385,6 +385,8 @@ def summarize_precision_recall(data: pd.DataFrame, points: int = 200) -> dict:
 
 def summarize_confusion(inputs: ReportInputs) -> dict:
     classes = inputs.metadata["priority_classes"]
+    if not classes:  # no priority model (the export has no priority target)
+        return {"classes": [], "matrix": [], "rows": 0, "typed": {}}
     data = inputs.data
     final = data["priority_final"].astype("string")
     known = final.isin(classes).fillna(False).to_numpy()
@@ -698,7 +700,7 @@ def render_html(report: dict, inputs: ReportInputs) -> str:
         "earliness": chart_earliness(report),
         "calibration": chart_calibration(report),
         "precision_recall": chart_precision_recall(report),
-        "confusion": chart_confusion(report),
+        "confusion": chart_confusion(report) if report["priority_confusion"]["classes"] else "",
         "case_mix": {name: chart_case_mix(name, table, report["case_mix"]["confidence"])
                      for name, table in (report["case_mix"] or {"tables": {}})["tables"].items() if table["rows"]},
     }

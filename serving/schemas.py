@@ -176,7 +176,8 @@ class ScoreWarning(BaseModel):
 class Score(BaseModel):
     ticket_id: str
     escalation: Escalation
-    priority: PriorityPrediction
+    priority: PriorityPrediction | None = Field(
+        description="null when the model was trained without a priority target (an export with no priority)")
     action: ActionOut
     model: ModelRef
     scored_at: datetime

@@ -41,7 +41,9 @@ def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], 
             "ticket_id": scored["ticket_id"],
             "escalation": {"probability": scored["escalation_probability"], "band": band,
                            "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
-            "priority": {"predicted": predicted, "probabilities": scored["priority_probabilities"]},
+            # null when the model was trained without a priority target (an export without priorities)
+            "priority": ({"predicted": predicted, "probabilities": scored["priority_probabilities"]}
+                         if predicted is not None else None),
             "action": policy.decide(band, predicted, state.get("category"), describe_ticket(
                 state, as_utc(state.get("event_time")) or now_utc, state.get("last_update_at"))),
             "model": model,

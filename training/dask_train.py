@@ -332,13 +332,16 @@ def weigh_rows_dask(rows: dd.DataFrame, model_params) -> dd.Series | None:
 
 
 def score_test_partition(features: pd.DataFrame, names: list[str], escalation: lgb.LGBMClassifier,
-                         priority: lgb.LGBMClassifier, logistic, categorical: list[str],
+                         priority: lgb.LGBMClassifier | None, logistic, categorical: list[str],
                          importance: pd.DataFrame, max_contribution_rows: int | None = None) -> pd.DataFrame:
     """One test partition's predictions and top-driver values, so the feature matrix stays on the workers."""
     x = features[names].reset_index(drop=True)
     out = pd.DataFrame({"raw": escalation.predict_proba(x)[:, 1] if len(x) else np.empty(0),
                         "logistic": predict_logistic(logistic, x, categorical) if len(x) else np.empty(0)})
-    probabilities = priority.predict_proba(x) if len(x) else np.empty((0, len(priority.classes_)))
+    if priority is None:  # no priority target
+        probabilities = np.empty((len(x), 0))
+    else:
+        probabilities = priority.predict_proba(x) if len(x) else np.empty((0, len(priority.classes_)))
     for i in range(probabilities.shape[1]):
         out[f"priority_{i}"] = probabilities[:, i]
     return pd.concat([out, report.collect_driver_values(escalation, x, importance,
@@ -449,9 +452,12 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         calibration, thresholds = calibrate_and_band(raw_valid, y_valid, params)
 
     with stage("priority_fit"):
-        fit = train_x[train_x["fit_priority"] & (train_x[PRIORITY_CODE] >= 0)]
-        priority = fit_lightgbm_dask(client, params.priority_model, fit[names], fit[PRIORITY_CODE], params.seed,
-                                     stopping=make_stopping(params.priority_model, sample_path, names, PRIORITY_CODE))
+        priority = None
+        if classes:
+            fit = train_x[train_x["fit_priority"] & (train_x[PRIORITY_CODE] >= 0)]
+            priority = fit_lightgbm_dask(client, params.priority_model, fit[names], fit[PRIORITY_CODE], params.seed,
+                                         stopping=make_stopping(params.priority_model, sample_path, names,
+                                                                PRIORITY_CODE))
 
     with stage("baseline_fit"):
         # The single-machine baseline draws at most 200,000 training rows: gather about that many.
@@ -462,7 +468,8 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
                                          params.seed)
         # Release the persisted training and validation features before the test period is built.
         del sample, fit, train_x, valid_x
-        escalation, priority = escalation.to_local(), priority.to_local()
+        escalation = escalation.to_local()
+        priority = priority.to_local() if priority is not None else None
         # The test period's features stay on the workers: only its rows (the registry re-scores
         # the champion on them), predictions and top-driver values come back.
         test = snapshots[snapshots[SPLIT] == "test"]
@@ -480,7 +487,7 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         test_rows, scored = test_rows.reset_index(drop=True), scored.reset_index(drop=True)
 
     raw = {"valid": raw_valid, "test": scored["raw"].to_numpy()}
-    priority_prob = scored[[f"priority_{i}" for i in range(len(classes))]].to_numpy()
+    priority_prob = scored[[f"priority_{i}" for i in range(len(classes))]].to_numpy() if classes else None
     metrics, confusion, test_scores = evaluate_test_period(
         params, test_rows, y_valid, raw, calibration, thresholds, scored["logistic"].to_numpy(),
         priority_prob, classes,

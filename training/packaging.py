@@ -57,8 +57,9 @@ def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path
     tmp_dir.mkdir()
     result.escalation_model.booster_.save_model(str(tmp_dir / ESCALATION_MODEL),
                                                 num_iteration=result.escalation_model.best_iteration_ or None)
-    result.priority_model.booster_.save_model(str(tmp_dir / PRIORITY_MODEL),
-                                              num_iteration=result.priority_model.best_iteration_ or None)
+    if result.priority_model is not None:  # an export without a priority target has none
+        result.priority_model.booster_.save_model(str(tmp_dir / PRIORITY_MODEL),
+                                                  num_iteration=result.priority_model.best_iteration_ or None)
     # The builder's learned state as data (JSON + float64 arrays), never a pickle; the history
     # index is rebuilt at load from the history table, which can be inspected and refreshed.
     values, arrays = result.builder.state()

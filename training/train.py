@@ -54,7 +54,7 @@ class TrainingResult:
     tickets: pd.DataFrame
     builder: FeatureBuilder
     escalation_model: lgb.LGBMClassifier
-    priority_model: lgb.LGBMClassifier
+    priority_model: lgb.LGBMClassifier | None  # None: the export has no priority target (fewer than 2 levels)
     priority_classes: list[str]
     calibration: dict
     thresholds: dict[str, float]
@@ -301,15 +301,20 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     with stage("priority_fit"):
         target = snapshots[PRIORITY_TARGET]
         classes = choose_priority_classes(target[parts["train"]])
-        y_priority = encode_priority(target, classes)
-        known = y_priority >= 0
-        train_priority = use["priority"] & known[parts["train"]]
-        priority = fit_lightgbm(
-            params.priority_model,
-            x["train"].loc[train_priority], y_priority[parts["train"]][train_priority],
-            x["valid"].loc[known[parts["valid"]]], y_priority[parts["valid"] & known],
-            params.seed, params.num_threads,
-        )
+        priority = None
+        if classes:
+            y_priority = encode_priority(target, classes)
+            known = y_priority >= 0
+            train_priority = use["priority"] & known[parts["train"]]
+            priority = fit_lightgbm(
+                params.priority_model,
+                x["train"].loc[train_priority], y_priority[parts["train"]][train_priority],
+                x["valid"].loc[known[parts["valid"]]], y_priority[parts["valid"] & known],
+                params.seed, params.num_threads,
+            )
+        else:
+            log.info("no priority target (the export has no priority, or one level only): "
+                     "the escalation model is trained alone")
 
     with stage("baseline_fit"):
         logistic = fit_logistic_baseline(x["train"], y_part["train"], builder.categorical_features_, params.seed)
@@ -327,7 +332,7 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     test = snapshots.loc[parts["test"]].reset_index(drop=True)
     metrics, confusion, test_scores = evaluate_test_period(
         params, test, y_part["valid"], raw, calibration, thresholds, logistic_prob,
-        priority.predict_proba(x["test"]), classes,
+        priority.predict_proba(x["test"]) if priority is not None else None, classes,
     )
     metrics |= describe_fit(escalation, priority, validation)
     if case_mix is not None:
@@ -384,9 +389,11 @@ def calibrate_and_band(raw_valid: np.ndarray, y_valid: np.ndarray, params: Param
 
 
 def choose_priority_classes(train_target: pd.Series) -> list[str]:
-    """The priority levels seen in the training rows, in PRIORITY_ORDER."""
+    """The priority levels seen in the training rows, in PRIORITY_ORDER; [] when fewer than two
+    (an export without a priority column: there is no priority model to train)."""
     seen = set(train_target.astype("string").dropna().unique())
-    return [c for c in PRIORITY_ORDER if c in seen]
+    classes = [c for c in PRIORITY_ORDER if c in seen]
+    return classes if len(classes) >= 2 else []
 
 
 def encode_priority(target: pd.Series, classes: list[str]) -> np.ndarray:
@@ -395,11 +402,12 @@ def encode_priority(target: pd.Series, classes: list[str]) -> np.ndarray:
     return codes.astype("float64").fillna(-1).astype(int).to_numpy()
 
 
-def describe_fit(escalation: lgb.LGBMClassifier, priority: lgb.LGBMClassifier,
+def describe_fit(escalation: lgb.LGBMClassifier, priority: lgb.LGBMClassifier | None,
                  validation: ValidationResult) -> dict[str, float]:
     return {
         "best_iteration_escalation": float(escalation.best_iteration_ or escalation.n_estimators),
-        "best_iteration_priority": float(priority.best_iteration_ or priority.n_estimators),
+        "best_iteration_priority": (float(priority.best_iteration_ or priority.n_estimators)
+                                    if priority is not None else float("nan")),
         "rows_rejected": float(validation.rejects["row"].nunique() if len(validation.rejects) else 0),
         "reject_share": float(validation.reject_share),
     }
@@ -407,12 +415,13 @@ def describe_fit(escalation: lgb.LGBMClassifier, priority: lgb.LGBMClassifier,
 
 def evaluate_test_period(params: Params, test: pd.DataFrame, y_valid: np.ndarray, raw: dict[str, np.ndarray],
                          calibration: dict, thresholds: dict[str, float], logistic_prob: np.ndarray,
-                         priority_prob: np.ndarray, classes: list[str]
+                         priority_prob: np.ndarray | None, classes: list[str]
                          ) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
     """Metrics beside baselines, the priority confusion matrix and per-row test scores.
 
     `test`: the test period's snapshots in the order of the predictions; `raw`: raw escalation
-    scores of the valid and test periods. Small inputs only, so the Dask engine calls it too.
+    scores of the valid and test periods; `priority_prob` None without a priority model (no
+    priority metrics then). Small inputs only, so the Dask engine calls it too.
     """
     prob = {p: apply_calibration(calibration, raw[p]) for p in ("valid", "test")}
     ev = params.evaluation
@@ -438,13 +447,19 @@ def evaluate_test_period(params: Params, test: pd.DataFrame, y_valid: np.ndarray
     metrics["test_escalate_now_precision"] = float(y_test[escalate_now].mean()) if escalate_now.any() else float("nan")
     metrics["test_escalate_now_recall"] = float(y_test[escalate_now].sum() / max(y_test.sum(), 1))
 
-    test_known = encode_priority(test[PRIORITY_TARGET], classes) >= 0
-    predicted_priority = np.asarray(classes)[np.argmax(priority_prob, axis=1)]
     final = test[PRIORITY_TARGET].astype("string").to_numpy()
     typed = test["priority"].astype("string").fillna("normal").to_numpy()
-    metrics |= evaluate.score_priority(final[test_known], predicted_priority[test_known], classes, prefix="test_priority_")
-    metrics |= evaluate.score_priority(final[test_known], typed[test_known], classes, prefix="baseline_typed_priority_")
-    confusion = evaluate.tabulate_confusion(final[test_known], predicted_priority[test_known], classes)
+    if priority_prob is not None and classes:
+        test_known = encode_priority(test[PRIORITY_TARGET], classes) >= 0
+        predicted_priority = np.asarray(classes, dtype=object)[np.argmax(priority_prob, axis=1)]
+        metrics |= evaluate.score_priority(final[test_known], predicted_priority[test_known], classes,
+                                           prefix="test_priority_")
+        metrics |= evaluate.score_priority(final[test_known], typed[test_known], classes,
+                                           prefix="baseline_typed_priority_")
+        confusion = evaluate.tabulate_confusion(final[test_known], predicted_priority[test_known], classes)
+    else:
+        predicted_priority = np.full(len(test), None, dtype=object)
+        confusion = pd.DataFrame(index=pd.Index([], name="final"), columns=pd.Index([], name="predicted"))
     test_scores = pd.DataFrame(
         {
             "ticket_id": test["ticket_id"].astype(str),
