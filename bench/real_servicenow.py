@@ -33,7 +33,7 @@ import yaml
 from bundle import evaluate
 from features.settings import Settings
 from features.sources.mapping import describe_labels, import_export, load_mapping, write_canonical
-from training.config import Params, load_params
+from training.config import Params, adopt_mapping, load_params
 from training.split import SPLIT
 from training.train import train_models
 
@@ -185,7 +185,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         events_path = write_canonical(events, Path(tmp) / "servicenow_events.parquet")
         for name in [n.strip() for n in args.labels.split(",") if n.strip()]:
-            params = override_params(load_params(params_paths[name]), overrides[name])
+            params = override_params(adopt_mapping(load_params(params_paths[name]), imported.mapping.closing_statuses,
+                                                   imported.feature_extras), overrides[name])
             if args.select:
                 params = select_params(params, args.fit_share)
             tables, info = run_label(name, events_path, params)

@@ -30,6 +30,12 @@ _SPAN = np.int64(1) << np.int64(33)  # seconds since 1970 fit under 2**33 until 
 _DAY = 86400
 
 
+def mark_closing(status: pd.Series, closed_statuses: tuple[str, ...] | list[str]) -> pd.Series:
+    """Per row, whether the status is one of the closing statuses (trimmed, any case)."""
+    wanted = {str(s).strip().lower() for s in closed_statuses}
+    return status.astype("string").str.strip().str.lower().isin(wanted).fillna(False).astype(bool)
+
+
 def find_level_rises(events: pd.DataFrame) -> np.ndarray:
     """Per row (sorted by ticket and time): does the escalation level rise above the previous update's?
 
@@ -56,7 +62,7 @@ def summarize_tickets(events: pd.DataFrame, closed_statuses: tuple[str, ...] | l
     n = len(events)
     first_row = np.r_[True, ticket[1:] != ticket[:-1]] if n else np.zeros(0, dtype=bool)
     last_row = np.r_[ticket[1:] != ticket[:-1], True] if n else np.zeros(0, dtype=bool)
-    closing = events["status"].isin(list(closed_statuses)).fillna(False).to_numpy(dtype=bool)
+    closing = mark_closing(events["status"], closed_statuses).to_numpy(dtype=bool)
     run_start = closing & (first_row | ~np.r_[False, closing[:-1]])
     # The update that reopens a run: the first non-closing update after it, within the ticket.
     reopen_row = ~closing & ~first_row & np.r_[False, closing[:-1]]

@@ -13,6 +13,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from features.times import TimeFormatError, detect_day_order
+
 REQUIRED_COLUMNS = ("ticket_id", "event_time", "created_at")
 TIME_COLUMNS = ("event_time", "created_at", "sla_due_at")
 COUNTER_COLUMNS = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages")
@@ -168,7 +170,7 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True,
         if column not in frame:
             continue
         original = frame[column]
-        parsed = parse_times(original)
+        parsed = parse_times(original, column)
         unparseable = parsed.isna() & original.notna()
         if not pd.api.types.is_datetime64_any_dtype(original.dtype):
             unparseable &= original.astype("string").str.strip() != ""
@@ -227,13 +229,23 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True,
     )
 
 
-def parse_times(values: pd.Series) -> pd.Series:
-    """Parse timestamps to UTC; naive times are taken as UTC, garbage becomes NaT."""
+def parse_times(values: pd.Series, column: str = "time") -> pd.Series:
+    """Parse timestamps to UTC; naive times are taken as UTC, garbage becomes NaT.
+
+    Numeric dates (03/11/2025) are read in the one day order the column's values prove
+    (features.times.detect_day_order); a column that proves both orders, or neither, raises
+    SchemaError naming it rather than being read row by row.
+    """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    return pd.to_datetime(values, errors="coerce", utc=True, format="mixed").astype("datetime64[ns, UTC]")
+    try:
+        dayfirst = detect_day_order(values, column)
+    except TimeFormatError as exc:
+        raise SchemaError(str(exc)) from exc
+    return pd.to_datetime(values, errors="coerce", utc=True, format="mixed",
+                          dayfirst=bool(dayfirst)).astype("datetime64[ns, UTC]")
 
 
 def check_reject_share(result: ValidationResult, max_share: float) -> None:

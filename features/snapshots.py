@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.history import find_level_rises
+from features.history import find_level_rises, mark_closing
 from features.schema import TARGET_PRIORITY_COLUMN
 
 LABEL = "escalates"
@@ -89,7 +89,7 @@ def build_snapshots(
     data_end = data_end if data_end is not None else events["event_time"].max()
     # Work on columns, not a copy of the whole log: only the kept rows are copied once.
     position = events.groupby("ticket_id", sort=False).cumcount()
-    closed = events["status"].isin(list(closed_statuses)).fillna(False)
+    closed = pd.Series(mark_closing(events["status"], closed_statuses).to_numpy(), index=events.index)
     closed_at = _lookup_times(
         events.loc[closed].groupby("ticket_id", sort=False)["event_time"].min(), events["ticket_id"]
     )

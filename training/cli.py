@@ -51,8 +51,9 @@ def _default_params_path(settings: Settings, source: str) -> Path:
 
 
 def _import_source(source: str, data_path: Path | None, mapping_path: Path | None, params, settings: Settings):
-    """A ServiceNow export or a mapped export -> audited canonical rows (flagged columns left out)."""
+    """A ServiceNow export or a mapped export -> (path, audited canonical rows, the params adopted for it)."""
     from features.sources.mapping import MappingError, describe_labels, import_export, load_mapping
+    from training.config import ParamsError, adopt_mapping
 
     if source == "mapping" and mapping_path is None:
         raise UserError("--source mapping needs --mapping FILE (see docs/mapping-files.md)")
@@ -63,8 +64,9 @@ def _import_source(source: str, data_path: Path | None, mapping_path: Path | Non
     label = params.label
     try:
         mapping = load_mapping(mapping_path or source)
-        return data_path, import_export(data_path, mapping, describe_labels(label.rule, label.counter, label.min_rise))
-    except (MappingError, FileNotFoundError, KeyError) as exc:
+        imported = import_export(data_path, mapping, describe_labels(label.rule, label.counter, label.min_rise))
+        return data_path, imported, adopt_mapping(params, mapping.closing_statuses, imported.feature_extras)
+    except (MappingError, ParamsError, FileNotFoundError, KeyError) as exc:
         raise UserError(str(exc)) from exc
 
 
@@ -97,7 +99,7 @@ def audit_data(data_path: Path | None, source: str, mapping_path: Path | None, p
         params = load_params(params_path or _default_params_path(settings, source))
     except ParamsError as exc:
         raise UserError(str(exc)) from exc
-    data_path, imported = _import_source(source, data_path, mapping_path, params, settings)
+    data_path, imported, _ = _import_source(source, data_path, mapping_path, params, settings)
     click.echo(f"leakage audit of {data_path} (mapping {imported.mapping.name}):\n")
     click.echo(format_audit_table(imported.audit))
     output_path = output_path or settings.resolved_reports_dir / "audit.csv"
@@ -179,9 +181,10 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     if source != "events":
         from features.sources.mapping import write_canonical
 
-        export_path, imported = _import_source(source, data_path, mapping_path, params, settings)
+        export_path, imported, params = _import_source(source, data_path, mapping_path, params, settings)
         click.echo(f"imported {export_path} with mapping {imported.mapping.name}; left out by the leakage "
-                   f"audit: {', '.join(imported.excluded) or 'nothing'}")
+                   f"audit: {', '.join(imported.excluded) or 'nothing'}; extra features: "
+                   f"{', '.join(params.features.extra_categorical) or 'none'}")
         data_path = write_canonical(imported.events, settings.resolved_reports_dir / f"{source}_events.parquet")
     if data_path is None:
         data_path = settings.resolved_data_path

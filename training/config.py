@@ -32,7 +32,15 @@ class LabelParams(_Section):
 
 class SnapshotParams(_Section):
     max_per_ticket: int = Field(12, ge=1)
-    closed_statuses: list[str] = ["closed"]
+    # The statuses that end a ticket. An imported export takes them from its mapping's
+    # closing_statuses (the one definition for the audit and the snapshots); a canonical log
+    # defaults to [closed]. Set here only for a canonical log, or to repeat the mapping's.
+    closed_statuses: list[str] | None = None
+
+    @property
+    def closing(self) -> list[str]:
+        """The closing statuses in force ([closed] when neither a mapping nor the params set them)."""
+        return list(self.closed_statuses) if self.closed_statuses is not None else ["closed"]
 
     @field_validator("closed_statuses")
     @classmethod
@@ -72,7 +80,10 @@ class TextParams(_Section):
 class FeatureParams(_Section):
     """Columns beyond the built-in feature set, and built-in features to leave out (per source)."""
 
-    extra_categorical: list[str] = []        # canonical-log columns an importer adds (mapping `extra:`)
+    # Canonical-log columns an importer adds (mapping `extra:`) used as categorical features.
+    # auto = every extra of the mapping that survived the leakage audit, minus its not_features
+    # (none for a canonical log); or an explicit list.
+    extra_categorical: list[str] | Literal["auto"] = "auto"
     max_categories: int = Field(60, ge=1)    # levels kept per categorical, most frequent first
     min_category_count: int = Field(1, ge=1)  # rarer levels in the training period count as missing
     exclude: list[str] = []                  # built-in features not to use (e.g. drifting as-of rates)
@@ -214,6 +225,22 @@ class ParamsError(ValueError):
 
 def load_params(params_path: Path) -> Params:
     return load_yaml_model(params_path, Params, "params file", ParamsError)
+
+
+def adopt_mapping(params: Params, closing_statuses: list[str], feature_extras: list[str]) -> Params:
+    """Params for an imported export: the mapping's closing statuses, and its extras as features
+    when `features.extra_categorical` is auto. Raises ParamsError when the params file defines
+    other closing statuses than the mapping (two definitions of "closed" cannot both hold)."""
+    given = params.snapshots.closed_statuses
+    mine = [str(s) for s in closing_statuses]
+    if given is not None and {s.strip().lower() for s in given} != {s.strip().lower() for s in mine}:
+        raise ParamsError(f"the params file's snapshots.closed_statuses {given} differ from the mapping's "
+                          f"closing_statuses {mine}; define the closing statuses once, in the mapping")
+    out = params.model_copy(deep=True)
+    out.snapshots.closed_statuses = mine
+    if out.features.extra_categorical == "auto":
+        out.features.extra_categorical = list(feature_extras)
+    return out
 
 
 def flatten_params(params: Params) -> dict[str, object]:

@@ -121,14 +121,14 @@ def prepare_partition(raw: pd.DataFrame, params: Params, data_end: pd.Timestamp,
     snapshots = build_snapshots(
         events,
         max_per_ticket=params.snapshots.max_per_ticket,
-        closed_statuses=params.snapshots.closed_statuses,
+        closed_statuses=params.snapshots.closing,
         horizon_hours=params.label.horizon_hours,
         data_end=data_end,
         rule=params.label.rule,
         counter=params.label.counter,
         min_rise=params.label.min_rise,
     )
-    tickets = summarize_tickets(events, params.snapshots.closed_statuses)
+    tickets = summarize_tickets(events, params.snapshots.closing)
     # One schema for every part file: no object columns whose type depends on the values.
     snapshots = snapshots.astype({c: "string" for c in snapshots.columns if snapshots[c].dtype == object})
     snapshots.to_parquet(Path(snapshots_path) / f"part.{index:05d}.parquet", index=False)

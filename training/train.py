@@ -30,8 +30,11 @@ from bundle.model import apply_calibration, assign_bands, fit_calibration
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
 from features.schema import (
+    CATEGORICAL_COLUMNS,
+    ID_COLUMNS,
     PRIORITY_ORDER,
     TEXT_COLUMNS,
+    SchemaError,
     ValidationResult,
     check_reject_share,
     validate_events,
@@ -70,13 +73,30 @@ class TrainingResult:
 
 
 def read_event_log(events_path: Path) -> pd.DataFrame:
-    """Parquet or CSV by extension (.csv, .csv.gz)."""
+    """Parquet or CSV by extension (.csv, .csv.gz; UTF-8, comma-separated).
+
+    Ids and categories are read as text (a zero-padded id keeps its zeros). Raises SchemaError
+    naming the problem when a CSV is not UTF-8 or not comma-separated.
+    """
     events_path = Path(events_path)
     if not events_path.exists():
         raise FileNotFoundError(f"event log not found: {events_path}")
     if events_path.suffix == ".parquet" or events_path.is_dir():
         return pd.read_parquet(events_path)
-    return pd.read_csv(events_path, low_memory=False)
+    try:
+        header = pd.read_csv(events_path, nrows=0)
+        text = {c: "string" for c in (*ID_COLUMNS, *CATEGORICAL_COLUMNS, *TEXT_COLUMNS) if c in header.columns}
+        frame = pd.read_csv(events_path, low_memory=False, dtype=text)
+    except UnicodeError as exc:
+        raise SchemaError(f"{events_path.name} is not UTF-8 text ({exc}); save it as UTF-8, or import it with a "
+                          "mapping file whose read.encoding names its encoding (docs/mapping-files.md)") from exc
+    except pd.errors.ParserError as exc:
+        raise SchemaError(f"{events_path.name} does not read as comma-separated CSV: "
+                          f"{str(exc).strip().splitlines()[-1]}") from exc
+    if frame.shape[1] == 1 and any(d in str(frame.columns[0]) for d in (";", "\t", "|")):
+        raise SchemaError(f"{events_path.name} reads as one column ({str(frame.columns[0])[:60]!r}): the canonical "
+                          "log is comma-separated; import another separator with a mapping file (read.delimiter)")
+    return frame
 
 
 def fingerprint_file(path: Path) -> str:
@@ -213,7 +233,7 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
     snapshots = build_snapshots(
         events,
         max_per_ticket=params.snapshots.max_per_ticket,
-        closed_statuses=params.snapshots.closed_statuses,
+        closed_statuses=params.snapshots.closing,
         horizon_hours=params.label.horizon_hours,
         rule=params.label.rule,
         counter=params.label.counter,
@@ -223,7 +243,7 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
     snapshots[report.ESCALATION_TYPE] = snapshots["ticket_id"].map(report.find_escalation_types(events)).astype("category")
     if snapshots[LABEL].nunique() < 2:
         raise ValueError("the event log has no escalations (or only escalations) to learn from")
-    tickets = summarize_tickets(events, params.snapshots.closed_statuses)
+    tickets = summarize_tickets(events, params.snapshots.closing)
     # The full log is no longer needed: free it before features double the footprint.
     validation.events = events.iloc[0:0]
     del events
@@ -372,7 +392,8 @@ def make_feature_builder(params: Params) -> FeatureBuilder:
         text_params=params.text.model_dump(exclude={"enabled"}),
         max_categories=params.features.max_categories,
         min_category_count=params.features.min_category_count,
-        extra_categorical=params.features.extra_categorical,
+        # auto without a mapping (a canonical log): no extra columns are features
+        extra_categorical=[] if params.features.extra_categorical == "auto" else params.features.extra_categorical,
         exclude_features=params.features.exclude,
         seed=params.seed,
     )

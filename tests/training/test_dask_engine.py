@@ -172,12 +172,12 @@ def test_partition_step_numbers_rejects_by_input_row_and_matches_single_path(tmp
     assert out["n_input_rows"] == len(log)
     assert out["rejects"][["row", "column"]].values.tolist() == [[104, "reopen_count"]]
     clean = validate_events(log.drop(index=4)).events
-    expected = build_snapshots(clean, params.snapshots.max_per_ticket, params.snapshots.closed_statuses,
+    expected = build_snapshots(clean, params.snapshots.max_per_ticket, params.snapshots.closing,
                                params.label.horizon_hours, data_end)
     written = pd.read_parquet(tmp_path / "part.00000.parquet")
     assert written[["ticket_id", "event_time", "escalates"]].values.tolist() == \
         expected[["ticket_id", "event_time", "escalates"]].values.tolist()
-    pd.testing.assert_frame_equal(out["tickets"], summarize_tickets(clean, params.snapshots.closed_statuses))
+    pd.testing.assert_frame_equal(out["tickets"], summarize_tickets(clean, params.snapshots.closing))
     assert out["per_ticket"].set_index("ticket_id")["positives"].to_dict() == \
         expected.groupby("ticket_id")["escalates"].sum().to_dict()
 
