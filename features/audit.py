@@ -39,6 +39,8 @@ class AuditThresholds:
     min_future_time_share: float = 0.50      # a time later than the update itself in this share of rows
     max_first_update_auc: float = 0.80       # first-update value alone scores at least this ROC-AUC
     known_at_creation: list[str] = field(default_factory=list)
+    # Columns whose times lie after the update by design (an SLA due time): no future_time reason.
+    future_by_design: list[str] = field(default_factory=list)
 
 
 def _as_keys(values: pd.Series) -> np.ndarray:
@@ -77,6 +79,18 @@ def measure_changes(values: pd.Series, ticket_codes: np.ndarray, closing: np.nda
         "changes_at_close": float(closing[changed].mean()) if changed.any() else np.nan,
         "first_is_final": float(first_is_last[among].mean()) if among.any() else np.nan,
     }
+
+
+def is_running_counter(values: pd.Series, ticket_codes: np.ndarray) -> bool:
+    """Numbers that never fall within a ticket (counters so far): back-filling would make them constant,
+    so a counter's first value being its final one says nothing (it did not rise)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().sum() < 0.99 * values.notna().sum() or numbers.notna().sum() == 0:
+        return False
+    array = numbers.to_numpy(dtype="float64")
+    same_ticket = np.r_[False, ticket_codes[1:] == ticket_codes[:-1]]
+    previous = np.r_[np.nan, array[:-1]]
+    return not bool((same_ticket & (array < previous)).any())
 
 
 def measure_future_time(values: pd.Series, event_time: pd.Series, time_format: str | None) -> float:
@@ -143,12 +157,14 @@ def audit_columns(raw: pd.DataFrame, ticket_ids: pd.Series, event_time: pd.Serie
         if stats["tickets_changed"] <= th.max_change_share_static and column not in th.known_at_creation:
             reasons.append(f"never changes within a ticket ({stats['tickets_changed']:.2%} of tickets) "
                            "and is not declared known at creation")
-        if stats["future_time"] >= th.min_future_time_share:
+        if stats["future_time"] >= th.min_future_time_share and column not in th.future_by_design:
             reasons.append(f"a time later than the update itself in {stats['future_time']:.0%} of rows")
         if stats["changes_at_close"] >= th.min_close_change_share and stats["tickets_changed"] > 0:
             reasons.append(f"{stats['changes_at_close']:.0%} of its changes are on the closing update")
+        # Counters and times (an SLA due time moves with the priority, not the team) are not assignees.
         if (stats["first_is_final"] >= th.min_first_is_final
-                and stats["tickets_changed"] >= th.min_change_share_first_is_final):
+                and stats["tickets_changed"] >= th.min_change_share_first_is_final
+                and np.isnan(stats["future_time"]) and not is_running_counter(raw[column], codes)):
             reasons.append(f"changes in {stats['tickets_changed']:.0%} of tickets, yet its first value is already "
                            f"the final one in {stats['first_is_final']:.0%} of tickets that moved teams (back-filled)")
         if best >= th.max_first_update_auc:

@@ -1227,3 +1227,155 @@ def generate_event_log(
         "format": fmt,
         "chunks": n_chunks,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# A vendor-shaped export of the same simulation, for trying the importer and mapping files on
+# an export the project has never seen (docs/mapping-files.md walks one from init-mapping on).
+# ---------------------------------------------------------------------------------------------
+
+EXPORT_STATUS = {  # canonical status -> (Status, Sub Status), a service desk's two-level state
+    "new": ("Queued", "Awaiting Assignment"),
+    "open": ("Accepted", "In Progress"),
+    "pending": ("Accepted", "Wait - User"),
+    "on_hold": ("Accepted", "Wait - Vendor"),
+    "resolved": ("Completed", "Resolved"),
+    "closed": ("Completed", "Closed"),
+}
+EXPORT_LEVELS = ("L1", "L2", "L3")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How the simulated export departs from the canonical log (each a habit of real exports).
+
+    text_levels: the escalation level as support-level text (L1/L2/L3), handed back to L1 on
+    resolution in `hand_back_share` of escalated tickets; drop_priority / drop_created_at: no
+    priority and no opening-time column; timezone: local wall-clock times in this IANA zone,
+    written with their offset (`offsets`) or without (naive, DST and all); reopen_closed_share:
+    closed tickets reopened days later (and closed again), a share of them escalating on the
+    reopened stretch; n_products / n_team_cells: high-cardinality product and team columns,
+    products carrying part of the escalation risk; zero-padded numeric ticket ids.
+    """
+
+    text_levels: bool = True
+    hand_back_share: float = 0.5
+    drop_priority: bool = True
+    drop_created_at: bool = True
+    timezone: str | None = "Europe/Amsterdam"
+    offsets: bool = True
+    reopen_closed_share: float = 0.08
+    reopen_escalation_share: float = 0.3
+    n_products: int = 700
+    n_team_cells: int = 60
+
+
+def _reopen_closed(events: pd.DataFrame, options: ExportOptions, rng: np.random.Generator,
+                   end: pd.Timestamp) -> pd.DataFrame:
+    """Reopen a share of closed tickets after their close: a reopened row, maybe an escalation, a new close."""
+    last = events.groupby("ticket_id", sort=False).tail(1)
+    closed = last[last["status"] == "closed"]
+    chosen = closed[rng.random(len(closed)) < options.reopen_closed_share]
+    hours = pd.to_timedelta(12 + 96 * rng.random(len(chosen)), unit="h")
+    reopened = chosen.assign(event_time=chosen["event_time"] + hours, event_type="reopened", status="open",
+                             reopen_count=chosen["reopen_count"] + 1,
+                             customer_messages=chosen["customer_messages"] + 1)
+    escalates = rng.random(len(chosen)) < options.reopen_escalation_share
+    escalated = reopened[escalates]
+    escalated = escalated.assign(
+        event_time=escalated["event_time"] + pd.to_timedelta(1 + 24 * rng.random(len(escalated)), unit="h"),
+        event_type="escalated", escalation_level=escalated["escalation_level"] + 1,
+        escalation_type="hierarchical", group="supervisors")
+    latest = pd.concat([reopened[~escalates], escalated])
+    again = latest.assign(event_time=latest["event_time"] + pd.to_timedelta(24 + 48 * rng.random(len(latest)), unit="h"),
+                          event_type="closed", status="closed")
+    extra = pd.concat([reopened, escalated, again])
+    extra = extra[extra["event_time"] <= end]
+    if extra.empty:
+        return events
+    out = pd.concat([events, extra], ignore_index=True)
+    return out.sort_values(["ticket_id", "event_time"], kind="stable").reset_index(drop=True)
+
+
+def _format_local(times: pd.Series, timezone: str | None, offsets: bool) -> pd.Series:
+    """UTC times as the export writes them: ISO with the local offset, or naive local wall-clock time."""
+    known = times.notna().to_numpy()
+    local = times.dt.tz_convert(timezone or "UTC").dt.tz_localize(None)
+    text = np.datetime_as_string(local.to_numpy().astype("datetime64[s]"), unit="s")
+    if offsets:
+        minutes = ((local - times.dt.tz_localize(None)) / pd.Timedelta(minutes=1)).fillna(0).astype(int).to_numpy()
+        sign = np.where(minutes < 0, "-", "+")
+        suffix = np.char.add(sign, np.char.add(np.char.zfill((np.abs(minutes) // 60).astype(str), 2),
+                                               np.char.add(":", np.char.zfill((np.abs(minutes) % 60).astype(str), 2))))
+        text = np.char.add(text, suffix)
+    else:
+        text = np.char.replace(text, "T", " ")
+    return pd.Series(np.where(known, text, None), index=times.index, dtype="string")
+
+
+def simulate_export(n_tickets: int = 2000, seed: int = 42, start: str = "2025-01-01", months: int = 12,
+                    options: ExportOptions | None = None) -> pd.DataFrame:
+    """The simulation written as a service-desk export: one row per update, the export's own column
+    names and habits (ExportOptions). The truth behind it is the canonical log of simulate_events."""
+    options = options or ExportOptions()
+    rng = np.random.default_rng([seed, 7])
+    events = simulate_events(n_tickets, seed, start, months)
+    end = pd.Timestamp(start, tz="UTC") + pd.DateOffset(months=months)
+    if options.reopen_closed_share > 0:
+        events = _reopen_closed(events, options, rng, end)
+    tickets = events["ticket_id"].to_numpy()
+    first = np.r_[True, tickets[1:] != tickets[:-1]]
+    escalated = events.groupby("ticket_id", sort=False)["escalation_level"].transform("max") > 0
+    # Products: each subcategory's own range; escalated tickets lean to the riskier ones.
+    subcategories = sorted(events["subcategory"].dropna().unique())
+    per = max(1, options.n_products // max(len(subcategories), 1))
+    product_risk = rng.normal(0, 1.0, per * len(subcategories))
+    weight = rng.pareto(1.5, per * len(subcategories)) + 0.1
+    first_rows = events.loc[first, ["ticket_id", "subcategory"]]
+    esc_first = escalated[first].to_numpy()
+    picks = []
+    for sub, is_esc in zip(first_rows["subcategory"].to_numpy(), esc_first, strict=True):
+        base = subcategories.index(sub) * per
+        w = weight[base:base + per] * (np.exp(product_risk[base:base + per]) if is_esc else 1.0)
+        picks.append(f"PROD{base + rng.choice(per, p=w / w.sum()):04d}")
+    product = pd.Series(picks, index=first_rows["ticket_id"].to_numpy(), dtype="string")
+    # Teams: each group split into cells by product line (the team a product's tickets go to).
+    cell = events["ticket_id"].map(product).str[4:].astype(int) % options.n_team_cells
+    ticket_numbers = pd.Series(tickets).str.extract(r"(\d+)$")[0].astype(int).to_numpy()
+    status = events["status"].map(lambda s: EXPORT_STATUS.get(s, ("Accepted", "In Progress")))
+    out = pd.DataFrame({
+        "Incident ID": [f"{n:08d}" for n in ticket_numbers],
+        "Changed At": _format_local(events["event_time"], options.timezone, options.offsets),
+        "Opened At": _format_local(events["created_at"], options.timezone, options.offsets),
+        "Status": status.str[0],
+        "Sub Status": status.str[1],
+        "Channel": events["channel"].str.title(),
+        "Category": events["category"],
+        "Subcategory": events["subcategory"],
+        "Product": events["ticket_id"].map(product),
+        "Priority": events["priority"],
+        "Customer": events["customer_id"],
+        "Customer Tier": events["customer_tier"],
+        "Assignee": events["agent_id"],
+        "Team": events["group"].astype("string") + "-" + cell.astype("string"),
+        "Summary": events["subject"],
+        "Description": events["description"],
+        "Last Customer Message": events["last_customer_message"],
+        "Reassignments": events["reassignment_count"],
+        "Reopens": events["reopen_count"],
+        "Customer Messages": events["customer_messages"],
+        "Agent Messages": events["agent_messages"],
+        "Due At": _format_local(events["sla_due_at"], options.timezone, options.offsets),
+        "Update Type": events["event_type"],
+    })
+    level = events["escalation_level"].clip(upper=len(EXPORT_LEVELS) - 1)
+    if options.text_levels:
+        hand_back = pd.Series(rng.random(len(np.unique(tickets))) < options.hand_back_share,
+                              index=pd.unique(tickets))
+        back = (events["ticket_id"].map(hand_back) & escalated
+                & events["status"].isin(["resolved", "closed"])).to_numpy()
+        out["Support Level"] = np.where(back, EXPORT_LEVELS[0], np.asarray(EXPORT_LEVELS)[level.to_numpy()])
+    else:
+        out["Support Level"] = level.to_numpy()
+    drop = [c for c, gone in (("Priority", options.drop_priority), ("Opened At", options.drop_created_at)) if gone]
+    return out.drop(columns=drop)

@@ -167,7 +167,7 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     from features.schema import SchemaError
     from training.config import ParamsError, load_params
     from training.packaging import make_version, point_current, write_bundle
-    from training.train import format_metrics_table, train_models
+    from training.train import find_quality_problem, format_metrics_table, train_models
 
     settings = Settings()
     if mapping_path is not None and source == "events":
@@ -208,7 +208,7 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
         else:
             result = train_models(data_path, params, rejects_path)
     except (SchemaError, FileNotFoundError, ValueError) as exc:
-        hint = f" (rejected rows and reasons: {rejects_path})" if rejects_path.exists() else ""
+        hint = f" (rejected rows and reasons: {rejects_path})" if _has_rows(rejects_path) else ""
         raise UserError(f"{exc}{hint}") from exc
 
     click.echo(f"\ndata: {result.validation.n_input_rows:,} rows, {count_tickets(result.tickets):,} tickets, "
@@ -222,7 +222,8 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     bundle_dir = write_bundle(result, models_dir, make_version(result))
     click.echo(f"\nbundle: {bundle_dir}")
     report_dir = _write_report(bundle_dir, settings.resolved_reports_dir / bundle_dir.name)
-    promote = True
+    below_floor = find_quality_problem(result)
+    promote = below_floor is None
     if not no_mlflow:
         from training.registry import log_and_register
 
@@ -233,8 +234,10 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
         click.echo(f"mlflow: run {registration.run_id} at {registration.tracking_uri}; "
                    f"registered {settings.registered_model_name} v{registration.model_version} (@challenger)")
         click.echo(("promoted to @champion: " if promote else "NOT promoted: ") + registration.reason)
+    elif below_floor is not None:
+        click.echo(f"NOT made current: below the quality floor: {below_floor}")
     current = models_dir / "current"
-    if promote or not current.exists():
+    if promote or (below_floor is None and not current.exists()):
         point_current(models_dir, bundle_dir)
         click.echo(f"{current} -> {bundle_dir.name}")
 
@@ -259,6 +262,14 @@ def _combine_inputs(data_path: Path, extra_paths: list[Path], cutoff, settings: 
     click.echo(f"training on {summary['tickets']:,} tickets ({summary['rows']:,} rows) as of "
                f"{summary['cutoff'] or 'the newest event'}: {path}")
     return path
+
+
+def _has_rows(csv_path: Path) -> bool:
+    """Whether a CSV file exists and holds more than its header."""
+    if not csv_path.exists():
+        return False
+    with open(csv_path, "rb") as handle:
+        return sum(1 for _ in zip(range(2), handle)) > 1
 
 
 def _write_report(bundle_dir: Path, output_dir: Path) -> Path:

@@ -18,6 +18,9 @@ class _Section(BaseModel):
 
 class DataParams(_Section):
     max_reject_share: float = Field(0.05, ge=0, le=1)
+    # Too little to learn from: training stops with the counts rather than fit a model on noise.
+    min_tickets: int = Field(200, ge=1)
+    min_positive_tickets: int = Field(20, ge=1)   # tickets with at least one positive snapshot
 
 
 class LabelParams(_Section):
@@ -150,6 +153,9 @@ class EvaluationParams(_Section):
 
 class RegistryParams(_Section):
     min_auc_gain: float = 0.0
+    # The quality floor: a model below it is never champion (nor models/current), even the first one.
+    min_test_roc_auc: float = Field(0.60, ge=0, le=1)
+    min_test_positives: int = Field(30, ge=0)     # positive test snapshots needed to trust its ROC-AUC
 
 
 class DaskParams(_Section):

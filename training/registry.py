@@ -29,7 +29,7 @@ from features.history import count_tickets
 from features.schema import CANONICAL_COLUMNS, COUNTER_COLUMNS, LEVEL_COLUMN, REQUIRED_COLUMNS
 from features.settings import Settings
 from training.config import flatten_params
-from training.train import TrainingResult
+from training.train import TrainingResult, find_quality_problem
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
@@ -172,11 +172,14 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
         client.set_model_version_tag(name, version, "target", target)
         champion = find_champion(client, name)
         champion_target = champion.tags.get("target") if champion is not None else None
-        comparable = champion is not None and champion_target in (None, target)
+        comparable = champion is not None and champion_target in (None, target) and find_quality_problem(result) is None
         previous = score_champion(champion, name, result) if comparable else None
         ours = result.metrics["test_roc_auc"]
         gain = result.params.registry.min_auc_gain
-        if champion_target not in (None, target):
+        below_floor = find_quality_problem(result)
+        if below_floor is not None:
+            promote, reason = False, f"below the quality floor: {below_floor}"
+        elif champion_target not in (None, target):
             promote = False
             reason = (f"champion v{champion.version} predicts another label or data source ({champion_target}); "
                       f"not compared. Register this one under its own name "

@@ -241,14 +241,59 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
     )
     # Outcome only, for the report's segments; never a feature.
     snapshots[report.ESCALATION_TYPE] = snapshots["ticket_id"].map(report.find_escalation_types(events)).astype("category")
-    if snapshots[LABEL].nunique() < 2:
-        raise ValueError("the event log has no escalations (or only escalations) to learn from")
+    check_enough_data(snapshots, params)
     tickets = summarize_tickets(events, params.snapshots.closing)
     # The full log is no longer needed: free it before features double the footprint.
     validation.events = events.iloc[0:0]
     del events
     snapshots = split_by_time(snapshots, params.split.train, params.split.valid)
+    check_each_part(snapshots)
     return validation, snapshots, tickets
+
+
+class NotEnoughData(ValueError):
+    """Too few tickets or escalations to train on; the message names the counts and the params keys."""
+
+
+def check_enough_data(snapshots: pd.DataFrame, params: Params) -> None:
+    """Stop before fitting when the log is too small to learn from (params data.min_tickets,
+    data.min_positive_tickets); the counts are of tickets with snapshots whose outcome is known."""
+    n_tickets = int(snapshots["ticket_id"].nunique())
+    n_positive = int(snapshots.loc[snapshots[LABEL] == 1, "ticket_id"].nunique())
+    problems = []
+    if n_tickets < params.data.min_tickets:
+        problems.append(f"{n_tickets:,} tickets with a known outcome (data.min_tickets: {params.data.min_tickets:,})")
+    if n_positive < params.data.min_positive_tickets:
+        problems.append(f"{n_positive:,} tickets that escalate (data.min_positive_tickets: "
+                        f"{params.data.min_positive_tickets:,})")
+    if problems:
+        raise NotEnoughData("too little to learn from: " + "; ".join(problems) + ". Check the escalation rule and "
+                            "the closing statuses (a mapping's escalation and closing_statuses), or give more history")
+
+
+def check_each_part(snapshots: pd.DataFrame) -> None:
+    """Each time period needs both outcomes: early stopping, calibration and the test need them."""
+    for part in ("train", "valid", "test"):
+        labels = snapshots.loc[snapshots[SPLIT] == part, LABEL]
+        if labels.nunique() < 2:
+            raise NotEnoughData(f"the {part} period ({len(labels):,} snapshots) has {int(labels.sum()):,} "
+                                "escalations: each period needs escalations and non-escalations; give more history")
+
+
+def find_quality_problem(result: TrainingResult) -> str | None:
+    """Why this model must not be champion, or None: a test ROC-AUC below registry.min_test_roc_auc,
+    or fewer positive test snapshots than registry.min_test_positives to trust it."""
+    floor = result.params.registry
+    test = result.snapshots.loc[result.snapshots[SPLIT] == "test", LABEL] if SPLIT in result.snapshots else \
+        result.snapshots[LABEL]
+    positives = int(test.sum())
+    auc = result.metrics.get("test_roc_auc", float("nan"))
+    if positives < floor.min_test_positives:
+        return (f"only {positives} positive test snapshots (registry.min_test_positives: {floor.min_test_positives}); "
+                "its test ROC-AUC cannot be trusted")
+    if not auc >= floor.min_test_roc_auc:
+        return f"test ROC-AUC {auc:.4f} is below the quality floor registry.min_test_roc_auc {floor.min_test_roc_auc}"
+    return None
 
 
 def sample_training_rows(snapshots: pd.DataFrame, train: np.ndarray, caps: dict[str, int | None],

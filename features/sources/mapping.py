@@ -237,10 +237,11 @@ def string_sources(mapping: Mapping) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
-def read_export(path: Path, read: ReadSpec, text_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+def read_export(path: Path, read: ReadSpec, text_columns: list[str] | tuple[str, ...] = (),
+                all_text: bool = False) -> pd.DataFrame:
     """CSV (.csv, .csv.gz) or Parquet, with the export's own missing-value markers.
 
-    `text_columns` are read as text, never as numbers. Raises MappingError naming
+    `text_columns` (every column with `all_text`) are read as text, never as numbers. Raises MappingError naming
     `read.encoding` or `read.delimiter` when the file does not read with them.
     """
     path = Path(path)
@@ -252,7 +253,7 @@ def read_export(path: Path, read: ReadSpec, text_columns: list[str] | tuple[str,
     options = {"sep": read.delimiter, "encoding": read.encoding}
     try:
         header = pd.read_csv(path, nrows=0, **options)
-        dtype = {c: "string" for c in text_columns if c in header.columns}
+        dtype = {c: "string" for c in (header.columns if all_text else text_columns) if c in header.columns}
         frame = pd.read_csv(path, na_values=read.na_values or None, low_memory=False, dtype=dtype, **options)
     except UnicodeError as exc:
         raise MappingError(f"{path.name} is not {read.encoding} text ({exc}); set read.encoding in the mapping "
@@ -489,7 +490,8 @@ def import_export(path: Path, mapping: Mapping, labels: dict[str, dict] | None =
         label_specs = labels or {"escalation": {}}
         ticket_labels = {name: label_tickets(everything, **spec) for name, spec in label_specs.items()}
         thresholds = AuditThresholds(known_at_creation=list(mapping.audit.known_at_creation),
-                                     max_first_update_auc=mapping.audit.max_first_update_auc)
+                                     max_first_update_auc=mapping.audit.max_first_update_auc,
+                                     future_by_design=mapping.sources("sla_due_at"))
         # The ticket id and update time themselves are the timeline, not features.
         skip = (mapping.columns["ticket_id"], mapping.columns["event_time"],
                 *(c for c in raw.columns if str(c).startswith(BAD_TIME_PREFIX)))
