@@ -110,6 +110,7 @@ def localize_times(naive: pd.Series, timezone: str | None, tickets: pd.Series | 
     if timezone is None:
         return naive.dt.tz_localize("UTC"), problems
     everywhere = np.ones(len(naive), dtype=bool)
+    naive = naive.dt.as_unit("ns")
     dst = naive.dt.tz_localize(timezone, ambiguous=everywhere, nonexistent="NaT").dt.tz_convert("UTC")
     std = naive.dt.tz_localize(timezone, ambiguous=~everywhere, nonexistent="NaT").dt.tz_convert("UTC")
     ambiguous = (dst.notna() & std.notna() & (dst != std)).to_numpy(dtype=bool)

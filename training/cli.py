@@ -41,6 +41,78 @@ def generate_data(output_path: Path | None, n_tickets: int, seed: int, fmt: str,
     )
 
 
+@main.command("generate-export")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), required=True,
+              help="CSV to write (.csv or .csv.gz).")
+@click.option("--tickets", "n_tickets", type=click.IntRange(min=10), default=5_000, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--months", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--timezone", default="Europe/Amsterdam", show_default=True,
+              help="Local time zone of the written times (IANA name).")
+@click.option("--offsets/--no-offsets", default=True, show_default=True,
+              help="ISO times with their UTC offset, or naive local wall-clock times (DST and all).")
+@click.option("--numeric-levels", is_flag=True, help="Support level as 0/1/2 instead of L1/L2/L3.")
+@click.option("--keep-priority", is_flag=True, help="Keep the priority column.")
+@click.option("--keep-opened-at", is_flag=True, help="Keep the opening-time column.")
+def generate_export(output_path: Path, n_tickets: int, seed: int, months: int, timezone: str, offsets: bool,
+                    numeric_levels: bool, keep_priority: bool, keep_opened_at: bool) -> None:
+    """Simulate a service-desk export the project has never seen (for trying init-mapping and mapping files)."""
+    from features.synthetic import ExportOptions, simulate_export
+    from features.times import check_timezone
+
+    try:
+        check_timezone(timezone)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    options = ExportOptions(text_levels=not numeric_levels, drop_priority=not keep_priority,
+                            drop_created_at=not keep_opened_at, timezone=timezone, offsets=offsets)
+    export = simulate_export(n_tickets, seed, months=months, options=options)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    export.to_csv(output_path, index=False)
+    click.echo(f"wrote {len(export):,} updates of {export['Incident ID'].nunique():,} tickets to {output_path}")
+
+
+@main.command("init-mapping")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
+              help="The export (CSV or Parquet, one row per ticket update).")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,
+              help="Draft mapping to write (default: <export name>.mapping.yaml beside the export).")
+@click.option("--name", default=None, help="The mapping's name (default: from the export's file name).")
+@click.option("--encoding", default="utf-8", show_default=True, help="The export's text encoding.")
+@click.option("--delimiter", default=",", show_default=True, help="The export's field separator.")
+@click.option("--force", is_flag=True, help="Overwrite an existing draft.")
+def init_mapping(data_path: Path, output_path: Path | None, name: str | None, encoding: str, delimiter: str,
+                 force: bool) -> None:
+    """Profile an export and write a draft mapping file to review (docs/mapping-files.md)."""
+    from pydantic import ValidationError
+
+    from features.sources.draft import DraftError, draft_mapping, read_for_profile
+    from features.sources.mapping import MappingError, ReadSpec
+
+    stem = data_path.name.split(".")[0]
+    output_path = output_path or data_path.with_name(f"{stem}.mapping.yaml")
+    if output_path.exists() and not force:
+        raise UserError(f"{output_path} exists; pass --force to overwrite it or --output another path")
+    try:
+        read = ReadSpec(encoding=encoding, delimiter=delimiter)
+        draft = draft_mapping(read_for_profile(data_path, read), name or stem, read)
+    except (DraftError, MappingError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from exc
+    except ValidationError as exc:
+        raise UserError(f"--encoding/--delimiter: {exc.errors(include_url=False)[0]['msg']}") from exc
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(draft.text)
+    click.echo(f"ticket id: {draft.ticket_id}; update time: {draft.event_time}; opening time: "
+               f"{draft.created_at or 'none (first_event)'}")
+    click.echo(f"escalation candidates: levels {draft.level_candidates or '-'}, flags {draft.flag_candidates or '-'}, "
+               f"teams {draft.team_candidates or '-'}")
+    click.echo(f"look back-filled (audit.exclude): {', '.join(draft.backfilled) or 'none'}; "
+               f"extras: {', '.join(draft.extras) or 'none'}")
+    click.echo(f"draft: {output_path} — review the TODO lines, then:\n"
+               f"  escalation-risk audit-data --mapping {output_path} --data {data_path}\n"
+               f"  escalation-risk train --mapping {output_path} --data {data_path}")
+
+
 SOURCE_PARAMS = {"servicenow": "params_servicenow.yaml"}
 
 

@@ -91,7 +91,7 @@ def find_ticket_column(raw: pd.DataFrame) -> str:
             continue
         unique = values.nunique()
         rows_per = n / max(unique, 1)
-        if unique < 0.02 * n or not 1.2 <= rows_per <= 500:
+        if unique < max(10, 0.02 * n) or not 1.2 <= rows_per <= 500:
             continue
         score = (2.0 if re.search(ID_NAME, _name(column)) else 0.0) + min(rows_per, 20) / 20 + unique / n
         if score > best_score:

@@ -424,7 +424,9 @@ def derive_created_at(raw: pd.DataFrame, tickets: pd.Series, event_time: pd.Seri
     first_event = event_time.groupby(tickets.to_numpy()).transform("min")
     if mapping.created_at == "first_event":
         return first_event
+    # cummin leaves a missing value missing: carry the earliest so far over it.
     earliest = raw[mapping.created_at.earliest_of].groupby(tickets.to_numpy()).cummin()
+    earliest = earliest.groupby(tickets.to_numpy()).ffill()
     return earliest.fillna(first_event)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -105,6 +106,7 @@ def test_quality_gate_keeps_the_better_champion(small_result, local_settings, pa
     weak_params = params.model_copy(deep=True)
     weak_params.escalation_model.n_estimators = 1
     weak_params.escalation_model.num_leaves = 2
+    weak_params.registry.min_test_roc_auc = 0.0  # compared with the champion, not stopped by the floor
     weak = train_models(small_events_path, weak_params)
     assert weak.metrics["test_roc_auc"] < small_result.metrics["test_roc_auc"]
     weak_dir = write_bundle(weak, tmp_path / "models", "weak")
@@ -179,3 +181,21 @@ def test_train_against_a_real_tracking_server_and_serve_the_champion(small_event
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("floor", [{"min_test_roc_auc": 0.99}, {"min_test_positives": 10**6}])
+def test_a_model_below_the_quality_floor_is_never_champion_not_even_the_first(small_result, local_settings,
+                                                                              params_path, small_events_path,
+                                                                              tmp_path, floor):
+    strict = small_result.params.model_copy(deep=True)
+    for key, value in floor.items():
+        setattr(strict.registry, key, value)
+    below = dataclasses.replace(small_result, params=strict)
+    reg = log_and_register(below, write_bundle(below, tmp_path / "models", "below"), local_settings, params_path,
+                           small_events_path)
+    assert not reg.champion
+    assert "below the quality floor" in reg.reason and next(iter(floor)) in reg.reason
+    client = MlflowClient(local_settings.resolved_tracking_uri)
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("escalation-risk", "champion")
+    assert str(client.get_model_version_by_alias("escalation-risk", "challenger").version) == reg.model_version
