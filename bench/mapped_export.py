@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 import lightgbm as lgb
-import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 

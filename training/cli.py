@@ -341,7 +341,7 @@ def _has_rows(csv_path: Path) -> bool:
     if not csv_path.exists():
         return False
     with open(csv_path, "rb") as handle:
-        return sum(1 for _ in zip(range(2), handle)) > 1
+        return sum(1 for _ in zip(range(2), handle, strict=False)) > 1
 
 
 def _write_report(bundle_dir: Path, output_dir: Path) -> Path:

@@ -22,7 +22,14 @@ import yaml
 from features.audit import AuditThresholds, audit_columns
 from features.history import mark_closing
 from features.sources.mapping import Mapping, ReadSpec, read_export
-from features.times import ISO_DATE, NUMERIC_DATE, TimeFormatError, detect_day_order, has_offsets, parse_wall_times
+from features.times import (
+    ISO_DATE,
+    NUMERIC_DATE,
+    TimeFormatError,
+    detect_day_order,
+    has_offsets,
+    parse_wall_times,
+)
 
 PROFILE_ROWS = 300_000
 # Canonical field -> column-name pattern (lower case, separators as spaces), most specific first.

@@ -11,7 +11,14 @@ from features.history import summarize_tickets
 from features.schema import SchemaError, validate_events
 from features.snapshots import build_snapshots, find_first_escalations
 from features.sources.draft import DraftError, draft_mapping
-from features.sources.mapping import Mapping, MappingError, apply_mapping, import_export, load_mapping, sort_export
+from features.sources.mapping import (
+    Mapping,
+    MappingError,
+    apply_mapping,
+    import_export,
+    load_mapping,
+    sort_export,
+)
 from features.synthetic import ExportOptions, simulate_export
 from training.config import ParamsError, adopt_mapping, load_params
 from training.train import read_event_log

@@ -60,3 +60,40 @@ def test_unknown_entities_get_the_prior():
     assert out["customer_past_tickets"].item() == 0
     assert out["customer_escalation_rate"].item() == pytest.approx(history.prior_)
     assert history.prior_ == pytest.approx(1 / 3)
+
+
+def _reopened_log() -> pd.DataFrame:
+    """T1 closes on day 1, reopens on day 3, escalates on day 4, closes again on day 5."""
+    return validate_events(make_log(
+        make_ticket("T1", "2025-03-01 09:00", [
+            {"hours": 24, "status": "closed"},
+            {"hours": 72, "status": "open", "reopen_count": 1},
+            {"hours": 96, "escalation_level": 1, "escalation_type": "hierarchical"},
+            {"hours": 120, "status": "closed"},
+        ]),
+        make_ticket("T2", "2025-03-01 10:00", [{"hours": 2, "status": "closed"}]),
+    )).events
+
+
+def test_a_ticket_is_ended_only_while_it_is_closed_and_its_outcome_as_known_then():
+    history = HistoryFeatures(smoothing=0).fit(summarize_tickets(_reopened_log()))
+    at = {day: history.transform(_snapshot("T9", f"2025-03-0{day} 12:00")) for day in (2, 4, 5, 7)}
+    assert at[2]["customer_past_tickets"].item() == 2, "T1 closed on day 2: ended then, whatever came later"
+    assert at[2]["customer_escalation_rate"].item() == 0.0, "its later escalation was not known on day 2"
+    assert at[4]["customer_past_tickets"].item() == 1, "reopened on day 4: open again"
+    assert at[5]["customer_past_tickets"].item() == 1 and at[5]["customer_past_escalations"].item() == 0
+    assert at[7]["customer_past_tickets"].item() == 2 and at[7]["customer_past_escalations"].item() == 1
+    assert at[4]["agent_open_tickets"].item() == 1, "T1 reopened counts as open again"
+
+
+def test_the_prior_is_read_at_the_end_of_the_fitting_period_only():
+    log = _reopened_log()
+    as_of = pd.Timestamp("2025-03-03 00:00", tz="UTC")
+    history = HistoryFeatures(smoothing=10).fit(summarize_tickets(log), as_of=as_of)
+    assert history.prior_ == 0.0, "on 3 March two tickets had ended, neither escalated as far as anyone knew"
+    later = log.copy()
+    later.loc[later["event_time"] > as_of, "escalation_level"] = 3  # outcomes after the fitting period
+    altered = HistoryFeatures(smoothing=10).fit(summarize_tickets(later), as_of=as_of)
+    assert altered.prior_ == history.prior_
+    everything = HistoryFeatures(smoothing=10).fit(summarize_tickets(later))
+    assert everything.prior_ == 0.5, "read over the whole log, the later escalation would have moved it"

@@ -15,8 +15,8 @@ from features.build import FeatureBuilder
 from features.history import HistoryFeatures, summarize_tickets
 from features.schema import validate_events
 from features.snapshots import build_snapshots
-from features.sources.mapping import apply_mapping, import_export, load_mapping, sort_export
-from features.synthetic import simulate_events
+from features.sources.mapping import Mapping, apply_mapping, import_export, load_mapping, sort_export
+from features.synthetic import ExportOptions, simulate_events, simulate_export
 from tests.helpers import make_servicenow_export
 
 
@@ -163,3 +163,66 @@ def test_altering_later_servicenow_rows_changes_no_earlier_extras(servicenow_wor
     assert len(mine) == 2
     pd.testing.assert_frame_equal(builder_altered.transform(mine), full.loc[original.index].reset_index(drop=True))
     assert (altered_snaps.loc[altered_snaps.snapshot_time > cut, "updated_by"] == "Updated by 99").all()
+
+
+# --- an export with reopenings, text levels and late-appearing entities: the log cut at time T ---
+EXPORT_MAPPING = {
+    "name": "service-desk", "columns": {"ticket_id": "Incident ID", "event_time": "Changed At",
+                                        "status": ["Status", "Sub Status"], "group": "Team",
+                                        "customer_id": "Customer", "agent_id": "Assignee", "category": "Category",
+                                        "channel": "Channel", "reopen_count": "Reopens"},
+    "created_at": "first_event", "closing_statuses": ["Completed / Resolved", "Completed / Closed"],
+    "escalation": {"rule": "level_column", "column": "Support Level", "levels": ["L1", "L2", "L3"]},
+    "extra": {"product": "Product"}, "audit": {"known_at_creation": ["Product", "Customer", "Category", "Channel"]},
+}
+
+
+def _cut_rows(raw: pd.DataFrame, mapping, excluded: list[str]) -> pd.DataFrame:
+    return validate_events(apply_mapping(sort_export(raw.reset_index(drop=True), mapping), mapping,
+                                         set(excluded))).events
+
+
+@pytest.fixture(scope="module")
+def reopening_world(tmp_path_factory):
+    options = ExportOptions(reopen_closed_share=0.5, reopen_escalation_share=0.5, n_products=60)
+    raw = simulate_export(500, seed=21, months=3, options=options)
+    path = tmp_path_factory.mktemp("reopen") / "export.csv"
+    raw.to_csv(path, index=False)
+    mapping = Mapping.model_validate(EXPORT_MAPPING)
+    imported = import_export(path, mapping)
+    raw = pd.read_csv(path, dtype="string")
+    events = _cut_rows(raw, mapping, imported.excluded)
+    closing = mapping.closing_statuses
+    snaps = build_snapshots(events, horizon_hours=None, closed_statuses=closing)
+    fit_rows = snaps[snaps["created_at"] < snaps["created_at"].quantile(0.7)]
+    builder = FeatureBuilder(text_enabled=False, extra_categorical=imported.feature_extras).fit(
+        fit_rows, summarize_tickets(events, closing))
+    return raw, mapping, imported.excluded, events, snaps, builder, builder.transform(snaps)
+
+
+@pytest.mark.parametrize("share", [0.35, 0.8])
+def test_every_snapshot_before_the_cut_has_the_features_of_the_log_cut_there(reopening_world, share):
+    """Every later row of every ticket removed, reopenings and escalations after the cut included."""
+    raw, mapping, excluded, events, snaps, builder, full = reopening_world
+    cut = snaps["snapshot_time"].quantile(share)
+    updated = pd.to_datetime(raw["Changed At"], utc=True)
+    known = _cut_rows(raw[updated <= cut], mapping, excluded)
+    closing = mapping.closing_statuses
+    whole, part = summarize_tickets(events, closing), summarize_tickets(known, closing)
+    reopened_later = whole[(whole["ended_at"] <= cut) & (whole["reopened_at"] > cut)]
+    assert len(reopened_later) >= 5, "the cut must fall between closes and reopenings"
+    assert set(whole["group"]) - set(part["group"]), "entities that appear only after the cut"
+    as_of = copy.copy(builder)
+    as_of.history_ = HistoryFeatures(builder.history_windows_days, builder.history_smoothing).fit(
+        part, as_of=builder.history_as_of_)
+    as_of.history_.prior_ = builder.history_.prior_  # learned state, fixed at the end of the fitting period
+    before = snaps[snaps["snapshot_time"] <= cut]
+    rows = known.merge(before[["ticket_id", "event_time", "snapshot_time"]], on=["ticket_id", "event_time"])
+    assert len(rows) == len(before)
+    order = before.reset_index().merge(rows[["ticket_id", "event_time"]].reset_index(names="row"),
+                                       on=["ticket_id", "event_time"])
+    rebuilt = as_of.transform(rows.loc[order["row"]].reset_index(drop=True))
+    expected = full.loc[order["index"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rebuilt, expected, obj=f"features of {len(before)} snapshots before the cut")
+    touched = before["customer_id"].isin(reopened_later["customer_id"]) | before["group"].isin(reopened_later["group"])
+    assert touched.sum() > 20, "snapshots whose entities had a ticket closed before the cut and reopened after it"

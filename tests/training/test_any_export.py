@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.sources.mapping import load_mapping
 from features.schema import CANONICAL_COLUMNS
+from features.sources.mapping import load_mapping
 from serving.model_store import PRIORITY_MODEL, load_bundle
 from tests.serving.conftest import AUTH, make_settings
 
