@@ -12,13 +12,15 @@ as-of history index is rebuilt from the bundle's history table (`fit_history`).
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.history import HistoryFeatures
 from features.schema import NORMALIZATION_VERSION, PRIORITY_ORDER, normalize_categories
-from features.snapshots import SNAPSHOT_TIME
+from features.snapshots import LABEL, SNAPSHOT_TIME
 from features.text import TextFeatures
 
 CATEGORICAL_FEATURES = ("channel", "category", "subcategory", "priority", "customer_tier", "group", "status",
@@ -96,6 +98,17 @@ class BuilderParams(_Strict):
     min_category_count: int
     extra_categorical: list[str]
     exclude_features: list[str]
+    target_rate_min_levels: int | None = None
+    target_rate_smoothing: float = 20.0
+
+
+class RateTable(_Strict):
+    """Out-of-fold escalation rates of one categorical's levels (FeatureBuilder.transform_rates)."""
+
+    all: dict[str, float]
+    prior: float
+    folds: list[dict[str, float]]
+    fold_priors: list[float]
 
 
 class BuilderState(_Strict):
@@ -113,15 +126,41 @@ class BuilderState(_Strict):
     # The end of the fitting period (ISO time): the history's prior is read there (None: bundles
     # written before it existed read it over their whole history table).
     history_as_of: str | None = None
+    rates: dict[str, RateTable] = {}
+
+RATE_FOLDS = 5
+
+
+def find_rate_folds(ticket_ids) -> np.ndarray:
+    """Each ticket's fold (0..RATE_FOLDS-1) for out-of-fold rates: CRC-32 of its id, the same everywhere."""
+    return np.fromiter((zlib.crc32(str(t).encode("utf-8")) % RATE_FOLDS for t in ticket_ids), dtype=np.int64,
+                       count=len(ticket_ids))
+
+
+def fit_rates(values: pd.Series, y: np.ndarray, folds: np.ndarray, smoothing: float) -> dict:
+    """Smoothed escalation rate per level, (n_escalated + smoothing * prior) / (n + smoothing), on all the
+    training rows and, per fold, on the other folds' rows only (out-of-fold target statistics)."""
+    def rates(mask: np.ndarray) -> tuple[dict[str, float], float]:
+        prior = float(y[mask].mean()) if mask.any() else 0.0
+        stats = pd.DataFrame({"v": values[mask].to_numpy(), "y": y[mask]}).dropna().groupby("v")["y"].agg(
+            ["sum", "count"])
+        table = (stats["sum"] + smoothing * prior) / (stats["count"] + smoothing)
+        return {str(k): float(v) for k, v in table.items()}, prior
+
+    everything, prior = rates(np.ones(len(y), dtype=bool))
+    per_fold = [rates(folds != k) for k in range(RATE_FOLDS)]
+    return {"all": everything, "prior": prior, "folds": [t for t, _ in per_fold], "fold_priors": [p for _, p in per_fold]}
 
 
 class FeatureBuilder:
-    """Learns category vocabularies, the text embedding and the as-of history table."""
+    """Learns category vocabularies, the text embedding, the as-of history table and, for
+    high-cardinality categoricals, out-of-fold escalation rates per level."""
 
     def __init__(self, history_windows_days=(7, 30, 90), history_smoothing: float = 20.0, text_enabled: bool = True,
                  text_params: dict | None = None, max_categories: int = 60, seed: int = 42,
                  min_category_count: int = 1, extra_categorical: list[str] | tuple[str, ...] = (),
-                 exclude_features: list[str] | tuple[str, ...] = ()):
+                 exclude_features: list[str] | tuple[str, ...] = (), target_rate_min_levels: int | None = None,
+                 target_rate_smoothing: float = 20.0):
         self.history_windows_days = list(history_windows_days)
         self.history_smoothing = history_smoothing
         self.text_enabled = text_enabled
@@ -132,6 +171,10 @@ class FeatureBuilder:
         self.min_category_count = min_category_count
         self.extra_categorical = list(extra_categorical)
         self.exclude_features = list(exclude_features)
+        # A categorical with at least this many training levels also gets `<column>_rate`: its level's
+        # escalation rate, out of fold on the training period's tickets (None = never).
+        self.target_rate_min_levels = target_rate_min_levels
+        self.target_rate_smoothing = float(target_rate_smoothing)
 
     def fit(self, snapshots: pd.DataFrame, tickets: pd.DataFrame) -> FeatureBuilder:
         """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log.
@@ -148,6 +191,14 @@ class FeatureBuilder:
                 self.categories_[column] = sorted(counts.index[: self.max_categories].tolist())
         self.history_as_of_ = pd.Timestamp(snapshots["created_at"].max()) if len(snapshots) else None
         self.fit_history(tickets)
+        self.rates_: dict[str, dict] = {}
+        if self.target_rate_min_levels is not None and LABEL in snapshots:
+            folds = find_rate_folds(snapshots["ticket_id"].to_numpy())
+            y = snapshots[LABEL].to_numpy(dtype="float64")
+            for column in self.categories_:
+                values = self._category_values(snapshots, column)
+                if values.nunique() >= self.target_rate_min_levels:
+                    self.rates_[column] = fit_rates(values, y, folds, self.target_rate_smoothing)
         self.text_ = TextFeatures(seed=self.seed, **self.text_params).fit(snapshots) if self.text_enabled else None
         every = set(self._transform_all(snapshots.head(1)).columns) | set(CATEGORICAL_FEATURES)
         unknown = sorted(set(self.exclude_features) - every)
@@ -164,7 +215,8 @@ class FeatureBuilder:
                   "categories": self.categories_, "feature_names": list(self.feature_names_), "text": text_values,
                   "category_normalization": getattr(self, "category_normalization_", 0),
                   "history_as_of": (None if getattr(self, "history_as_of_", None) is None
-                                    else self.history_as_of_.isoformat())}
+                                    else self.history_as_of_.isoformat()),
+                  "rates": getattr(self, "rates_", {})}
         return BuilderState.model_validate(values).model_dump(mode="json"), {
             f"text_{name}": array for name, array in text_arrays.items()}
 
@@ -182,6 +234,7 @@ class FeatureBuilder:
         builder.categories_ = {column: list(levels) for column, levels in state.categories.items()}
         builder.category_normalization_ = state.category_normalization
         builder.history_as_of_ = None if state.history_as_of is None else pd.Timestamp(state.history_as_of)
+        builder.rates_ = {column: table.model_dump() for column, table in state.rates.items()}
         builder.text_ = None
         if state.text is not None:
             text_arrays = {k.removeprefix("text_"): v for k, v in arrays.items() if k.startswith("text_")}
@@ -209,10 +262,34 @@ class FeatureBuilder:
         excluded = self.exclude_features
         return frame.drop(columns=excluded, errors="ignore") if excluded else frame
 
+    def transform_rates(self, snapshots: pd.DataFrame) -> pd.DataFrame:
+        """`<column>_rate` per high-cardinality categorical: tickets opened in the training period
+        (created_at up to `history_as_of_`) get their fold's out-of-fold rate, later ones the rate
+        over all training rows; a level not seen in training gets the prior."""
+        rates = getattr(self, "rates_", {})
+        out = pd.DataFrame(index=snapshots.index)
+        if not rates:
+            return out
+        created = pd.to_datetime(snapshots["created_at"], utc=True)
+        inside = (created <= self.history_as_of_).fillna(False).to_numpy(dtype=bool)
+        folds = find_rate_folds(snapshots["ticket_id"].to_numpy()) if inside.any() else None
+        for column, table in rates.items():
+            values = (self._category_values(snapshots, column) if column in snapshots
+                      else pd.Series(pd.NA, index=snapshots.index, dtype="string"))
+            result = values.map(table["all"]).astype("float64").fillna(table["prior"]).to_numpy(copy=True)
+            for k in range(RATE_FOLDS) if folds is not None else ():
+                chosen = inside & (folds == k)
+                if chosen.any():
+                    result[chosen] = (values[chosen].map(table["folds"][k]).astype("float64")
+                                      .fillna(table["fold_priors"][k]).to_numpy())
+            out[f"{column}_rate"] = result
+        return out
+
     def _transform_all(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         parts = [compute_ticket_features(snapshots), self.history_.transform(snapshots)]
         if self.text_ is not None:
             parts.append(self.text_.transform(snapshots))
+        parts.append(self.transform_rates(snapshots))
         # float32 halves the matrix; LightGBM bins features anyway, so nothing is lost.
         frame = pd.concat([part.astype("float32") for part in parts], axis=1)
         for column, categories in self.categories_.items():

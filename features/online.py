@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import zlib
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -18,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 from cachetools import LRUCache
 
-from features.build import COUNTER_FEATURES, MISSING, TICKET_FEATURES, UNSEEN, FeatureBuilder
+from features.build import COUNTER_FEATURES, MISSING, RATE_FOLDS, TICKET_FEATURES, UNSEEN, FeatureBuilder
 from features.history import ENTITIES
 from features.schema import (
     CATEGORICAL_COLUMNS,
@@ -74,6 +75,11 @@ class OnlineFeatures:
         self.text_columns = [self.position[n] for n in self.text.feature_names_] if self.text is not None else []
         # (feature position, column, whether it is the priority) of each categorical column
         self.category_slots = [(self.position[c], c, c == "priority") for c in self.categories]
+        # (feature position, column, rate table) of each out-of-fold rate feature (FeatureBuilder.transform_rates)
+        self.rate_slots = [(self.position[f"{c}_rate"], c, table) for c, table in getattr(builder, "rates_", {}).items()
+                           if f"{c}_rate" in self.position]
+        cutoff = getattr(builder, "history_as_of_", None)
+        self.rate_cutoff_ns = _ns(cutoff.to_pydatetime()) if self.rate_slots and cutoff is not None else None
         # A ticket's subject and description stay the same across its updates, and the latest
         # customer message changes only when the customer writes, so most calls repeat a text
         # this worker has already scored. Keys are digests: memory does not grow with text length.
@@ -141,6 +147,10 @@ class OnlineFeatures:
         out[:, self.history_columns] = np.column_stack([history[name] for name in self.history_names])
         if self.text is not None:
             out[:, self.text_columns] = self.text_features(ticket_texts, last_messages)
+        if self.rate_slots:
+            for i, ticket in enumerate(tickets):
+                for j, value in self.rate_values(ticket):
+                    out[i, j] = value
         # The builder stores features as float32; round the same way, then widen for LightGBM.
         out = out.astype(np.float32).astype(np.float64)
         for column, codes_of in self.categories.items():
@@ -172,6 +182,8 @@ class OnlineFeatures:
             text = self.text_features([ticket_text], [last_message])
             for j, value in zip(self.text_columns, text[0].tolist(), strict=True):
                 values[j] = value
+        for j, value in self.rate_values(ticket) if self.rate_slots else ():
+            values[j] = value
         raw = self.raw_categories(ticket)
         for j, column, _ in self.category_slots:
             value = raw[j]
@@ -194,6 +206,22 @@ class OnlineFeatures:
         return [{"field": field, "value": len(value),
                  "message": f"only the first {limit} of its {len(value)} characters were read"}
                 for field in TEXT_FIELDS if isinstance(value := ticket.get(field), str) and len(value) > limit]
+
+    def rate_values(self, ticket: dict) -> list[tuple[int, float]]:
+        """(feature position, value) of each out-of-fold rate: a ticket opened in the training period
+        reads its fold's table, a later one the table over all training rows (FeatureBuilder.transform_rates)."""
+        created = _parse(ticket["created_at"])
+        fold = None
+        if self.rate_cutoff_ns is not None and _ns(created) <= self.rate_cutoff_ns:
+            fold = zlib.crc32(str(ticket["ticket_id"]).encode("utf-8")) % RATE_FOLDS
+        raw = self.raw_categories(ticket)  # the categorical values in training's normal form
+        out = []
+        for j, column, table in self.rate_slots:
+            value = raw.get(self.position[column])
+            rates, prior = (table["all"], table["prior"]) if fold is None else (table["folds"][fold],
+                                                                                 table["fold_priors"][fold])
+            out.append((j, prior if value is None else rates.get(str(value), prior)))
+        return out
 
     def raw_categories(self, ticket: dict) -> dict[int, object]:
         """The ticket's own values of the categorical columns, by feature position (None = missing)."""

@@ -90,6 +90,10 @@ class FeatureParams(_Section):
     max_categories: int = Field(60, ge=1)    # levels kept per categorical, most frequent first
     min_category_count: int = Field(1, ge=1)  # rarer levels in the training period count as missing
     exclude: list[str] = []                  # built-in features not to use (e.g. drifting as-of rates)
+    # High-cardinality categoricals (at least this many training levels; null = none) also get
+    # `<column>_rate`: the level's escalation rate, out of fold (5 folds by ticket) on the training period.
+    target_rate_min_levels: int | None = Field(None, ge=2)
+    target_rate_smoothing: float = Field(20, ge=0)
 
 
 class ModelParams(_Section):

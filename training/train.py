@@ -440,6 +440,8 @@ def make_feature_builder(params: Params) -> FeatureBuilder:
         # auto without a mapping (a canonical log): no extra columns are features
         extra_categorical=[] if params.features.extra_categorical == "auto" else params.features.extra_categorical,
         exclude_features=params.features.exclude,
+        target_rate_min_levels=params.features.target_rate_min_levels,
+        target_rate_smoothing=params.features.target_rate_smoothing,
         seed=params.seed,
     )
 

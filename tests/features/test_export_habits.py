@@ -4,6 +4,7 @@ zero-padded ids, extras as features; and init-mapping's draft."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -240,3 +241,48 @@ def test_draft_refuses_what_is_not_one_row_per_update():
 def test_shipped_mappings_still_load():
     for name in ("servicenow", "example_helpdesk", "example_group_changes"):
         assert load_mapping(name).closing_statuses
+
+
+# --- high-cardinality categoricals: out-of-fold rates, the same online ---------------------------
+
+def test_out_of_fold_rates_hide_a_tickets_own_label_and_serve_identically():
+    from features.build import FeatureBuilder, find_rate_folds
+    from features.online import OnlineFeatures
+
+    raw = simulate_export(400, seed=6, months=3, options=ExportOptions(n_products=80))
+    mapping = Mapping.model_validate({
+        "name": "sim", "columns": {"ticket_id": "Incident ID", "event_time": "Changed At",
+                                   "status": ["Status", "Sub Status"], "group": "Team", "category": "Category"},
+        "created_at": "first_event", "closing_statuses": ["Completed / Resolved", "Completed / Closed"],
+        "escalation": {"rule": "level_column", "column": "Support Level", "levels": ["L1", "L2", "L3"]},
+        "extra": {"product": "Product"}, "audit": {"enabled": False}})
+    events = validate_events(apply_mapping(sort_export(raw, mapping), mapping)).events
+    snaps = build_snapshots(events, horizon_hours=None, closed_statuses=mapping.closing_statuses)
+    train = snaps[snaps["created_at"] <= snaps["created_at"].quantile(0.7)]
+    builder = FeatureBuilder(text_enabled=False, extra_categorical=["product"], target_rate_min_levels=30).fit(
+        train, summarize_tickets(events, mapping.closing_statuses))
+    assert "product_rate" in builder.feature_names_ and "category_rate" not in builder.feature_names_
+    features = builder.transform(snaps)
+    # A training ticket's rate comes from the other folds: flipping its own labels changes nothing for it.
+    ticket = train["ticket_id"].iloc[0]
+    flipped = train.assign(escalates=lambda f: np.where(f["ticket_id"] == ticket, 1 - f["escalates"], f["escalates"]))
+    again = FeatureBuilder(text_enabled=False, extra_categorical=["product"], target_rate_min_levels=30).fit(
+        flipped, summarize_tickets(events, mapping.closing_statuses))
+    mine = (snaps["ticket_id"] == ticket).to_numpy()
+    assert (again.transform(snaps)["product_rate"].to_numpy()[mine] == features["product_rate"].to_numpy()[mine]).all()
+    later = (snaps["created_at"] > builder.history_as_of_).to_numpy()
+    table = builder.rates_["product"]
+    expected = snaps.loc[later, "product"].map(table["all"]).astype(float).fillna(table["prior"]).astype("float32")
+    assert (features.loc[later, "product_rate"].to_numpy() == expected.to_numpy()).all(), "later tickets: all rows"
+    assert len(set(find_rate_folds(train["ticket_id"].unique()))) == 5
+    # The service computes the same values from a ticket's JSON, extras included.
+    online = OnlineFeatures(builder)
+    rows = []
+    for row in snaps.head(150).itertuples(index=False):
+        rows.append({"ticket_id": row.ticket_id, "event_time": row.event_time.isoformat(),
+                     "created_at": row.created_at.isoformat(), "status": row.status, "group": row.group,
+                     "category": row.category, "extra": {"product": row.product}})
+    got = online.transform_many(rows)[0][:, online.position["product_rate"]]
+    single = [online.transform_many([r])[0][0, online.position["product_rate"]] for r in rows[:20]]
+    want = features["product_rate"].to_numpy()[:150]
+    assert (got == want).all() and (np.array(single) == want[:20]).all()
