@@ -41,7 +41,7 @@ def generate_data(output_path: Path | None, n_tickets: int, seed: int, fmt: str,
     )
 
 
-@main.command("generate-export")
+@commands.command("generate-export")
 @click.option("--output", "output_path", type=click.Path(path_type=Path), required=True,
               help="CSV to write (.csv or .csv.gz).")
 @click.option("--tickets", "n_tickets", type=click.IntRange(min=10), default=5_000, show_default=True)
@@ -72,7 +72,7 @@ def generate_export(output_path: Path, n_tickets: int, seed: int, months: int, t
     click.echo(f"wrote {len(export):,} updates of {export['Incident ID'].nunique():,} tickets to {output_path}")
 
 
-@main.command("init-mapping")
+@commands.command("init-mapping")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
               help="The export (CSV or Parquet, one row per ticket update).")
 @click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from bundle.model import PRIORITY_MODEL, load_bundle
 from features.schema import CANONICAL_COLUMNS
 from features.sources.mapping import load_mapping
-from serving.model_store import PRIORITY_MODEL, load_bundle
 from tests.serving.conftest import AUTH, make_settings
 
-CLI = [sys.executable, "-m", "training"]
+CLI = [sys.executable, "-m", "cli"]
 EXPORT_TICKETS = 3000
 
 
