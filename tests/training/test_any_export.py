@@ -77,10 +77,10 @@ def test_the_export_trains_end_to_end_without_priority_or_opening_time(walkthrou
     assert metadata["priority_classes"] == [] and not (current / PRIORITY_MODEL).exists()
     assert "product" in metadata["categorical_features"]
     metrics = metadata["metrics"]
-    # Minimum quality on 3,000 simulated tickets (the bench measures larger exports): better than chance
-    # at the first update, the moment an early warning is worth most.
-    assert metrics["test_roc_auc_position_0"] >= 0.62, metrics["test_roc_auc_position_0"]
-    assert metrics["test_roc_auc"] >= 0.62, metrics["test_roc_auc"]
+    # Minimum quality on 3,000 simulated tickets (bench/mapped_export.py measures larger exports): at
+    # least the quality floor, overall and at the first update, the moment a warning is worth most.
+    assert metrics["test_roc_auc"] >= 0.60, metrics["test_roc_auc"]
+    assert metrics["test_roc_auc_position_0"] >= 0.60, metrics["test_roc_auc_position_0"]
     html = (walkthrough["root"] / "reports" / current.resolve().name / "report.html").read_text()
     assert "No priority model" in html
 
