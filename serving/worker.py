@@ -119,8 +119,11 @@ def read_body_first(app, deadlines: ReadDeadlines, max_body_bytes: int, timeout:
         if (0 < declared <= max_body_bytes) or (chunked and not length):
             try:
                 data = environ["wsgi.input"].read(declared if declared else max_body_bytes + 1)
-            except Exception:  # end of file while reading: the deadline, or the client went away
-                data = b""
+            except Exception:
+                if sock is not None and deadlines.finish(sock):  # the deadline cut the body off
+                    deadlines.answered_late.add(sock)
+                    return timed_out(start_response)
+                raise  # bad chunking or the client went away: gunicorn answers (JSON, handle_error)
             environ["wsgi.input"] = io.BytesIO(data)
         if sock is not None and deadlines.finish(sock):
             deadlines.answered_late.add(sock)

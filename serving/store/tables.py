@@ -60,10 +60,11 @@ class TicketRow(Base):
     features: Mapped[dict | None] = mapped_column(JSON)  # the latest score's feature values
 
     __table_args__ = (
-        Index("ix_tickets_queue", "is_open", "probability"),
-        Index("ix_tickets_group", "group_name"),
-        Index("ix_tickets_agent", "agent_id"),
-        Index("ix_tickets_category", "category"),
+        Index("ix_tickets_queue", "is_open", "probability", "ticket_id"),
+        Index("ix_tickets_group", "group_name", "is_open", "probability", "ticket_id"),
+        Index("ix_tickets_agent", "agent_id", "is_open", "probability", "ticket_id"),
+        Index("ix_tickets_category", "category", "is_open", "probability", "ticket_id"),
+        Index("ix_tickets_band", "band", "is_open", "probability", "ticket_id"),
         Index("ix_tickets_last_event_time", "last_event_time"),
     )
 

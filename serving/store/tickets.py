@@ -162,6 +162,10 @@ class TicketStore:
             EVENTS.c.dedupe_key.in_(bindparam("keys", expanding=True)))
         self._score_for_event = (select(SCORES.c.response).where(SCORES.c.event_id == bindparam("event_id"))
                                  .order_by(SCORES.c.id).limit(1))
+        # Highest risk first, unscored last: SQLite sorts NULL lowest, so DESC alone puts them last and the
+        # queue indexes serve the order; PostgreSQL needs NULLS LAST said.
+        probability = TICKETS.c.probability.desc()
+        self._queue_order = (probability.nulls_last() if self.postgres else probability, TICKETS.c.ticket_id.desc())
         self._no_score = {"probability": None, "band": None, "escalate_now": None, "scored_at": None,
                           "model_version": None, "features": None}
         dialect_insert = postgresql_insert if self.postgres else sqlite_insert
@@ -521,7 +525,7 @@ class TicketStore:
         with Session(self.engine) as session:
             rows = session.execute(
                 select(*columns).where(where)
-                .order_by(TicketRow.probability.desc().nulls_last(), TicketRow.ticket_id).limit(limit).offset(offset)
+                .order_by(*self._queue_order).limit(limit).offset(offset)
             ).all()
             total = session.execute(select(func.count()).select_from(TicketRow).where(where)).scalar_one()
         tickets = [{"ticket_id": r.ticket_id, "probability": r.probability, "band": r.band,

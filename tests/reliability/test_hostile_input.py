@@ -70,7 +70,8 @@ def hostile_cases(ticket: dict) -> list[tuple[str, bytes, str, set[int]]]:
         ("tickets not a list", as_json({"tickets": t}), "application/json", {422}),
         ("empty batch", as_json({"tickets": []}), "application/json", {422}),
         ("batch over the limit", as_json({"tickets": [t] * 51}), "application/json", {422}),
-        ("batch with one bad ticket", as_json({"tickets": [t, {**t, "created_at": None}, t]}), "application/json", {422}),
+        # the good tickets of a batch are scored; the bad one is named in `errors` (issue 16)
+        ("batch with one bad ticket", as_json({"tickets": [t, {**t, "created_at": None}, t]}), "application/json", {200}),
         ("batch of non-objects", as_json({"tickets": [1, "x", None]}), "application/json", {422}),
         ("secret text with a bad field", as_json({**t, "subject": SECRET_TEXT, "description": SECRET_TEXT,
                                                   "created_at": "garbage"}), "application/json", {422}),
@@ -94,6 +95,19 @@ def test_hostile_bodies_get_json_answers_naming_the_problem(client, wire_tickets
     assert len(seen) == len(cases) >= 40
 
 
+def test_batch_with_one_bad_ticket_names_it_and_strict_refuses_all(client, wire_tickets):
+    t = wire_tickets[0]
+    body = {"tickets": [t, {**t, "created_at": None}, t]}
+    partial = client.post("/v1/score", json=body, headers=AUTH)
+    assert partial.status_code == 200
+    payload = partial.get_json()
+    assert len(payload["results"]) == 2
+    assert [(e["index"], e["field"]) for e in payload["errors"]] == [(1, "tickets.1.created_at")] or \
+        [e["index"] for e in payload["errors"]] == [1], payload["errors"]
+    strict = client.post("/v1/score?strict=true", json=body, headers=AUTH)
+    assert strict.status_code == 422 and strict.get_json()["error"]
+
+
 def test_odd_but_valid_tickets_score_as_expected(client, wire_tickets):
     t = wire_tickets[0]
     response = client.post("/v1/score", data=json.dumps(t)[:-1] + ', "ticket_id": "dup-last"}', headers=AUTH,
@@ -103,7 +117,7 @@ def test_odd_but_valid_tickets_score_as_expected(client, wire_tickets):
     assert 0 <= response.get_json()["escalation"]["probability"] <= 1
     response = client.post("/v1/score", json={"tickets": [t] * 50}, headers=AUTH)
     assert response.status_code == 200 and len(response.get_json()["scores"]) == 50
-    body = client.post("/v1/score", json={"tickets": [t, {**t, "created_at": None}]}, headers=AUTH).get_json()
+    body = client.post("/v1/score?strict=true", json={"tickets": [t, {**t, "created_at": None}]}, headers=AUTH).get_json()
     assert [d["field"] for d in body["details"]] == ["tickets.1.created_at"]
     body = client.post("/v1/score", json={"tickets": [t] * 51}, headers=AUTH).get_json()
     assert body["error"] == "batch_too_large"

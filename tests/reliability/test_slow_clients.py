@@ -3,7 +3,6 @@ health under heavy batch load with load shed as JSON 503s, and a reload by conte
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
@@ -30,10 +29,16 @@ def service(serving_models_dir, small_result, tmp_path_factory):
     service.stop()
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
-    response = http.client.HTTPResponse(sock)
-    response.begin()
-    return response.status, dict(response.getheaders()), response.read()
+def read_response(sock: socket.socket, fp=None) -> tuple[int, dict, bytes]:
+    """One response read off the socket (through `fp`, one buffered reader for every response of a
+    connection: a reader per response would lose what it read ahead of the next one)."""
+    fp = fp or sock.makefile("rb")
+    status = int(fp.readline().split()[1])
+    headers = {}
+    while (line := fp.readline()) not in (b"\r\n", b"\n", b""):
+        name, value = line.decode("latin-1").split(":", 1)
+        headers[name.strip().title()] = value.strip()
+    return status, headers, fp.read(int(headers.get("Content-Length", 0)))
 
 
 def open_socket(port: int, timeout: float) -> socket.socket:
@@ -95,7 +100,8 @@ def test_pipelined_requests_are_all_answered_in_order(service, wire_tickets):
     sock = open_socket(service.port, timeout=30)
     try:
         sock.sendall(pipeline)
-        answers = [read_response(sock) for _ in range(4)]
+        fp = sock.makefile("rb")
+        answers = [read_response(sock, fp) for _ in range(4)]
     finally:
         sock.close()
     assert [a[0] for a in answers] == [200, 200, 200, 200]

@@ -43,10 +43,13 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(128)),
         sa.Column("features", sa.JSON),
     )
-    op.create_index("ix_tickets_queue", "tickets", ["is_open", "probability"])
-    op.create_index("ix_tickets_group", "tickets", ["group_name"])
-    op.create_index("ix_tickets_agent", "tickets", ["agent_id"])
-    op.create_index("ix_tickets_category", "tickets", ["category"])
+    # The queue reads open tickets by risk, whole or for one team, agent, category or band: each
+    # index ends in (probability, ticket_id) so a page is an index range, never a sort of the table.
+    op.create_index("ix_tickets_queue", "tickets", ["is_open", "probability", "ticket_id"])
+    op.create_index("ix_tickets_group", "tickets", ["group_name", "is_open", "probability", "ticket_id"])
+    op.create_index("ix_tickets_agent", "tickets", ["agent_id", "is_open", "probability", "ticket_id"])
+    op.create_index("ix_tickets_category", "tickets", ["category", "is_open", "probability", "ticket_id"])
+    op.create_index("ix_tickets_band", "tickets", ["band", "is_open", "probability", "ticket_id"])
     op.create_index("ix_tickets_last_event_time", "tickets", ["last_event_time"])
 
     op.create_table(
