@@ -71,8 +71,9 @@ def zendesk_schemas() -> dict[str, dict]:
                        "detail.created_at is there.",
         "required": ["type", "detail"],
         "properties": {
-            "type": field(STRING, "zen:event-type:ticket.created, .comment_added, .status_changed, "
-                                  ".priority_changed, .group_assignment_changed, .agent_assignment_changed, ..."),
+            "type": field(STRING, ", ".join(f"zen:event-type:ticket.{kind}" for kind in (
+                "created", "comment_added", "status_changed", "priority_changed", "group_assignment_changed",
+                "agent_assignment_changed")) + "; any other ticket.* type is read from detail (the ticket as it stands)"),
             "id": field(STRING, "the event's id -> source_event_id"),
             "time": field(TIME, "-> event_time"),
             "subject": field(STRING, "zen:ticket:<id>"),
@@ -107,7 +108,7 @@ def servicenow_schemas() -> dict[str, dict]:
                        "sysparm_display_value=false (raw codes, sys_id references {value, link}, times in UTC "
                        "as yyyy-MM-dd HH:mm:ss), =true (labels such as \"2 - High\", references {display_value, "
                        "link}, times in the API user's date format and time zone: ESCALATION_RISK_SERVICENOW_"
-                       "DATE_FORMATS, _TIME_ZONE) or =all ({value, display_value} pairs: times from `value`, "
+                       "DATE_FORMATS, _TIME_ZONE) or sysparm_display_value=all ({value, display_value} pairs: times from `value`, "
                        "references in the form the model was trained on: ESCALATION_RISK_SERVICENOW_REFERENCES, "
                        "default display_value). A record without opened_at is an update carrying only what "
                        "changed (a business rule's outbound message): a partial event, which needs the ticket "

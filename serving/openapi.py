@@ -250,10 +250,10 @@ code { background: #f4f4f4; padding: 0 .2rem; }
 {% if op.security == [] %}(no key needed){% endif %}</p>
 {% if op.description %}<p>{{ op.description }}</p>{% endif %}
 {% if op.parameters %}<p>Parameters: {% for p in op.parameters %}<code>{{ p.name }}</code> ({{ p["in"] }}{% if p.description %}: {{ p.description }}{% endif %}){{ "; " if not loop.last }}{% endfor %}</p>{% endif %}
-{% if op.requestBody %}<p>Body: {{ schema_names(op.requestBody.content["application/json"].schema) }}</p>
-{% for name, example in (op.requestBody.content["application/json"].examples or {}).items() %}
+{% if op.requestBody %}{% for media, body in op.requestBody.content.items() %}<p>Body ({{ media }}): {{ schema_names(body.schema) }}</p>
+{% for name, example in (body.examples or {}).items() %}
 <details id="example-{{ name }}"><summary>Example: {{ example.summary }}</summary><pre>{{ to_json(example.value) }}</pre></details>
-{% endfor %}{% endif %}
+{% endfor %}{% endfor %}{% endif %}
 <table><tr><th>status</th><th>meaning</th><th>body</th></tr>
 {% for code, response in op.responses.items() %}<tr><td>{{ code }}</td><td>{{ response.description }}</td>
 <td>{% for media, body in (response.content or {}).items() %}{{ media }}: {{ schema_names(body.schema) }}{{ "; " if not loop.last }}{% endfor %}</td></tr>

@@ -30,7 +30,8 @@ import pandas as pd
 from distributed import Client, Future, LocalCluster, get_worker
 from scipy.special import logsumexp
 
-from bundle import report
+from bundle import health, report
+from bundle.model import apply_calibration
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
 from features.schema import ValidationResult, check_reject_share, parse_times, validate_events
@@ -466,6 +467,10 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         sample = (train_x if share >= 1 else train_x.sample(frac=share, random_state=params.seed)).compute()
         logistic = fit_logistic_baseline(sample[names], sample[LABEL].to_numpy(), builder.categorical_features_,
                                          params.seed)
+        # The same sample of training rows is the drift reference (the service's PSI reads it).
+        reference = health.describe_reference(sample[names], apply_calibration(calibration, raw_valid),
+                                              params.monitoring.psi_bins, params.monitoring.reference_rows,
+                                              params.seed)
         # Release the persisted training and validation features before the test period is built.
         del sample, fit, train_x, valid_x
         escalation = escalation.to_local()
@@ -514,5 +519,6 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         confusion=confusion,
         test_scores=test_scores,
         timings=timings,
+        reference=reference,
         driver_values=scored[[c for c in scored.columns if c.startswith(("value__", "contribution__"))]],
     )

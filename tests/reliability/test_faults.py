@@ -183,7 +183,9 @@ def test_sigterm_during_load_lets_in_flight_requests_complete(serving_models_dir
     from tests.reliability.conftest import make_models_dir
 
     models = make_models_dir(tmp_path / "models", serving_models_dir, small_result)
-    service = start_service(service_env(models, ESCALATION_RISK_MAX_BATCH="1000",
+    # Admission control would shed some of the 8 batches with 503 (tests/reliability/test_slow_clients.py covers
+    # that); here every one must be admitted so that SIGTERM meets requests in flight.
+    service = start_service(service_env(models, ESCALATION_RISK_MAX_BATCH="1000", ESCALATION_RISK_SCORING_SLOTS="8",
                                         ESCALATION_RISK_MAX_BODY_BYTES=str(32 * 2**20)), tmp_path / "gunicorn.log")
     batch = {"tickets": (wire_tickets * (1000 // len(wire_tickets) + 1))[:1000]}
     load = LoadRun(service.port, [batch], AUTH, concurrency=8, total=8)

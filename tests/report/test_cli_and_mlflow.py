@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from bundle.report import REPORT_FILES, write_report
+from bundle.report import REPORT_FILES, REPORT_SOURCE, write_report
 from features.settings import Settings
 from tests.report.conftest import VERSION
 from training.packaging import make_version, write_bundle
@@ -29,7 +29,7 @@ def test_report_command_regenerates_from_the_bundle(report_models_dir, report_js
     assert result.returncode == 0, result.stderr
     written = tmp_path / "reports" / VERSION
     assert "report: " in result.stdout and "bytes" in result.stdout
-    assert sorted(p.name for p in written.iterdir()) == sorted(REPORT_FILES)
+    assert sorted(p.name for p in written.iterdir()) == sorted((*REPORT_FILES, REPORT_SOURCE))
     again = json.loads((written / "report.json").read_text())
     assert again["metrics"] == report_json["metrics"] and again["capacity"] == report_json["capacity"]
 
@@ -48,7 +48,7 @@ def test_report_is_logged_with_its_run_and_matches_the_runs_metrics(small_result
     registration = log_and_register(small_result, bundle_dir, settings, params_path, small_events_path, report_dir)
     client = MlflowClient(settings.resolved_tracking_uri)
     logged = {a.path for a in client.list_artifacts(registration.run_id, "report")}
-    assert {f"report/{name}" for name in REPORT_FILES} == logged
+    assert {f"report/{name}" for name in (*REPORT_FILES, REPORT_SOURCE)} == logged
     local = client.download_artifacts(registration.run_id, "report/report.json", str(tmp_path / "dl"))
     report = json.loads(Path(local).read_text())
     run_metrics = client.get_run(registration.run_id).data.metrics

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bundle.report import CAPACITY_SHARES, REPORT_FILES, SEGMENTS
+from bundle.report import CAPACITY_SHARES, REPORT_FILES, REPORT_SOURCE, SEGMENTS
 
 
 def test_metrics_match_training(report_json, small_result):
@@ -122,7 +122,7 @@ def test_html_is_self_contained_and_shows_the_same_numbers(report_html, report_j
 
 def test_csv_copies_match_the_json(report_written, report_json):
     folder = report_written["dir"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(REPORT_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted((*REPORT_FILES, REPORT_SOURCE))
     capacity = pd.read_csv(folder / "capacity.csv")
     np.testing.assert_allclose(capacity["share_of_escalations_caught"],
                                [r["share_of_escalations_caught"] for r in report_json["capacity"]])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bundle.case_mix import CASE_MIX_DATA, CASE_MIX_MODEL
 from bundle.model import MANIFEST, load_bundle
 from features.schema import CANONICAL_COLUMNS
 from training.packaging import make_version, write_bundle
@@ -78,7 +79,9 @@ def test_dask_split_and_features_equal_the_single_machine_path(dask_bundle, smal
     test = small_result.snapshots[small_result.snapshots.split == "test"].head(800)
     ours = dask_bundle.builder.transform(test)
     theirs = small_result.builder.transform(test)
-    pd.testing.assert_frame_equal(ours, theirs)
+    # The text embedding's SVD runs on a float32 TF-IDF matrix: rows gathered from the partitions in
+    # another order move its components in the 5th significant digit, nothing else changes.
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=1e-4, atol=1e-7)
     history = [c for c in ours.columns if c.endswith(("_past_tickets", "_escalation_rate", "_tickets_30d"))]
     assert len(history) >= 6 and ours[history].to_numpy().any()
 
@@ -87,7 +90,8 @@ def test_dask_bundle_has_the_single_machine_layout(dask_bundle, small_result, tm
     single = write_bundle(small_result, tmp_path, make_version(small_result))
     ours = json.loads((dask_bundle.path / MANIFEST).read_text())["sha256"]
     theirs = json.loads((single / MANIFEST).read_text())["sha256"]
-    assert set(ours) == set(theirs)
+    # The case-mix model (report's against-case-mix tables) is fitted on one machine only.
+    assert set(ours) == set(theirs) - {CASE_MIX_MODEL, CASE_MIX_DATA}
     assert dask_bundle.metadata["features"] == small_result.builder.feature_names_
     assert 0 < dask_bundle.escalation_model.num_trees() < small_result.params.escalation_model.n_estimators
     # Early-stopped on the workers: the bundle keeps the best round, recorded as on one machine.
