@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.schema import CATEGORICAL_COLUMNS, normalize_category
+from features.schema import CATEGORICAL_COLUMNS, normalize_categories, normalize_category
 
 # Entities are taken from each ticket's FIRST update: whoever it was later handed to is
 # not known when the ticket is opened.
@@ -31,9 +31,11 @@ _DAY = 86400
 
 
 def mark_closing(status: pd.Series, closed_statuses: tuple[str, ...] | list[str]) -> pd.Series:
-    """Per row, whether the status is one of the closing statuses (trimmed, any case)."""
-    wanted = {str(s).strip().lower() for s in closed_statuses}
-    return status.astype("string").str.strip().str.lower().isin(wanted).fillna(False).astype(bool)
+    """Per row, whether the status is one of the closing statuses, both compared in normal form
+    (features.schema.normalize_category): "Done / Closed" as a mapping writes it matches the raw
+    export's "Done / Closed" (the audit) and the validated log's "done_/_closed" (the snapshots)."""
+    wanted = {normal for s in closed_statuses if (normal := normalize_category(s)) is not None}
+    return normalize_categories(status).isin(wanted).fillna(False).astype(bool)
 
 
 def find_level_rises(events: pd.DataFrame) -> np.ndarray:

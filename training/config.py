@@ -242,10 +242,12 @@ def adopt_mapping(params: Params, closing_statuses: list[str], feature_extras: l
     when `features.extra_categorical` is auto. Raises ParamsError when the params file defines
     other closing statuses than the mapping (two definitions of "closed" cannot both hold)."""
     given = params.snapshots.closed_statuses
-    mine = [str(s) for s in closing_statuses]
-    if given is not None and {s.strip().lower() for s in given} != {s.strip().lower() for s in mine}:
+    # In normal form, as the validated log's statuses and the params file's (SnapshotParams).
+    mine = [normal for s in closing_statuses if (normal := normalize_category(s)) is not None]
+    if given is not None and set(given) != set(mine):
         raise ParamsError(f"the params file's snapshots.closed_statuses {given} differ from the mapping's "
-                          f"closing_statuses {mine}; define the closing statuses once, in the mapping")
+                          f"closing_statuses {list(closing_statuses)}; define the closing statuses once, "
+                          "in the mapping")
     out = params.model_copy(deep=True)
     out.snapshots.closed_statuses = mine
     if out.features.extra_categorical == "auto":

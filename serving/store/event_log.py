@@ -19,7 +19,7 @@ from sqlalchemy import Engine, and_, select
 from sqlalchemy.orm import Session
 
 from features.schema import CANONICAL_COLUMNS
-from serving.store.merge import merge_event
+from serving.store.merge import merge_event, normal_status
 from serving.store.tables import TicketEventRow, TicketRow
 
 EVENT_ID = "event_id"
@@ -47,7 +47,7 @@ def replay_states(engine: Engine, ticket_ids: Iterable[str], closed_statuses: It
                   known_by: datetime | None = None) -> list[dict]:
     """Each ticket's state after each of its events (event-time order), with the event's store id and
     received time; two events at the same event time give one row (the state after both)."""
-    closed = frozenset(str(s).strip().lower() for s in closed_statuses)
+    closed = frozenset(n for s in closed_statuses if (n := normal_status(s)) is not None)
     ids = list(ticket_ids)
     rows: list[dict] = []
     with Session(engine) as session:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.history import summarize_tickets
-from features.schema import SchemaError, validate_events
+from features.history import mark_closing, summarize_tickets
+from features.schema import SchemaError, normalize_categories, validate_events
 from features.snapshots import build_snapshots, find_first_escalations
 from features.sources.draft import DraftError, draft_mapping
 from features.sources.mapping import (
@@ -103,11 +103,25 @@ def test_undeclared_or_numeric_less_levels_are_a_clear_error():
 
 def test_status_and_sub_status_combine_and_one_closing_definition_drives_snapshots():
     events = imported(export(ROWS))
-    assert events["status"].tolist()[:3] == ["Open / New", "Open / Working", "Done / Closed"]
+    # Combined, then in the log's one normal form (issue 16: lower case, separators joined by "_").
+    assert events["status"].tolist()[:3] == ["open_/_new", "open_/_working", "done_/_closed"]
+    # The mapping's closing statuses as users write them are the one definition: they match the
+    # raw export's values (the audit) and the normalised log's (snapshots and history) alike.
     params = adopt_mapping(load_params_default(), ["Done / Closed"], [])
-    assert params.snapshots.closing == ["Done / Closed"]
+    assert params.snapshots.closing == ["done_/_closed"]
+    assert mark_closing(pd.Series(["Done / Closed", "Open / New"]), ["Done / Closed"]).tolist() == [True, False]
+    assert mark_closing(events["status"], ["Done / Closed"]).tolist() == [False, False, True, False, False, False]
     snaps = build_snapshots(events, closed_statuses=params.snapshots.closing, horizon_hours=None)
-    assert "Done / Closed" not in set(snaps["status"]), "a closed update is not a snapshot"
+    assert "done_/_closed" not in set(snaps["status"]), "a closed update is not a snapshot"
+    calm = build_snapshots(events.assign(escalation_level=0), closed_statuses=["Done / Closed"], horizon_hours=None)
+    assert calm["status"].tolist() == ["open_/_new", "open_/_working"], "0007's updates before it closed"
+    assert calm["ticket_id"].eq("0007").all(), "0008 never ends: no label, no snapshot"
+    other = build_snapshots(events.assign(escalation_level=0), closed_statuses=["closed"], horizon_hours=None)
+    assert other.empty, "with another definition of closed, 0007 would never end either"
+    ended = summarize_tickets(events, ["Done / Closed"]).set_index("ticket_id")["ended_at"]
+    assert ended["0007"] == pd.Timestamp("2025-03-03 10:00", tz="UTC") and pd.isna(ended["0008"])
+    assert adopt_mapping(load_params_default().model_copy(update={"snapshots": params.snapshots}),
+                         ["done / CLOSED"], []).snapshots.closing == ["done_/_closed"], "the same statuses, restated"
     conflicting = load_params_default().model_copy(deep=True)
     conflicting.snapshots.closed_statuses = ["closed"]
     with pytest.raises(ParamsError, match="define the closing statuses once"):
@@ -272,7 +286,7 @@ def test_out_of_fold_rates_hide_a_tickets_own_label_and_serve_identically():
     assert (again.transform(snaps)["product_rate"].to_numpy()[mine] == features["product_rate"].to_numpy()[mine]).all()
     later = (snaps["created_at"] > builder.history_as_of_).to_numpy()
     table = builder.rates_["product"]
-    expected = snaps.loc[later, "product"].map(table["all"]).astype(float).fillna(table["prior"]).astype("float32")
+    expected = normalize_categories(snaps.loc[later, "product"]).map(table["all"]).astype(float).fillna(table["prior"]).astype("float32")
     assert (features.loc[later, "product_rate"].to_numpy() == expected.to_numpy()).all(), "later tickets: all rows"
     assert len(set(find_rate_folds(train["ticket_id"].unique()))) == 5
     # The service computes the same values from a ticket's JSON, extras included.
