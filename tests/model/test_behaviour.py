@@ -10,8 +10,6 @@ import copy
 import numpy as np
 import pytest
 
-from features.history import HistoryFeatures
-
 
 def _risk(bundle, tickets) -> np.ndarray:
     return bundle.score(tickets)["escalation_probability"].to_numpy()
@@ -50,9 +48,8 @@ def test_the_agents_name_alone_does_not_change_the_score(bundle, probe_tickets):
     renamed_bundle.builder = copy.copy(bundle.builder)
     table = _history_table(bundle)
     table["agent_id"] = "renamed-" + table["agent_id"].astype("string").str[::-1]
-    renamed_bundle.builder.history_ = HistoryFeatures(
-        bundle.builder.history_windows_days, bundle.builder.history_smoothing
-    ).fit(table)
+    # Rebuilt as the bundle builds it: the prior read at the end of the fitting period (history_as_of_).
+    renamed_bundle.builder.fit_history(table)
     renamed = probe_tickets.copy()
     renamed["agent_id"] = "renamed-" + renamed["agent_id"].astype("string").str[::-1]
     renamed["agent_name"] = "Someone Else"
