@@ -38,6 +38,10 @@ STATUS_BY_ERROR = {
     http_errors.ForbiddenProxyRequest: (403, "Forbidden", "forbidden"),
     http_errors.ConfigurationProblem: (500, "Internal Server Error", "internal_error"),
 }
+# Errors in a chunked body subclass OSError in gunicorn, whose worker then logs a socket error and
+# answers nothing: the body reader answers them itself.
+BODY_ERRORS = tuple(getattr(http_errors, name) for name in (
+    "InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension") if hasattr(http_errors, name))
 PROTOCOL_ERRORS = tuple(getattr(http_errors, name) for name in (
     "InvalidRequestLine", "InvalidRequestMethod", "InvalidHTTPVersion", "InvalidHeader", "InvalidHeaderName",
     "LimitRequestLine", "LimitRequestHeaders", "InvalidProxyLine", "ForbiddenProxyRequest",
@@ -108,6 +112,13 @@ def read_body_first(app, deadlines: ReadDeadlines, max_body_bytes: int, timeout:
                                                ("Content-Length", str(len(body)))])
         return [body]
 
+    def bad_body(start_response, exc: Exception):
+        body = orjson.dumps({"error": "bad_request", "details": [], "request_id": None,
+                             "message": f"Bad Request: {exc}"[:300]})
+        start_response("400 Bad Request", [("Content-Type", "application/json"), ("Connection", "close"),
+                                           ("Content-Length", str(len(body)))])
+        return [body]
+
     def wrapped(environ, start_response):
         sock = environ.get("gunicorn.socket")
         length = environ.get("CONTENT_LENGTH") or ""
@@ -119,11 +130,13 @@ def read_body_first(app, deadlines: ReadDeadlines, max_body_bytes: int, timeout:
         if (0 < declared <= max_body_bytes) or (chunked and not length):
             try:
                 data = environ["wsgi.input"].read(declared if declared else max_body_bytes + 1)
+            except BODY_ERRORS as exc:
+                return bad_body(start_response, exc)  # "Connection: close": the stream cannot be resynchronised
             except Exception:
                 if sock is not None and deadlines.finish(sock):  # the deadline cut the body off
                     deadlines.answered_late.add(sock)
                     return timed_out(start_response)
-                raise  # bad chunking or the client went away: gunicorn answers (JSON, handle_error)
+                raise  # the client went away
             environ["wsgi.input"] = io.BytesIO(data)
         if sock is not None and deadlines.finish(sock):
             deadlines.answered_late.add(sock)

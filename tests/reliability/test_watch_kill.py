@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -80,15 +81,12 @@ def test_kill_9_mid_tick_then_restart(serving_models_dir, small_result, tmp_path
         first.wait()
         mid_tick = count(engine, scored)
         assert 0 < mid_tick < len(tickets), f"killed mid-tick: {mid_tick} of {len(tickets)} re-scored"
-        restarted_at = time.time()
+        restarted_at = datetime.now(UTC)
         second = start_watcher(env, log)
         # the second watcher waits for the dead one's lease to expire, then ticks over every ticket
-        with Session(engine) as session:
-            def done() -> bool:
-                session.expire_all()
-                rows = session.execute(select(TicketRow.scored_at)).scalars().all()
-                return all(r is not None and r.timestamp() >= restarted_at for r in rows)
-            wait_for(done, 600, "the restarted watcher did not re-score every ticket", log)
+        stale = select(func.count()).select_from(TicketRow).where(
+            TicketRow.scored_at.is_(None) | (TicketRow.scored_at < restarted_at))
+        wait_for(lambda: count(engine, stale) == 0, 600, "the restarted watcher did not re-score every ticket", log)
         pending = select(func.count()).select_from(DeliveryRow).where(DeliveryRow.status != "delivered")
         wait_for(lambda: count(engine, pending) == 0, 120, "deliveries still pending", log)
         second.send_signal(signal.SIGTERM)
