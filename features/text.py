@@ -195,7 +195,8 @@ class TextFeatures:
         return _field(snapshots, "last_customer_message", self.max_field_chars)
 
     def fit(self, snapshots: pd.DataFrame) -> TextFeatures:
-        texts = (self.ticket_text(snapshots) + ". " + self.last_message(snapshots)).drop_duplicates()
+        # Sorted: the fit depends on the set of texts, not on the order rows arrive in (one machine or Dask).
+        texts = (self.ticket_text(snapshots) + ". " + self.last_message(snapshots)).drop_duplicates().sort_values()
         if len(texts) > self.max_fit_texts:
             texts = texts.sample(self.max_fit_texts, random_state=self.seed)
         self.terms_: list[str] | None = None

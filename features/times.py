@@ -55,12 +55,17 @@ def detect_day_order(values: pd.Series, column: str) -> bool | None:
         return None
     parts = text.str.extract(NUMERIC_DATE).dropna()
     first, second = parts[0].astype(int), parts[1].astype(int)
-    day_first, month_first = first > 12, second > 12
+    # A value that reads neither way (32/13/2025) proves nothing: its row is rejected when parsed.
+    reads_day_first = first.between(1, 31) & second.between(1, 12)
+    reads_month_first = first.between(1, 12) & second.between(1, 31)
+    day_first, month_first = reads_day_first & ~reads_month_first, reads_month_first & ~reads_day_first
     if day_first.any() and month_first.any():
         raise TimeFormatError(
             f"time column {column!r} mixes dates that read only day-first ({text[day_first.index[day_first]].iloc[0]}) "
             f"and only month-first ({text[month_first.index[month_first]].iloc[0]}); it cannot be read one way. "
             "Fix the export, or give read.time_format")
+    if not (reads_day_first | reads_month_first).any():
+        return None  # no valid numeric date at all: every row is rejected when parsed
     if not (day_first.any() or month_first.any()):
         raise TimeFormatError(
             f"time column {column!r}: dates such as {text.iloc[0]} read two ways (day-first or month-first) and no "

@@ -197,6 +197,12 @@ def test_day_order_one_way_per_column_never_per_row():
         imported(export(undecided))
     events = imported(export(undecided), read={"dayfirst": False})
     assert events["event_time"].iloc[1] == pd.Timestamp("2025-04-11 09:00", tz="UTC")
+    # A value that reads neither way is that row's problem (rejected), not evidence of a second order.
+    corrupt = log.assign(event_time=["03/11/2025 09:00", "32/13/2025 25:61", "13/11/2025 09:00"])
+    result = validate_events(corrupt)
+    assert result.events["event_time"].tolist() == [pd.Timestamp("2025-11-03 09:00", tz="UTC"),
+                                                    pd.Timestamp("2025-11-13 09:00", tz="UTC")]
+    assert len(result.rejects) == 1 and "event_time" in str(result.rejects.iloc[0].to_dict())
 
 
 # --- reading -------------------------------------------------------------------------------------

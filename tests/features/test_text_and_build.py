@@ -64,7 +64,7 @@ def test_fast_embedding_equals_scikit_learn_tfidf_then_svd():
     # scikit-learn's own pipeline, fitted as TextFeatures.fit does (same texts, settings and seed).
     vectorizer = TfidfVectorizer(max_features=20000, ngram_range=(1, 2), min_df=1, sublinear_tf=True,
                                  dtype=np.float32)
-    matrix = vectorizer.fit_transform(pd.Series(combined[:-2]).drop_duplicates().to_numpy(dtype=object))
+    matrix = vectorizer.fit_transform(pd.Series(combined[:-2]).drop_duplicates().sort_values().to_numpy(dtype=object))
     svd = TruncatedSVD(n_components=3, random_state=42).fit(matrix)
     assert text.terms_ == vectorizer.get_feature_names_out().tolist()
     expected = svd.transform(vectorizer.transform(combined))
