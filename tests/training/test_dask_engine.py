@@ -79,7 +79,11 @@ def test_dask_split_and_features_equal_the_single_machine_path(dask_bundle, smal
     test = small_result.snapshots[small_result.snapshots.split == "test"].head(800)
     ours = dask_bundle.builder.transform(test)
     theirs = small_result.builder.transform(test)
-    pd.testing.assert_frame_equal(ours, theirs)
+    # The text embedding's SVD (float32 TF-IDF, unit-length rows, |value| <= 1) runs in the Dask
+    # client's process with its own BLAS threads: sums in another order move values by up to ~2e-5.
+    svd = [c for c in ours.columns if c.startswith("text_svd_")]
+    pd.testing.assert_frame_equal(ours.drop(columns=svd), theirs.drop(columns=svd))
+    np.testing.assert_allclose(ours[svd].to_numpy(), theirs[svd].to_numpy(), rtol=0, atol=1e-4)
     history = [c for c in ours.columns if c.endswith(("_past_tickets", "_escalation_rate", "_tickets_30d"))]
     assert len(history) >= 6 and ours[history].to_numpy().any()
 
