@@ -115,6 +115,12 @@ def history_fields(facts: dict) -> dict:
     }
 
 
+MESSAGE_FIELDS = ("customer_message", "agent_message")
+
+
 def drop_text(fields: dict) -> dict:
-    """`fields` without ticket text (retention): ids, counters, times and codes stay."""
-    return {k: v for k, v in fields.items() if k not in EVENT_TEXT_FIELDS}
+    """`fields` without ticket text (retention): ids, counters, times and codes stay. A message's text
+    becomes "" rather than going: the event still says a message came, so a later replay of the
+    ticket's events (an out-of-order arrival) counts it."""
+    kept = {k: v for k, v in fields.items() if k not in EVENT_TEXT_FIELDS}
+    return kept | {k: "" for k in MESSAGE_FIELDS if fields.get(k) is not None}
