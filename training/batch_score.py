@@ -92,12 +92,12 @@ def score_file_dask(input_path: Path, output_path: Path, bundle: ModelBundle, cl
 
     Returns the summary counts (as summarize_scores), not the scores.
     """
-    from training.dask_train import read_event_log_dask
+    from training.dask_train import SHUFFLE_METHOD, read_event_log_dask
 
     events = read_event_log_dask(input_path)
     n_partitions = max(events.npartitions, 2 * len(client.scheduler_info()["workers"]))
     if "ticket_id" in events.columns:
-        events = events.shuffle(on="ticket_id", npartitions=n_partitions)
+        events = events.shuffle(on="ticket_id", npartitions=n_partitions, shuffle_method=SHUFFLE_METHOD)
     empty = make_empty_scores(bundle)
     # The bundle travels once to each worker, so workers need no access to the models folder.
     scored = events.map_partitions(score_latest, client.scatter(bundle, broadcast=True), empty, meta=empty)

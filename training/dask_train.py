@@ -68,6 +68,10 @@ PRIORITY_CODE = "_priority_code"
 CREATED = "created_at"
 TICKET_ROWS = "ticket_rows"
 EVAL_METRIC = {"binary": "binary_logloss", "multiclass": "multi_logloss"}
+# The task-based shuffle, not distributed's default P2P: P2P failed once in four runs on a 2-core
+# machine ("P2P ... failed during unpack phase") on the same data; the task graph shuffle has no such
+# phase and keeps every partition a plain task result.
+SHUFFLE_METHOD = "tasks"
 
 
 @contextmanager
@@ -81,6 +85,7 @@ def open_client(scheduler_address: str | None = None, n_workers: int = 2, thread
     with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
                       memory_limit=memory_limit, dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
+
 
 
 def read_event_log_dask(events_path: Path, blocksize: str = "64MB") -> dd.DataFrame:
@@ -374,7 +379,7 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         n_partitions = n_partitions or max(raw.npartitions, 2 * len(client.scheduler_info()["workers"]))
         raw = raw.assign(**{SOURCE_ROW: 1})
         raw[SOURCE_ROW] = raw[SOURCE_ROW].cumsum() - 1
-        raw = raw.shuffle(on="ticket_id", npartitions=n_partitions)
+        raw = raw.shuffle(on="ticket_id", npartitions=n_partitions, shuffle_method=SHUFFLE_METHOD)
         shutil.rmtree(snapshots_path, ignore_errors=True)
         snapshots_path.mkdir(parents=True)
         jobs = [dask.delayed(prepare_partition)(part, params, data_end, snapshots_path, i)
