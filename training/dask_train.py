@@ -87,7 +87,6 @@ def open_client(scheduler_address: str | None = None, n_workers: int = 2, thread
         yield client
 
 
-
 def read_event_log_dask(events_path: Path, blocksize: str = "64MB") -> dd.DataFrame:
     """Parquet (a file's row groups or a folder's files become partitions) or CSV blocks, all as text for CSV."""
     events_path = Path(events_path)
