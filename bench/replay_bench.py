@@ -54,7 +54,8 @@ def main() -> None:
     for round_ in range(args.rounds):
         for tick in ticks:
             began = time.perf_counter()
-            run = replay_history(events, ModelHolder(settings), policy, settings, parse_duration(tick))
+            run = replay_history(events, ModelHolder(settings, settings.watch_text_cache_entries), policy, settings,
+                                 parse_duration(tick))
             wall = time.perf_counter() - began  # store set-up and model load included
             results[tick].append((wall, len(run.tick_times), len(run.observations)))
             print(f"round {round_ + 1} tick {tick:>4}: {wall:7.1f} s, {run.n_events / wall:8,.0f} events/s, "

@@ -245,20 +245,28 @@ class HistoryFeatures:
         codes = self.indexes_[entity].codes
         return np.array([-1 if v is None else codes.get(v, -1) for v in values], dtype="int64")
 
-    def transform_arrays(self, t: np.ndarray, own_created: np.ndarray,
-                         codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def transform_arrays(self, t: np.ndarray, own_created: np.ndarray, codes: dict[str, np.ndarray],
+                         live: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+                         ) -> dict[str, np.ndarray]:
         """The features in feature_names_ order from snapshot seconds, the snapshot's own ticket's
-        created second (NaN when unknown) and each entity's codes; serving calls this directly."""
+        created second (NaN when unknown) and each entity's codes; serving calls this directly.
+        `live`: a LiveHistory's overlays as sorted arrays (LiveHistory.arrays), counted on top of the
+        fitted index with the arithmetic of transform_one, so a batch gets transform_one's values."""
         out: dict[str, np.ndarray] = {}
+        empty = np.zeros(0, dtype=np.int64)
         for entity in ENTITIES:
             index = self.indexes_[entity]
             known = codes[entity] >= 0
             base = np.where(known, codes[entity], 0) * _SPAN
+            live_created, live_ended, live_escalated = live[entity] if live is not None else (empty, empty, empty)
 
-            def opened_between(start: np.ndarray, end: np.ndarray, index=index, base=base, known=known) -> np.ndarray:
+            def opened_between(start: np.ndarray, end: np.ndarray, index=index, base=base, known=known,
+                               live_created=live_created) -> np.ndarray:
                 """Other tickets of the entity opened in [start, end)."""
-                keys = index.created_keys
-                n = keys.searchsorted(base + end, side="left") - keys.searchsorted(base + start, side="left")
+                n = np.zeros(len(t), dtype=np.int64)
+                for keys in (index.created_keys, live_created):
+                    if len(keys):
+                        n += keys.searchsorted(base + end, side="left") - keys.searchsorted(base + start, side="left")
                 own = (own_created >= start) & (own_created < end)
                 return np.where(known, n - own, 0)
 
@@ -266,6 +274,12 @@ class HistoryFeatures:
             hi = index.ended_keys.searchsorted(base + t, side="left")
             n_ended = np.where(known, index.ended_counts[hi] - index.ended_counts[lo], 0)
             n_escalated = np.where(known, index.ended_escalations[hi] - index.ended_escalations[lo], 0)
+            if len(live_ended):
+                n_ended = n_ended + np.where(known, live_ended.searchsorted(base + t, side="left")
+                                             - live_ended.searchsorted(base, side="left"), 0)
+            if len(live_escalated):
+                n_escalated = n_escalated + np.where(known, live_escalated.searchsorted(base + t, side="left")
+                                                     - live_escalated.searchsorted(base, side="left"), 0)
             out[f"{entity}_past_tickets"] = n_ended
             denominator = n_ended + self.smoothing
             out[f"{entity}_escalation_rate"] = np.divide(
@@ -284,11 +298,12 @@ class HistoryFeatures:
                 out["agent_tickets_total"] = opened_between(zero, t)
                 out["agent_open_tickets"] = out["agent_tickets_total"] - n_ended
                 # Days since the agent's first ticket: tenure, as far as the log can tell.
-                first = index.created_keys.searchsorted(base, side="left")
-                # An export without agents (left out by the audit) has no keys at all.
-                padded = index.created_keys if len(index.created_keys) else np.zeros(1, dtype="int64")
-                first_key = padded[np.minimum(first, len(padded) - 1)]
-                seen = known & (first < len(index.created_keys)) & (first_key < base + t)
+                first_key, has_first = _first_at_or_after(index.created_keys, base)
+                if len(live_created):
+                    live_key, has_live = _first_at_or_after(live_created, base)
+                    use_live = has_live & (~has_first | (live_key < first_key))
+                    first_key, has_first = np.where(use_live, live_key, first_key), has_first | has_live
+                seen = known & has_first & (first_key < base + t)
                 out["agent_days_seen"] = np.where(seen, (t - (first_key - base)) / 86400.0, 0.0)
             elif entity == "group":
                 out["group_tickets_7d"] = opened_between(t - 7 * 86400, t)
@@ -411,6 +426,8 @@ class LiveHistory:
         self.ended_escalated = {entity: SortedList() for entity in ENTITIES}
         self.facts: dict[str, tuple] = {}
         self.ticket_created: dict[str, int] = {}
+        self.version = 0  # bumped by every change of the overlays; arrays() rebuilds on a new one
+        self._arrays: tuple[int, dict] | None = None
         self.base_created = set(history.ticket_created_.index.tolist())
         self.base_unended: dict[str, tuple] = {}
         if base_tickets is not None:
@@ -490,6 +507,7 @@ class LiveHistory:
                         if escalated:
                             self.ended_escalated[entity].add(ended_key)
                 self.facts[ticket_id] = facts
+                self.version += 1
                 if ticket_id not in self.base_created:
                     self.ticket_created[ticket_id] = facts[0]
 
@@ -504,6 +522,18 @@ class LiveHistory:
             self.ticket_created.clear()
             self.gaps.clear()
             self.seq = 0
+            self.version += 1
+
+    def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The overlays as sorted int64 arrays per entity (created, ended, ended escalated), for
+        HistoryFeatures.transform_arrays; built again only after the overlays changed."""
+        with self.lock:
+            if self._arrays is None or self._arrays[0] != self.version:
+                self._arrays = (self.version, {
+                    entity: tuple(np.fromiter(overlay[entity], dtype=np.int64, count=len(overlay[entity]))
+                                  for overlay in (self.created, self.ended, self.ended_escalated))
+                    for entity in ENTITIES})
+            return self._arrays[1]
 
     def sync(self, now: float | None = None, read_since=None) -> None:
         """Apply the store's history rows this process has not seen yet (no-op without a store).
@@ -533,6 +563,14 @@ class LiveHistory:
                     break
             for seq in [s for s, first in self.gaps.items() if now - first > self.gap_seconds]:
                 del self.gaps[seq]  # rolled back: never coming
+
+
+def _first_at_or_after(keys: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the first key >= each base, whether there is one) in sorted `keys`."""
+    at = keys.searchsorted(base, side="left")
+    # An export without agents (left out by the audit) has no keys at all.
+    padded = keys if len(keys) else np.zeros(1, dtype="int64")
+    return padded[np.minimum(at, len(padded) - 1)], at < len(keys)
 
 
 def _second(value) -> int:

@@ -51,7 +51,7 @@ def _parse(value: object) -> datetime | None:
 class OnlineFeatures:
     """Compiled from a fitted FeatureBuilder; `transform_many(tickets)` -> float64 matrix in feature order."""
 
-    def __init__(self, builder: FeatureBuilder):
+    def __init__(self, builder: FeatureBuilder, text_cache_entries: int = TEXT_CACHE_ENTRIES):
         self.builder = builder
         self.names = list(builder.feature_names_)
         self.position = {name: i for i, name in enumerate(self.names)}
@@ -83,7 +83,9 @@ class OnlineFeatures:
         # A ticket's subject and description stay the same across its updates, and the latest
         # customer message changes only when the customer writes, so most calls repeat a text
         # this worker has already scored. Keys are digests: memory does not grow with text length.
-        self.text_cache: LRUCache = LRUCache(maxsize=TEXT_CACHE_ENTRIES)
+        # The queue watcher re-scores every open ticket each tick: it keeps one entry per open ticket
+        # (Settings.watch_text_cache_entries) so that only new texts are computed again.
+        self.text_cache: LRUCache = LRUCache(maxsize=max(1, text_cache_entries))
         self.text_lock = threading.Lock()
 
     def text_features(self, ticket_texts: list[str], last_messages: list[str]) -> np.ndarray:
@@ -116,10 +118,7 @@ class OnlineFeatures:
         n = len(tickets)
         if n == 1:
             return self.transform_one(tickets[0])
-        if getattr(self.history, "live_", None) is not None:
-            # The store's overlay is counted by transform_one only: one ticket at a time, same values.
-            rows, raws = zip(*(self.transform_one(ticket) for ticket in tickets), strict=True)
-            return np.vstack(rows), [raw[0] for raw in raws]
+        live = getattr(self.history, "live_", None)
         ticket_rows = []
         t_seconds = np.empty(n, dtype=np.int64)
         own_created = np.empty(n)
@@ -142,8 +141,18 @@ class OnlineFeatures:
 
         out = np.full((n, len(self.names)), np.nan)
         out[:, self.ticket_columns] = np.array(ticket_rows, dtype=np.float64)[:, self.ticket_kept]
-        codes = {entity: self.history.entity_codes(entity, keys) for entity, keys in entity_keys.items()}
-        history = self.history.transform_arrays(t_seconds, own_created, codes)
+        if live is None:
+            codes = {entity: self.history.entity_codes(entity, keys) for entity, keys in entity_keys.items()}
+            history = self.history.transform_arrays(t_seconds, own_created, codes)
+        else:
+            # The store's overlay too (what transform_one counts ticket by ticket), under its lock.
+            with live.lock:
+                for i, ticket in enumerate(tickets):
+                    if np.isnan(own_created[i]) and (own := live.ticket_created.get(str(ticket["ticket_id"]))) is not None:
+                        own_created[i] = float(own)
+                codes = {entity: np.array([self.history.entity_code(entity, key) for key in keys], dtype="int64")
+                         for entity, keys in entity_keys.items()}
+                history = self.history.transform_arrays(t_seconds, own_created, codes, live.arrays())
         out[:, self.history_columns] = np.column_stack([history[name] for name in self.history_names])
         if self.text is not None:
             out[:, self.text_columns] = self.text_features(ticket_texts, last_messages)

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     watch: Literal["on", "off"] = "on"  # `escalation-risk serve` starts the watcher beside gunicorn
     watch_interval_seconds: float = Field(300.0, gt=0)
     watch_batch_size: int = Field(2000, ge=1)
+    # Text features the watcher (and replay) keep, one entry per open ticket (~0.7 KB each): above the
+    # number of open tickets, a tick computes text features only for texts that changed since the last.
+    watch_text_cache_entries: int = Field(150_000, ge=1)
     watch_lease_seconds: float = Field(120.0, gt=0)  # another watcher takes over this long after a crash
     delivery_poll_seconds: float = Field(5.0, gt=0)
     destinations_path: Path | None = None

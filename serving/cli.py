@@ -204,7 +204,7 @@ def watch(once: bool, interval: str | None, parent_pid: int | None) -> None:
     url = settings.resolved_store_url
     upgrade_database(url)
     engine = create_store_engine(url, settings.store_busy_timeout_seconds)
-    holder = ModelHolder(settings)
+    holder = ModelHolder(settings, settings.watch_text_cache_entries)
     holder.history_source = TicketStore(engine).read_history_since
     outcome = holder.reload()
     if not outcome.ok:
@@ -311,7 +311,8 @@ def replay(data_path: Path | None, source: str, mapping_path: Path | None, model
         click.echo(f"replaying {len(events):,} events of {events['ticket_id'].nunique():,} tickets created from "
                    f"{first or 'the start'}{f' to {end}' if end else ''} ({source}, read in {loaded:.1f} s), "
                    f"tick {tick}, model {metadata.get('version')}", err=True)
-        run = replay_history(events, ModelHolder(settings), policy, settings, step, source=f"replay-{source}",
+        run = replay_history(events, ModelHolder(settings, settings.watch_text_cache_entries), policy, settings,
+                             step, source=f"replay-{source}",
                              store_url=store_url,
                              progress=lambda k, n: click.echo(f"  tick {k:,}/{n:,}", err=True))
         escalations = find_escalations(events, label_rule(metadata))

@@ -20,6 +20,7 @@ from features.schema import CANONICAL_COLUMNS, validate_events
 from serving.store.tickets import TicketStore
 
 INGEST_SOURCE = "ingest"
+CONVERT_ROWS = 100_000
 
 
 @dataclass
@@ -91,13 +92,17 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
         result.rejects.to_csv(rejects_path, index=False)
     events = result.events  # sorted by ticket and time: a ticket's events mostly share one batch
     recorded = duplicates = 0
-    for start in range(0, len(events), batch_size):
-        batch = to_event_dicts(events.iloc[start:start + batch_size])
-        for item in store.record_events(batch, INGEST_SOURCE, normalized=True):
-            duplicates += item.duplicate
-            recorded += not item.duplicate
-        if progress is not None:
-            progress(min(start + batch_size, len(events)), len(events))
+    # Converted a block of batches at a time: per-column conversion costs the same for 5,000 rows as for 100,000.
+    block = max(batch_size, (CONVERT_ROWS // batch_size) * batch_size)
+    for block_start in range(0, len(events), block):
+        dicts = to_event_dicts(events.iloc[block_start:block_start + block])
+        for offset in range(0, len(dicts), batch_size):
+            for item in store.record_events(dicts[offset:offset + batch_size], INGEST_SOURCE, normalized=True,
+                                            event_ids=False):
+                duplicates += item.duplicate
+                recorded += not item.duplicate
+            if progress is not None:
+                progress(min(block_start + offset + batch_size, len(events)), len(events))
     return IngestResult(rows=len(raw), recorded=recorded, duplicates=duplicates, rejected=rejected,
                         seconds=time.perf_counter() - started,
                         rejects_path=Path(rejects_path) if rejected and rejects_path is not None else None)

@@ -32,7 +32,7 @@ import psutil
 from bundle.model import BundleError, ModelBundle, load_bundle, manifest_digest
 from bundle.tracking import tracking_server_problem
 from features.history import LiveHistory
-from features.online import OnlineFeatures
+from features.online import TEXT_CACHE_ENTRIES, OnlineFeatures
 from features.settings import Settings
 
 log = logging.getLogger("escalation_risk.serving")
@@ -122,8 +122,9 @@ class WorkerFleet:
 class ModelHolder:
     """Holds the current model; `live` is read without a lock (a single reference swap)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, text_cache_entries: int = TEXT_CACHE_ENTRIES):
         self.settings = settings
+        self.text_cache_entries = text_cache_entries  # per OnlineFeatures (the watcher keeps more)
         self.live: LiveModel | None = None
         self.source: str | None = None
         self.registry_version: str | None = None
@@ -201,7 +202,8 @@ class ModelHolder:
             path, source, registry_version, download = self.resolve_source()
             try:
                 bundle = load_bundle(path)
-                live = LiveModel(bundle, OnlineFeatures(bundle.builder), live_history=self.attach_history(bundle))
+                online = OnlineFeatures(bundle.builder, self.text_cache_entries)
+                live = LiveModel(bundle, online, live_history=self.attach_history(bundle))
                 warm_up(live)
             except Exception as exc:  # a bad bundle must never take the serving model down with it
                 log.error("model reload failed; keeping version %s: %s: %s",

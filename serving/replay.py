@@ -225,7 +225,7 @@ def replay_history(events: pd.DataFrame, holder: ModelHolder, policy: Escalation
         for k, (now, upto) in enumerate(zip(tick_times, bounds, strict=True)):
             if upto > done:
                 began = time.perf_counter()
-                store.record_events(records[done:upto], source, received_at=now)
+                store.record_events(records[done:upto], source, received_at=now, event_ids=False)
                 recording += time.perf_counter() - began
                 done = int(upto)
             current["tick"], current["now"] = k, now

@@ -121,6 +121,44 @@ def dedupe_key(event: dict, source: str, source_event_id: object) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+class BulkInsert:
+    """INSERT of many rows of one table as one driver-level executemany.
+
+    The values go through each column type's own bind processor for the dialect (so they are stored
+    exactly as `connection.execute(insert(table), rows)` stores them), but without SQLAlchemy's
+    per-row parameter compilation, which measured as much CPU as SQLite's own work for the event log.
+    """
+
+    def __init__(self, table, dialect, columns: Iterable[str]):
+        self.columns = tuple(columns)
+        compiled = insert(table).values({c: bindparam(c) for c in self.columns}).compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        order = compiled.positiontup if self.positional else self.columns
+        self.order = tuple(order)
+        self.processors = {c: table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns}
+
+    def execute(self, connection, rows: list[dict]) -> None:
+        if not rows:
+            return
+        columns = []
+        for name in self.order:
+            values = [row[name] for row in rows]
+            process = self.processors[name]
+            if process is not None:
+                first = values[0]
+                if all(v is first for v in values):  # one received_at for a whole unit of work
+                    values = [process(first)] * len(values)
+                else:
+                    values = [process(v) for v in values]
+            columns.append(values)
+        if self.positional:
+            parameters = list(zip(*columns, strict=True))
+        else:
+            parameters = [dict(zip(self.order, values, strict=True)) for values in zip(*columns, strict=True)]
+        connection.exec_driver_sql(self.sql, parameters)
+
+
 @dataclass
 class ScoresToRecord:
     """Scores to record (score_states' response dicts) with the events they answered and their features."""
@@ -172,27 +210,39 @@ class TicketStore:
         self._insert_event_once = (dialect_insert(EVENTS).on_conflict_do_nothing(
             index_elements=[EVENTS.c.ticket_id, EVENTS.c.dedupe_key]).returning(EVENTS.c.id))
         self._update_ticket = update(TICKETS).where(TICKETS.c.ticket_id == bindparam("_ticket_id"))
+        self._bulk_inserts: dict[tuple, BulkInsert] = {}
         self._history_since = (select(HISTORY.c.seq, HISTORY.c.ticket_id, HISTORY.c.created_at, HISTORY.c.ended_at,
                                       HISTORY.c.escalated, HISTORY.c.customer_id, HISTORY.c.agent_id,
                                       HISTORY.c.group_name, HISTORY.c.category)
                                .where(HISTORY.c.seq > bindparam("seq")).order_by(HISTORY.c.seq)
                                .limit(bindparam("limit")))
 
+    def _insert_many(self, connection, table, rows: list[dict]) -> None:
+        """INSERT `rows` (dicts with the same keys) into `table`: one executemany (BulkInsert)."""
+        if not rows:
+            return
+        key = (table.name, tuple(rows[0]))
+        bulk = self._bulk_inserts.get(key)
+        if bulk is None:
+            bulk = self._bulk_inserts[key] = BulkInsert(table, self.engine.dialect, rows[0])
+        bulk.execute(connection, rows)
+
     # --- writing -------------------------------------------------------------------------
     def record_events(self, events: list[dict], source: str, received_at: datetime | None = None,
-                      normalized: bool = False) -> list[RecordedEvent]:
+                      normalized: bool = False, event_ids: bool = True) -> list[RecordedEvent]:
         """Merge events (full or partial canonical tickets) into the store; one result per input event,
         in input order. Raises EventError (nothing written) for an event of an unknown ticket without
         created_at or one before its ticket's creation; StoreUnavailable when the store is locked/full.
         `normalized`: the events are already as normalize_event makes them (serving.ingest does that
-        for a whole export at once)."""
+        for a whole export at once). `event_ids=False`: a new event's RecordedEvent.event_id is None
+        (bulk writers that only count, such as ingest and replay, skip reading the ids back)."""
         if not events:
             return []
         received_at = received_at or datetime.now(UTC)
         pending = [self._prepare(i, event, source, normalized) for i, event in enumerate(events)]
 
         def work(connection) -> list[RecordedEvent]:
-            recorded, plan = self._record(connection, pending, source, received_at)
+            recorded, plan = self._record(connection, pending, source, received_at, event_ids)
             self._write_tickets(connection, plan, None)
             return recorded
 
@@ -233,7 +283,7 @@ class TicketStore:
 
         def work(connection) -> None:
             rows, latest = self._score_rows(batch)
-            connection.execute(insert(SCORES), rows)
+            self._insert_many(connection, SCORES, rows)
             connection.execute(self._update_ticket, [{"_ticket_id": ticket_id, **values}
                                                      for ticket_id, values in latest.items()])
 
@@ -298,8 +348,8 @@ class TicketStore:
         return _Pending(index, normal, parse_time(normal["event_time"]), dedupe_key(normal, source, source_event_id),
                         None if source_event_id in (None, "") else str(source_event_id)[:255])
 
-    def _record(self, connection, pending: list[_Pending], source: str, received_at: datetime
-                ) -> tuple[list[RecordedEvent], dict]:
+    def _record(self, connection, pending: list[_Pending], source: str, received_at: datetime,
+                event_ids: bool = True) -> tuple[list[RecordedEvent], dict]:
         """Merge the events; insert them and the changed history facts. The tickets rows are written
         by _write_tickets (after scoring, on the request path) from the returned plan."""
         by_ticket: dict[str, list[_Pending]] = {}
@@ -308,7 +358,8 @@ class TicketStore:
         ticket_ids = sorted(by_ticket)  # one lock order for every writer
         rows = self._lock_tickets(connection, ticket_ids)
         single = len(pending) == 1
-        seen = {} if single else self._existing_keys(connection, [p.key for p in pending])
+        # A ticket not in the store has no events there yet (a ticket's row and events are written in one unit).
+        seen = {} if single else self._existing_keys(connection, [p.key for p in pending if p.event["ticket_id"] in rows])
 
         problems: list[tuple[int, str, str]] = []
         results: dict[int, tuple[str, bool, object]] = {}
@@ -321,13 +372,16 @@ class TicketStore:
             added = 0
             stored_created = parse_time(state["created_at"]) if state else None
             latest = parse_time(state["event_time"]) if state else None
+            created_text, created_sent = None, None
             for item in sorted(by_ticket[ticket_id], key=lambda p: p.event_time):
                 key = (ticket_id, item.key)
                 if key in seen:
                     results[item.index] = (ticket_id, True, key)
                     continue
                 sent_created = item.event.get("created_at")
-                created = parse_time(sent_created) if sent_created else stored_created
+                if sent_created and sent_created != created_text:  # a ticket's events mostly repeat it
+                    created_text, created_sent = sent_created, parse_time(sent_created)
+                created = created_sent if sent_created else stored_created
                 if created is None:
                     problems.append((item.index, "created_at", f"ticket {ticket_id!r} is not in the store yet: its "
                                      "first event must carry created_at"))
@@ -372,12 +426,12 @@ class TicketStore:
                 results[item.index] = (item.event["ticket_id"], False, event_id)
         elif new_events:
             # A plain executemany, then the ids by key: RETURNING in parameter order would insert row by row.
-            connection.execute(insert(EVENTS), [values for _, values in new_events])
-            ids = self._existing_keys(connection, [item.key for item, _ in new_events])
+            self._insert_many(connection, EVENTS, [values for _, values in new_events])
+            ids = self._existing_keys(connection, [item.key for item, _ in new_events]) if event_ids else {}
             for item, _ in new_events:
                 key = (item.event["ticket_id"], item.key)
-                results[item.index] = (item.event["ticket_id"], False, ids[key])
-                seen[key] = ids[key]
+                results[item.index] = (item.event["ticket_id"], False, ids.get(key))
+                seen[key] = ids.get(key)
         for ticket_id, (_state, _facts, replay, added) in list(states.items()):
             if replay:
                 states[ticket_id] = (*self._replay(connection, ticket_id), replay, added)
@@ -393,11 +447,11 @@ class TicketStore:
                                 "customer_id": facts_now["customer_id"], "agent_id": facts_now["agent_id"],
                                 "group_name": facts_now["group"], "category": facts_now["category"]})
         if history:
-            connection.execute(insert(HISTORY), history)
+            self._insert_many(connection, HISTORY, history)
         recorded = []
         for index, (ticket_id, duplicate, ref) in sorted(results.items()):
             state = states[ticket_id][0] if states[ticket_id][0] is not None else rows[ticket_id]["state"]
-            event_id = ref if isinstance(ref, int) else seen[ref]
+            event_id = seen[ref] if isinstance(ref, tuple) else ref
             recorded.append(RecordedEvent(ticket_id, state, duplicate, event_id, index))
         return recorded, {"rows": rows, "states": states, "received_at": received_at}
 
@@ -456,7 +510,7 @@ class TicketStore:
                     values = {k: v for k, v in values.items() if k not in self._no_score}
                 updates.append({"_ticket_id": ticket_id, **values})
         if inserts:
-            connection.execute(insert(TICKETS), inserts)
+            self._insert_many(connection, TICKETS, inserts)
         by_columns: dict[tuple, list[dict]] = {}
         for values in updates:  # scored and unscored rows set different columns: one executemany each
             by_columns.setdefault(tuple(values), []).append(values)
@@ -465,7 +519,7 @@ class TicketStore:
         if latest:  # scores of tickets this unit did not change (duplicates answered afresh)
             connection.execute(self._update_ticket, [{"_ticket_id": t, **v} for t, v in latest.items()])
         if score_rows:
-            connection.execute(insert(SCORES), score_rows)
+            self._insert_many(connection, SCORES, score_rows)
 
     # --- reading -------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str, timeline_limit: int = 200) -> dict | None:
@@ -538,13 +592,12 @@ class TicketStore:
     def iter_open_tickets(self, batch_size: int = 1000) -> Iterator[list[dict]]:
         """The canonical states of open tickets, in ticket-id order, `batch_size` at a time (for the watcher)."""
         after = ""
+        query = (select(TICKETS.c.ticket_id, TICKETS.c.state)
+                 .where(TICKETS.c.is_open.is_(True), TICKETS.c.ticket_id > bindparam("after"))
+                 .order_by(TICKETS.c.ticket_id).limit(bindparam("limit")))
         while True:
-            with Session(self.engine) as session:
-                batch = session.execute(
-                    select(TicketRow.ticket_id, TicketRow.state)
-                    .where(TicketRow.is_open.is_(True), TicketRow.ticket_id > after)
-                    .order_by(TicketRow.ticket_id).limit(batch_size)
-                ).all()
+            with self.engine.connect() as connection:  # Core: no ORM bookkeeping for 100,000 rows a tick
+                batch = connection.execute(query, {"after": after, "limit": batch_size}).all()
             if not batch:
                 return
             yield [state for _, state in batch]

@@ -104,3 +104,29 @@ def test_replay_through_events_equals_offline_history_and_score(api, bundle, rep
     assert not mismatches, f"{len(mismatches)} live history values differ, first: {mismatches[:5]}"
     assert counted > len(wire) // 2  # the replay really exercised repeat customers
     assert len(runs) > len(wire) // 5  # and the history moved as the replay went
+
+
+def test_a_batch_with_the_store_history_equals_one_ticket_at_a_time(api, bundle, replay_events):
+    """The watcher scores open tickets in batches (OnlineFeatures.transform_many, numpy over the
+    store's overlay as arrays); the request path one at a time (transform_one, binary searches in
+    plain Python). Both count the bundle's table plus the store's rows: the rows must be identical,
+    at several times (before, inside and long after the replayed month) and for tickets of customers,
+    agents and teams the bundle never saw."""
+    wire = to_wire_format(replay_events[list(CANONICAL_COLUMNS)]).to_dict(orient="records")
+    for event in wire:
+        assert api.post("/v1/events", json=event, headers=AUTH).status_code == 200
+    live = api.application.extensions["model"].live
+    live.sync_history()
+    assert live.live_history is not None and live.live_history.facts, "the store's history reached the model"
+    states = [api.get(f"/v1/tickets/{t}", headers=AUTH).get_json()["state"] for t in replay_events["ticket_id"].unique()]
+    new_agent = {**states[0], "ticket_id": "NEW-1", "agent_id": "agent-never-seen", "customer_id": "cust-never-seen"}
+    checked = 0
+    for now in ("2026-01-20T12:00:00+00:00", "2026-02-03T08:30:00+00:00", "2026-09-01T00:00:00+00:00"):
+        tickets = [{**state, "event_time": now} for state in [*states, new_agent]]
+        batch, _ = live.online.transform_many(tickets)
+        one = np.vstack([live.online.transform_one(ticket)[0] for ticket in tickets])
+        np.testing.assert_array_equal(batch, one, err_msg=f"batch and single rows differ at {now}")
+        history = [live.online.names.index(n) for n in bundle.builder.history_.feature_names_
+                   if n in live.online.names]
+        checked += int((batch[:, history] > 0).sum())
+    assert checked > 100, "the history columns were mostly zero: the comparison proved little"
