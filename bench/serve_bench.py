@@ -58,6 +58,8 @@ def start(kind: str, port: int, settings: Settings) -> subprocess.Popen:
     if kind == "shap":  # the same service with exact TreeSHAP reasons (pred_contrib) instead of path reasons
         env["ESCALATION_RISK_REASONS"] = "shap"
     if kind in ("service", "shap"):
+        # The scoring hot path, stateless: the cost of recording in the ticket store is bench/store_bench.py's.
+        env["ESCALATION_RISK_STATE"] = "off"
         cmd = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_served_app()"]
     elif kind == "hello":
         cmd = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "--pythonpath", "bench",
