@@ -140,7 +140,7 @@ class AlertStore:
         ):
             active[row.ticket_id] = ActiveAlert(row.id, row.rise, row.status, row.rise_ended_at is not None,
                                                 row.level_at_raise)
-        raised: list[int] = []
+        to_raise: list[tuple[Sighting, str]] = []
         events: list[dict] = []
         for sighting in sightings:
             current = active.get(sighting.ticket_id)
@@ -153,13 +153,14 @@ class AlertStore:
             trigger = line_trigger(sighting.score)
             decision = rise_decision(trigger is not None, current)
             if decision == "raise":
-                raised.append(self._raise(session, sighting, trigger, now, events))
+                to_raise.append((sighting, trigger))
             elif decision == "risen_again":
                 session.execute(update(AlertRow).where(AlertRow.id == current.id).values(rise_ended_at=None))
                 events.append(_event(current.id, "risen_again", now, _score_detail(sighting.score)))
             elif decision == "fell_below":
                 session.execute(update(AlertRow).where(AlertRow.id == current.id).values(rise_ended_at=now))
                 events.append(_event(current.id, "fell_below", now, _score_detail(sighting.score)))
+        raised = self._raise_many(session, to_raise, now, events)
         if events:
             session.execute(insert(AlertEventRow), events)
         latest = [{"tid": s.ticket_id, "p": float(s.score["escalation"]["probability"]),
@@ -174,28 +175,47 @@ class AlertStore:
                     scored_at=bindparam("t"), model_version=bindparam("v")), latest)
         return raised
 
-    def _raise(self, session: Session, sighting: Sighting, trigger: str, now: datetime, events: list) -> int:
-        score = sighting.score
-        escalation, action = score["escalation"], score["action"]
-        previous = session.execute(select(func.max(AlertRow.rise)).where(AlertRow.ticket_id == sighting.ticket_id)
-                                   ).scalar_one_or_none() or 0
-        key = uuid.uuid4().hex
-        alert_id = session.execute(insert(AlertRow).values(
-            key=key, ticket_id=sighting.ticket_id, rise=previous + 1, trigger=trigger, status="open",
-            raised_at=now, probability=float(escalation["probability"]), band=escalation["band"],
-            escalate_now=bool(escalation["escalate_now"]), reasons=escalation["reasons"], action=action,
-            route_to=action.get("route_to"), team=sighting.team,
-            due_at=now + timedelta(hours=float(action.get("respond_within") or 0)),
-            model_version=(score.get("model") or {}).get("version"), level_at_raise=sighting.level,
-        ).returning(AlertRow.id)).scalar_one()
-        events.append(_event(alert_id, "raised", now, {**_score_detail(score), "trigger": trigger,
-                                                       "action": action}))
-        if self.destinations:
-            session.execute(insert(DeliveryRow), [
-                {"alert_id": alert_id, "destination": name, "idempotency_key": f"{key}:{name}", "status": "pending",
-                 "attempts": 0, "rounds": 0, "created_at": now, "next_attempt_at": now}
-                for name in self.destinations])
-        return alert_id
+    def _raise_many(self, session: Session, to_raise: list[tuple[Sighting, str]], now: datetime,
+                    events: list) -> list[int]:
+        """New alerts (rise n+1 of each ticket), their "raised" events and pending deliveries, a few
+        statements for the whole batch (a first tick over a large queue raises thousands). Returns their ids."""
+        if not to_raise:
+            return []
+        ids = [sighting.ticket_id for sighting, _ in to_raise]
+        previous: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            previous.update(session.execute(
+                select(AlertRow.ticket_id, func.max(AlertRow.rise))
+                .where(AlertRow.ticket_id.in_(ids[start:start + 500])).group_by(AlertRow.ticket_id)).all())
+        rows = []
+        for sighting, trigger in to_raise:
+            score = sighting.score
+            escalation, action = score["escalation"], score["action"]
+            rows.append({
+                "key": uuid.uuid4().hex, "ticket_id": sighting.ticket_id,
+                "rise": (previous.get(sighting.ticket_id) or 0) + 1, "trigger": trigger, "status": "open",
+                "raised_at": now, "probability": float(escalation["probability"]), "band": escalation["band"],
+                "escalate_now": bool(escalation["escalate_now"]), "reasons": escalation["reasons"], "action": action,
+                "route_to": action.get("route_to"), "team": sighting.team,
+                "due_at": now + timedelta(hours=float(action.get("respond_within") or 0)),
+                "model_version": (score.get("model") or {}).get("version"), "level_at_raise": sighting.level})
+        session.execute(insert(AlertRow), rows)
+        keys = [row["key"] for row in rows]
+        id_of: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            id_of.update(session.execute(select(AlertRow.key, AlertRow.id)
+                                         .where(AlertRow.key.in_(keys[start:start + 500]))).all())
+        deliveries = []
+        for (sighting, trigger), row in zip(to_raise, rows, strict=True):
+            alert_id = id_of[row["key"]]
+            events.append(_event(alert_id, "raised", now, {**_score_detail(sighting.score), "trigger": trigger,
+                                                           "action": row["action"]}))
+            deliveries.extend({"alert_id": alert_id, "destination": name, "idempotency_key": f"{row['key']}:{name}",
+                               "status": "pending", "attempts": 0, "rounds": 0, "created_at": now,
+                               "next_attempt_at": now} for name in self.destinations)
+        if deliveries:
+            session.execute(insert(DeliveryRow), deliveries)
+        return [id_of[key] for key in keys]
 
     def _close_all(self, session: Session, ticket_id: str, outcome: str, now: datetime, events: list) -> None:
         open_ids = session.execute(select(AlertRow.id).where(AlertRow.ticket_id == ticket_id,
