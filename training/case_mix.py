@@ -51,7 +51,8 @@ def fit_case_mix(params: Params, snapshots: dict[str, pd.DataFrame], features: d
     of both classes to learn from."""
     settings = params.case_mix
     names = select_case_mix_features(list(features["train"].columns), settings.exclude_prefixes, settings.exclude)
-    rows = {p: creation_rows(snapshots[p]) for p in ("train", "valid", "test")}
+    # The primary label's creation rows (-1: a row only other labels ask about).
+    rows = {p: creation_rows(snapshots[p]) & (snapshots[p][LABEL] >= 0).to_numpy() for p in ("train", "valid", "test")}
     x = {p: features[p].loc[rows[p], names] for p in rows}
     y = {p: snapshots[p].loc[rows[p], LABEL].to_numpy() for p in rows}
     for part in ("train", "valid"):
