@@ -556,6 +556,9 @@ def build_report(inputs: ReportInputs) -> dict:
         "label": metadata.get("label", {}),
         "bands": {k: metadata["metrics"].get(f"test_band_{k}_share") for k in ("high", "medium", "low")},
         "types": summarize_types(inputs),
+        # Labels the params file asked for that have no model here, with why (e.g. the Dask engine
+        # trains the primary label only; a type too rare in the data).
+        "labels_not_trained": dict(inputs.metadata.get("skipped_labels") or {}),
     }
     report["limits"] = describe_limits(report)
     return report
@@ -810,9 +813,10 @@ def write_tables(report: dict, output_dir: Path) -> None:
          "roc_auc": t["roc_auc"], "roc_auc_logistic": t["roc_auc_logistic"],
          **{f"share_caught_top_{int(round(c['share_reviewed'] * 100))}pct": c["share_of_escalations_caught"]
             for c in t["capacity"]},
-         "top_drivers": "; ".join(d["label"] for d in t["drivers"])}
+         "top_drivers": "; ".join(d["label"] for d in t["drivers"]), "not_trained": None}
         for t in report["types"]
-    ]).to_csv(output_dir / "types.csv", index=False)
+    ] + [{"label": name, "not_trained": why} for name, why in report.get("labels_not_trained", {}).items()]
+    ).to_csv(output_dir / "types.csv", index=False)
     pd.DataFrame({"model": metrics["model"], "logistic_baseline": metrics["logistic_baseline"],
                   "priority_rule_baseline": pd.Series(metrics["priority_rule_baseline"], dtype=float)}).rename_axis(
         "metric").to_csv(output_dir / "metrics.csv")

@@ -82,8 +82,10 @@ class SnapshotParams(_Section):
 
     @field_validator("closed_statuses")
     @classmethod
-    def _normal_form(cls, values: list[str]) -> list[str]:
+    def _normal_form(cls, values: list[str] | None) -> list[str] | None:
         """Statuses are compared with the validated log's, which are in normal form ("Closed" = "closed")."""
+        if values is None:  # as a dumped Params gives it back (Params.select_label)
+            return None
         return [normal for value in values if (normal := normalize_category(value)) is not None]
 
 
