@@ -71,10 +71,10 @@ def test_type_keys_match_the_likely_type_and_each_types_band():
                                "customer": {"escalation_type": "customer_initiated", "band": "medium"}},
                               "customer_initiated")
     assert sla_risk == TypeRisk("customer_initiated", (("customer_initiated", "medium"), ("time_based", "high")))
-    assert matrix.decide("medium", "normal", None, sla_risk)["rule"] == "sla-desk"
+    assert matrix.decide("medium", "normal", None, types=sla_risk)["rule"] == "sla-desk"
     calm_sla = TypeRisk("customer_initiated", (("customer_initiated", "medium"), ("time_based", "low")))
-    assert matrix.decide("medium", "normal", None, calm_sla)["rule"] == "supervisor-call-back"
-    assert matrix.decide("low", "normal", None, calm_sla)["rule"] == "default"
+    assert matrix.decide("medium", "normal", None, types=calm_sla)["rule"] == "supervisor-call-back"
+    assert matrix.decide("low", "normal", None, types=calm_sla)["rule"] == "default"
     # A model without typed labels: a rule that asks about types does not match.
     assert matrix.decide("high", "normal", None)["rule"] == "default"
     two_of_a_kind = describe_types({"a": {"escalation_type": "functional", "band": "low"},
@@ -110,3 +110,43 @@ def test_the_response_routes_by_the_policy_files_type_keys(tmp_path, serving_mod
     assert [s["action"]["rule"] for s in scores] == [f"{kind}-desk" for kind in likely]
     assert len(set(likely)) > 1, "different tickets, different likely kinds"
     assert all(np.isfinite(s["escalation"]["probability"]) for s in scores)
+
+
+def test_a_watcher_alert_routes_by_the_matrix_type_keys(tmp_path, serving_models_dir, wire_tickets):
+    """The queue watch alerts on the primary label's line as before; the alert's action comes from the
+    matrix, whose rules may match the most likely kind (a rule per kind: the alert names its kind's desk)."""
+    from serving.destinations import Destinations
+    from serving.live_model import ModelHolder
+    from serving.policy import as_utc
+    from serving.scoring import score_states
+    from serving.store.db import create_store_engine, upgrade_database
+    from serving.store.tickets import TicketStore
+    from serving.watcher import Watcher
+    from tests.serving.test_watcher import find_aging_ticket
+
+    kinds = ["hierarchical", "functional", "time_based", "priority", "customer_initiated"]
+    rules = "".join(f"  - name: {kind}-desk\n    when: {{likely_type: [{kind}]}}\n"
+                    f"    {THEN % (kind + ' desk', 'supervisor', kind)}\n" for kind in kinds)
+    path = tmp_path / "matrix.yaml"
+    path.write_text(f"rules:\n{rules}  - name: d\n    {THEN % ('team', 'frontline', 'time_based')}\n")
+    url = f"sqlite:///{tmp_path / 'tickets.db'}"
+    upgrade_database(url)
+    engine = create_store_engine(url)
+    settings = make_settings(serving_models_dir, store_url=url, policy_path=path)
+    holder = ModelHolder(settings)
+    holder.history_source = TicketStore(engine).read_history_since
+    assert holder.reload().ok
+    policy = load_policy(path)
+    try:
+        ticket, age = find_aging_ticket(holder.live, policy, settings, wire_tickets)
+        watcher = Watcher(settings, engine, lambda: holder.live, policy, Destinations())
+        watcher.tickets.record_events([ticket], "test")
+        start = as_utc(ticket["event_time"])
+        assert watcher.tick(start + age).alerts_raised == 1
+        alert = watcher.alerts.alerts_for_ticket(str(ticket["ticket_id"]))[0]
+        state = {**ticket, "event_time": (start + age).isoformat()}
+        likely = score_states(holder.live, policy, [state], settings, start + age)[0]["escalation"]["likely_type"]
+        assert likely in kinds
+        assert alert["action"]["rule"] == f"{likely}-desk" and alert["action"]["route_to"] == f"{likely} desk"
+    finally:
+        engine.dispose()
