@@ -436,7 +436,9 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
     case_mix = None
     if params.case_mix.enabled:
         with stage("case_mix_fit"):
-            case_mix = fit_case_mix(params, {p: snapshots.loc[mask] for p, mask in parts.items()}, x)
+            # The primary label's columns: other labels' outcome rates say nothing about its case mix.
+            case_mix = fit_case_mix(params, {p: snapshots.loc[mask] for p, mask in parts.items()}, x,
+                                    primary.features)
 
     test = snapshots.loc[parts["test"]].reset_index(drop=True)
     primary_test = test.loc[primary_rows["test"]].reset_index(drop=True)
