@@ -1,10 +1,14 @@
-"""Real-data benchmark: the ServiceNow incident audit log, out of time, both label choices.
+"""Real-data benchmark: the ServiceNow incident audit log, out of time, both labels.
 
-    python bench/real_servicenow.py [--data PATH] [--labels functional,sla] [--select] [--set LABEL:KEY=VALUE]
+    python bench/real_servicenow.py [--data PATH] [--labels functional,sla] [--mode both|together|separate]
+                                    [--select] [--set LABEL:KEY=VALUE]
 
 Imports the export (leakage audit on, flagged columns left out), trains with the source's
-params files (the oldest 70 % of incidents by opening time fit: 68 % train + 2 % for
-calibration; the newest 30 % test) and prints, per label, the model beside
+params file, training/params_servicenow.yaml (the oldest 70 % of incidents by opening time
+fit: 68 % train + 2 % for calibration; the newest 30 % test): `together`, both labels in one
+run and one bundle; `separate`, each label trained alone with the same settings (what one
+params file per label gave before labels were a list); `both` (default) runs the two and
+compares them label by label. For each run it prints, per label, the model beside
 two baselines: a rule by assignment group (the group's positive rate on the training
 period) and logistic regression on the same features. Metrics at the first update and
 ROC-AUC by update number 1..8 (update n = the ticket's state after its n-th logged update).
@@ -15,8 +19,10 @@ before anything is fitted, and the same training step runs on the oldest 70 % of
 incidents alone, whose newest 20 % play the test (its first ~78 % fit, the next sliver
 calibrates as in the real run). `--select --fit-share 0.56` validates on an earlier window
 (the 20 % of incidents before those), a second opinion on a drifting log. Compare variants
-with `--set` (a params key for a label, e.g. `--set sla:escalation_model.num_leaves=31`) or
-`--params`; read the test period only once the choice is made.
+with `--set` (a params key for a label, e.g. `--set sla:escalation_model.num_leaves=31`; in the
+together run a label's `escalation_model.*` keys change that label's model; `all:KEY=VALUE`
+changes every run, e.g. `--set all:num_threads=1`) or `--params`; read the test period only once
+the choice is made.
 """
 
 from __future__ import annotations
@@ -31,14 +37,16 @@ import pandas as pd
 import yaml
 
 from bundle import evaluate
+from features.labels import label_column
 from features.settings import Settings
 from features.sources.mapping import describe_labels, import_export, load_mapping, write_canonical
 from training.config import Params, adopt_mapping, load_params
 from training.split import SPLIT
-from training.train import train_models
+from training.train import LabelResult, TrainingResult, train_models
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "training"
-LABELS = {"functional": PARAMS_DIR / "params_servicenow.yaml", "sla": PARAMS_DIR / "params_servicenow_sla.yaml"}
+PARAMS = PARAMS_DIR / "params_servicenow.yaml"   # both labels; each trained alone with select_label
+LABELS = ("functional", "sla")
 GOALS = {"functional": {"update 1": 0.79}, "sla": {"update 1": 0.82, "update 8": 0.89}}
 MAX_UPDATE = 8
 FIT_SHARE = 0.70               # the oldest 70 % of incidents fit; the newest 30 % are the test period
@@ -62,7 +70,7 @@ def select_params(params: Params, fit_share: float = FIT_SHARE) -> Params:
 
 def override_params(params: Params, settings: list[str]) -> Params:
     """`dotted.key=yaml value` overrides (experiments), validated like the params file itself."""
-    data = params.model_dump()
+    data = params.model_dump(exclude={"label"} if params.labels else None)
     for setting in settings:
         key, _, value = setting.partition("=")
         *parents, leaf = key.split(".")
@@ -73,12 +81,31 @@ def override_params(params: Params, settings: list[str]) -> Params:
     return Params.model_validate(data)
 
 
-def score_group_rule(snapshots: pd.DataFrame) -> np.ndarray:
-    """Baseline: each test snapshot scored by its current group's positive rate in the training period."""
-    train = snapshots[snapshots[SPLIT] == "train"]
-    rate = train.groupby(train["group"].astype("string"))["escalates"].mean()
-    test = snapshots[snapshots[SPLIT] == "test"]
-    return test["group"].astype("string").map(rate).astype("float64").fillna(train["escalates"].mean()).to_numpy()
+def override_label_models(params: Params, overrides: dict[str, list[str]]) -> Params:
+    """The together run: each label's `escalation_model.KEY=VALUE` overrides into that label's model;
+    a label's top-level `KEY=VALUE` (num_threads, seed) applies to the whole run."""
+    data = params.model_dump(exclude={"label"})
+    for label in data["labels"]:
+        for setting in overrides.get(label["name"], []):
+            key, _, value = setting.partition("=")
+            if "." not in key:
+                data[key] = yaml.safe_load(value)
+            elif key.startswith("escalation_model.") and key.count(".") == 1:
+                label["escalation_model"] = label["escalation_model"] | {key.split(".")[1]: yaml.safe_load(value)}
+            else:
+                raise SystemExit(f"--set {label['name']}:{setting}: in the together run a label's overrides are "
+                                 "escalation_model.KEY or a top-level KEY (use all:KEY=VALUE for the rest)")
+    return Params.model_validate(data)
+
+
+def score_group_rule(snapshots: pd.DataFrame, column: str = "escalates") -> np.ndarray:
+    """Baseline: each test snapshot the label asks about scored by its current group's positive rate
+    in the training period."""
+    asked = snapshots[snapshots[column] >= 0]
+    train = asked[asked[SPLIT] == "train"]
+    rate = train.groupby(train["group"].astype("string"))[column].mean()
+    test = asked[asked[SPLIT] == "test"]
+    return test["group"].astype("string").map(rate).astype("float64").fillna(train[column].mean()).to_numpy()
 
 
 METRICS = (("ROC-AUC", "roc_auc"), ("PR-AUC", "pr_auc"), ("Brier", "brier"), ("ECE", "ece"),
@@ -98,32 +125,64 @@ def measure_scores(y: np.ndarray, score: np.ndarray, position: np.ndarray) -> pd
     return pd.DataFrame(table).T
 
 
-def run_label(name: str, events_path: Path, params: Params) -> tuple[dict[str, pd.DataFrame], dict]:
-    started = time.perf_counter()
-    result = train_models(events_path, params)
-    fit_seconds = time.perf_counter() - started
-    scores = result.test_scores
+def measure_label(result: TrainingResult, label: LabelResult) -> dict[str, pd.DataFrame]:
+    """One label's model, logistic baseline and group rule on its test rows, by update."""
+    scores = label.test_scores
     y = scores["escalates"].to_numpy()
     position = scores["position"].to_numpy()
-    started = time.perf_counter()
-    rule = score_group_rule(result.snapshots)
-    rule_seconds = time.perf_counter() - started
-    tables = {
+    column = label_column(label.name) if label_column(label.name) in result.snapshots else "escalates"
+    return {
         "LightGBM": measure_scores(y, scores["probability"].to_numpy(), position),
         "logistic": measure_scores(y, scores["logistic_probability"].to_numpy(), position),
-        "group rule": measure_scores(y, rule, position),
+        "group rule": measure_scores(y, score_group_rule(result.snapshots, column), position),
     }
-    info = {
-        "fit_seconds": fit_seconds,
-        "rule_seconds": rule_seconds,
-        "test_snapshots": len(scores),
-        "test_tickets": scores["ticket_id"].nunique(),
-        "priority_macro_f1": result.metrics.get("test_priority_macro_f1"),
-        "typed_priority_macro_f1": result.metrics.get("baseline_typed_priority_macro_f1"),
-        "ece_uncalibrated": result.metrics.get("test_ece_uncalibrated"),
-        "timings": result.timings,
-    }
-    return tables, info
+
+
+def run(events_path: Path, params: Params) -> tuple[TrainingResult, dict[str, dict[str, pd.DataFrame]], float]:
+    """One training run; per label, its tables; the run's wall seconds."""
+    started = time.perf_counter()
+    result = train_models(events_path, params)
+    seconds = time.perf_counter() - started
+    return result, {label.name: measure_label(result, label) for label in result.labels}, seconds
+
+
+def print_label(name: str, tables: dict[str, pd.DataFrame], result: TrainingResult, label: LabelResult,
+                header: str) -> None:
+    scores = label.test_scores
+    print(f"== label: {name} ({header}); {scores['ticket_id'].nunique():,} incidents, {len(scores):,} snapshots")
+    print(format_tables(tables))
+    ours = tables["LightGBM"]
+    checks = [f"{k} ROC-AUC {ours.loc[k, 'ROC-AUC']:.3f} (goal >= {g})" for k, g in GOALS[name].items()]
+    checks.append(f"ECE {ours.loc['all updates', 'ECE']:.3f} (goal <= 0.05; uncalibrated "
+                  f"{label.metrics['test_ece_uncalibrated']:.3f})")
+    print("goals: " + "; ".join(checks))
+
+
+def print_timings(result: TrainingResult, seconds: float) -> None:
+    if "test_priority_macro_f1" in result.metrics:
+        print(f"priority target (time to resolve) macro-F1 {result.metrics['test_priority_macro_f1']:.3f} vs typed "
+              f"priority {result.metrics['baseline_typed_priority_macro_f1']:.3f}")
+    print(f"fit time: whole training step {seconds:.1f} s (" + ", ".join(
+        f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in result.timings.items()) + ") (shared machine: timings "
+        "are noisy)\n")
+
+
+def compare(together: dict[str, dict[str, pd.DataFrame]], alone: dict[str, dict[str, pd.DataFrame]]) -> str:
+    """Per label: ROC-AUC and ECE of the one-bundle run beside the label trained alone, same test rows."""
+    rows = []
+    for name in together:
+        if name not in alone:
+            continue
+        a, b = together[name]["LightGBM"], alone[name]["LightGBM"]
+        for at in ("all updates", "update 1", "update 8"):
+            rows.append({"label": name, "snapshots": at, "ROC-AUC together": a.loc[at, "ROC-AUC"],
+                         "ROC-AUC alone": b.loc[at, "ROC-AUC"], "difference": a.loc[at, "ROC-AUC"] - b.loc[at, "ROC-AUC"],
+                         "ECE together": a.loc[at, "ECE"], "ECE alone": b.loc[at, "ECE"],
+                         "test rows": f"{int(a.loc[at, 'snapshots'])} / {int(b.loc[at, 'snapshots'])}"})
+    table = pd.DataFrame(rows)
+    worst = table["difference"].min() if len(table) else float("nan")
+    return (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") +
+            f"\nworst difference {worst:+.4f} (goal: each label within 0.005 ROC-AUC of alone)")
 
 
 def format_tables(tables: dict[str, pd.DataFrame]) -> str:
@@ -143,30 +202,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="ServiceNow incident audit log (.csv.gz)")
     parser.add_argument("--labels", default="functional,sla", help="comma-separated: functional, sla")
+    parser.add_argument("--mode", choices=("both", "together", "separate"), default="both",
+                        help="together: both labels in one run; separate: each alone; both (default): the two, compared")
     parser.add_argument("--params", action="append", default=[], metavar="LABEL=PATH",
-                        help="another params file for a label (experiments), e.g. sla=my_params.yaml")
+                        help="another params file for a label alone (experiments), e.g. sla=my_params.yaml, or "
+                             "for the together run: both=my_params.yaml")
     parser.add_argument("--select", action="store_true",
                         help="selection run: drop the test period, validate on the fitting period's newest 20 %%")
     parser.add_argument("--fit-share", type=float, default=FIT_SHARE,
                         help="with --select: keep this oldest share of incidents (default 0.70; 0.56 validates "
                              "on the 20 %% of incidents just before the default validation weeks)")
     parser.add_argument("--set", action="append", default=[], metavar="LABEL:KEY=VALUE", dest="overrides",
-                        help="override one params key for a label, e.g. sla:escalation_model.num_leaves=31")
+                        help="override one params key for a label, e.g. sla:escalation_model.num_leaves=31, or for "
+                             "every run: all:num_threads=1")
     args = parser.parse_args()
     data = args.data or Settings().resolved_servicenow_path
     if not data.exists():
         raise SystemExit(f"ServiceNow export not found: {data} (set ESCALATION_RISK_SERVICENOW_PATH or --data)")
-    params_paths = dict(LABELS)
+    names = [n.strip() for n in args.labels.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(LABELS))
+    if unknown:
+        raise SystemExit(f"--labels: unknown {', '.join(unknown)}; expected {', '.join(LABELS)}")
+    params_paths: dict[str, Path] = {}
     for given in args.params:
         label, _, path = given.partition("=")
-        if label not in LABELS or not path:
-            raise SystemExit(f"--params {given!r}: expected LABEL=PATH with LABEL one of {', '.join(LABELS)}")
+        if label not in (*LABELS, "both") or not path:
+            raise SystemExit(f"--params {given!r}: expected LABEL=PATH with LABEL one of both, {', '.join(LABELS)}")
         params_paths[label] = Path(path)
-    overrides: dict[str, list[str]] = {label: [] for label in LABELS}
+    overrides: dict[str, list[str]] = {label: [] for label in (*LABELS, "all")}
     for given in args.overrides:
         label, _, setting = given.partition(":")
-        if label not in LABELS or "=" not in setting:
-            raise SystemExit(f"--set {given!r}: expected LABEL:KEY=VALUE with LABEL one of {', '.join(LABELS)}")
+        if label not in overrides or "=" not in setting:
+            raise SystemExit(f"--set {given!r}: expected LABEL:KEY=VALUE with LABEL one of all, {', '.join(LABELS)}")
         overrides[label].append(setting)
 
     started = time.perf_counter()
@@ -182,31 +249,46 @@ def main() -> None:
         events = keep_fitting_period(events, args.fit_share)
         period = (f"SELECTION run, test period dropped; validation = newest {SELECT_SHARE:.0%} of the oldest "
                   f"{args.fit_share:.0%} of incidents")
+
+    def prepare(params: Params, label_overrides: list[str]) -> Params:
+        params = adopt_mapping(params, imported.mapping.closing_statuses, imported.feature_extras)
+        params = override_params(params, overrides["all"] + label_overrides)
+        return select_params(params, args.fit_share) if args.select else params
+
+    together: dict[str, dict[str, pd.DataFrame]] = {}
+    alone: dict[str, dict[str, pd.DataFrame]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         events_path = write_canonical(events, Path(tmp) / "servicenow_events.parquet")
-        for name in [n.strip() for n in args.labels.split(",") if n.strip()]:
-            params = override_params(adopt_mapping(load_params(params_paths[name]), imported.mapping.closing_statuses,
-                                                   imported.feature_extras), overrides[name])
-            if args.select:
-                params = select_params(params, args.fit_share)
-            tables, info = run_label(name, events_path, params)
-            changed = f"; overrides: {', '.join(overrides[name])}" if overrides[name] else ""
-            print(f"== label: {name} ({params_paths[name].name}{changed}); {period}, "
-                  f"{info['test_tickets']:,} incidents, {info['test_snapshots']:,} snapshots")
-            print(format_tables(tables))
-            ours = tables["LightGBM"]
-            checks = [f"{k} ROC-AUC {ours.loc[k, 'ROC-AUC']:.3f} (goal >= {g})" for k, g in GOALS[name].items()]
-            checks.append(f"ECE {ours.loc['all updates', 'ECE']:.3f} (goal <= 0.05; uncalibrated "
-                          f"{info['ece_uncalibrated']:.3f})")
-            print("goals: " + "; ".join(checks))
-            print(f"priority target (time to resolve) macro-F1 {info['priority_macro_f1']:.3f} vs typed priority "
-                  f"{info['typed_priority_macro_f1']:.3f}")
-            timings = info["timings"]
-            print(f"fit time: whole training step {info['fit_seconds']:.1f} s (" + ", ".join(
-                f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in timings.items()) + "); LightGBM fit "
-                f"{timings.get('escalation_fit_seconds', float('nan')):.1f} s, logistic fit+score "
-                f"{timings.get('baseline_fit_seconds', float('nan')):.1f} s, group rule {info['rule_seconds']:.2f} s "
-                "(shared machine: timings are noisy)\n")
+        if args.mode in ("together", "both"):
+            both = load_params(params_paths.get("both", PARAMS))
+            both = override_label_models(both, {n: overrides[n] for n in LABELS})
+            both = prepare(both, [])
+            chosen = [label for label in both.list_labels() if label.name in names]
+            if [label.name for label in chosen] != [label.name for label in both.list_labels()]:
+                both = Params.model_validate(both.model_dump(exclude={"label"}) | {
+                    "labels": [label.model_dump() for label in chosen], "primary_label": chosen[0].name})
+            result, tables, seconds = run(events_path, both)
+            print(f"######## together: {', '.join(lb.name for lb in result.labels)} in one run and one bundle "
+                  f"({params_paths.get('both', PARAMS).name}); {period}\n")
+            for label in result.labels:
+                together[label.name] = tables[label.name]
+                changed = f"; overrides: {', '.join(overrides[label.name])}" if overrides[label.name] else ""
+                print_label(label.name, tables[label.name], result, label, f"together{changed}")
+                print()
+            print_timings(result, seconds)
+        if args.mode in ("separate", "both"):
+            print(f"######## separate: each label trained alone with the same settings; {period}\n")
+            for name in names:
+                params = load_params(params_paths[name]) if name in params_paths else load_params(PARAMS).select_label(name)
+                result, tables, seconds = run(events_path, prepare(params, overrides[name]))
+                alone[name] = tables[result.labels[0].name]
+                source = params_paths[name].name if name in params_paths else f"{PARAMS.name}, label {name} alone"
+                changed = f"; overrides: {', '.join(overrides[name])}" if overrides[name] else ""
+                print_label(name, alone[name], result, result.labels[0], source + changed)
+                print_timings(result, seconds)
+    if together and alone:
+        print("######## one bundle against each label alone (LightGBM, same test rows):")
+        print(compare(together, alone))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,16 @@ requests/s, p50/p99 latency and server CPU per ticket (psutil over the server's 
 then the ratios against the issue's goals. Needs a trained model: `make train` first.
 
     .venv/bin/python bench/serve_bench.py [--seconds 5] [--rounds 2] [--kinds service,mlflow,hello] [--fresh-texts]
+    .venv/bin/python bench/serve_bench.py --per-label [--rounds 3]
 
 With --fresh-texts each server start runs every scenario twice, texts repeated (warm caches)
 and texts new in every request (the worst case), and both tables are printed.
+
+`--per-label` instead measures what each label of a several-label bundle (features.labels) adds
+to the scoring path the service runs per request (features.online + bundle.online_score): the
+bundle is scored with its first k labels for k = 1..all (each label's history rates, model, path
+contributions and reasons; the HTTP layer's cost does not depend on k), rounds interleaved
+(k = 1, 2, ..., all, then again), medians per ticket, and the added cost per label from k = 1.
 """
 
 from __future__ import annotations
@@ -195,10 +202,15 @@ def main() -> None:
     parser.add_argument("--fresh-texts", action="store_true",
                         help="also measure with texts never sent before (no text-cache hits; the worst case), "
                              "side by side with repeated texts in the same run: each server start runs both")
+    parser.add_argument("--per-label", action="store_true",
+                        help="in-process: the scoring path's cost per ticket with the bundle's first k labels, k = 1..all")
     args = parser.parse_args()
-    kinds = [k for k in KINDS if k in args.kinds.split(",")]
     modes = ["warm", "fresh"] if args.fresh_texts else ["warm"]
     settings = Settings()
+    if args.per_label:
+        measure_per_label(settings, load_tickets(settings), args.rounds)
+        return
+    kinds = [k for k in KINDS if k in args.kinds.split(",")]
     tickets = load_tickets(settings)
     report_agreement(settings, tickets)
     results: dict[tuple[str, str, str], list[dict]] = {}
@@ -251,6 +263,62 @@ def print_table(results: dict, kinds: list[str], mode: str, n_tickets: int) -> N
         print(f"  batch100: service {med('service', 'batch100 c=2', 'tickets_per_s'):.0f} tickets/s "
               "(goal >= 15,000)" + (f"; mlflow {med('mlflow', 'batch100 c=2', 'tickets_per_s'):.0f} tickets/s"
                                     if "mlflow" in kinds else ""))
+
+
+def restrict_labels(bundle, k: int):
+    """The bundle scoring only its first k labels: their models, and only their label-history rates."""
+    import copy
+    import dataclasses
+
+    kept = bundle.labels[:k]
+    builder = copy.copy(bundle.builder)
+    builder.label_history_ = {name: h for name, h in bundle.builder.label_histories.items()
+                              if name in {label.name for label in kept}}
+    return dataclasses.replace(bundle, labels=kept, builder=builder)
+
+
+def time_scoring(bundle, tickets: list[dict], batch: int, min_seconds: float = 1.0) -> float:
+    """Microseconds per ticket through features.online + bundle.online_score (warm text cache)."""
+    from bundle.online_score import score_many
+    from features.online import OnlineFeatures
+
+    online = OnlineFeatures(bundle.builder)
+    groups = [tickets[i:i + batch] for i in range(0, len(tickets) - batch + 1, batch)]
+    for group in groups:  # warm-up: text cache, compiled path contributions
+        score_many(bundle, online, group)
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_seconds:
+        for group in groups:
+            score_many(bundle, online, group)
+            n += len(group)
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def measure_per_label(settings: Settings, tickets: list[dict], rounds: int) -> None:
+    """Per-ticket scoring cost with 1..all labels, interleaved rounds, medians; prints the table."""
+    from bundle.model import load_bundle
+
+    bundle = load_bundle(settings.resolved_model_path)
+    counts = list(range(1, len(bundle.labels) + 1))
+    variants = {k: restrict_labels(bundle, k) for k in counts}
+    times: dict[tuple[int, int], list[float]] = {}
+    for _ in range(rounds):
+        for k in counts:
+            for batch in (1, 100):
+                times.setdefault((k, batch), []).append(time_scoring(variants[k], tickets, batch))
+    med = {key: float(np.median(v)) for key, v in times.items()}
+    print(f"\nbundle {bundle.version}: {len(bundle.labels)} labels ({', '.join(lb.name for lb in bundle.labels)}); "
+          f"{len(tickets)} tickets; in-process scoring path, medians of {rounds} interleaved rounds")
+    print(f"{'labels':>6} {'last added':<20} {'us/ticket single':>17} {'us/ticket batch100':>19} "
+          f"{'+us single':>11} {'+us batch':>10}")
+    for k in counts:
+        print(f"{k:>6} {bundle.labels[k - 1].name:<20} {med[(k, 1)]:17.1f} {med[(k, 100)]:19.1f} "
+              f"{med[(k, 1)] - med[(1, 1)]:11.1f} {med[(k, 100)] - med[(1, 100)]:10.1f}")
+    if len(counts) > 1:
+        slope = {b: np.polyfit(counts, [med[(k, b)] for k in counts], 1)[0] for b in (1, 100)}
+        print(f"cost per added label (least-squares slope over k = 1..{counts[-1]}): {slope[1]:.1f} us per single "
+              f"ticket ({slope[1] / med[(1, 1)]:.0%} of one label's path), {slope[100]:.1f} us per ticket in "
+              f"100-ticket batches ({slope[100] / med[(1, 100)]:.0%})")
 
 
 def report_agreement(settings: Settings, tickets: list[dict]) -> None:

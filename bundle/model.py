@@ -1,10 +1,12 @@
 """Model bundles: a folder with a sha256 manifest, verified before anything in it is loaded.
 
-A bundle holds the two LightGBM models in LightGBM's text format, the feature builder's
-learned state (feature_builder.json and feature_builder.npz: plain values and float64 arrays),
-the calibration map, the bands, the as-of history table (Parquet) and metadata. Nothing in a
-bundle is ever unpickled or executed: bundles written before the builder state was data (a
-pickled feature_builder.joblib) are refused with a message to retrain.
+A bundle holds the LightGBM models in LightGBM's text format (an escalation model per label,
+features.labels, and the priority model), the feature builder's learned state
+(feature_builder.json and feature_builder.npz: plain values and float64 arrays), each label's
+calibration map and bands, the as-of history table (Parquet, with each label's own outcome
+columns) and metadata. Nothing in a bundle is ever unpickled or executed: bundles written
+before the builder state was data (a pickled feature_builder.joblib) are refused with a
+message to retrain.
 Without a priority target (an export with no priority) there is no priority model:
 `priority_classes` is empty and every ticket's predicted priority is None.
 `ModelBundle.score` is the one scoring path (batch scoring, the MLflow pyfunc and the
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import pandas as pd
 from bundle.contributions import TreePaths
 from bundle.fast_predict import SingleRowPredictor
 from features.build import MISSING, UNSEEN, FeatureBuilder
+from features.labels import ESCALATION_TYPES, RATE_FEATURES, SEPARATOR
 from features.schema import validate_events
 from features.snapshots import SNAPSHOT_TIME
 
@@ -59,6 +62,11 @@ FEATURE_LABELS = {
     "priority_rank": "current priority",
     "customer_tier": "customer tier",
 }
+
+
+def label_model_file(label: str) -> str:
+    """A non-primary label's model file (the primary's is ESCALATION_MODEL)."""
+    return f"escalation_model.{label}.txt"
 
 
 class BundleError(RuntimeError):
@@ -149,6 +157,9 @@ BANDS = np.array(["low", "medium", "high"])
 
 @lru_cache(maxsize=4096)
 def label_feature(name: str) -> str:
+    base, _, label = name.partition(SEPARATOR)
+    if label and base in RATE_FEATURES:  # a rate counted for one label's outcome (features.labels)
+        return f"{label_feature(base)} ({label.replace('_', ' ')} escalations)"
     if name in FEATURE_LABELS:
         return FEATURE_LABELS[name]
     if name.startswith("last_message_cue_"):
@@ -161,8 +172,67 @@ def label_feature(name: str) -> str:
 
 
 @dataclass
+class LabelModel:
+    """One label's model, as the bundle's metadata describes it (features.labels)."""
+
+    name: str
+    escalation_type: str | None
+    booster: lgb.Booster
+    features: list[str]          # its input columns, in its order
+    columns: np.ndarray | None   # their positions in the bundle's feature matrix; None = all, in order
+    calibration: dict
+    thresholds: dict[str, float]
+    definition: str = ""
+
+    @cached_property
+    def paths(self) -> TreePaths:
+        """Per-leaf path contributions, compiled on first use."""
+        return TreePaths(self.booster)
+
+    def select(self, features: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+        """Its columns of the bundle's feature matrix."""
+        if self.columns is None:
+            return features
+        return features.iloc[:, self.columns] if isinstance(features, pd.DataFrame) else features[:, self.columns]
+
+    def score(self, features: pd.DataFrame | np.ndarray, n_reasons: int, reasons: str) -> LabelScores:
+        """Raw and calibrated probability, band, contributions and the top reasons' indices (into
+        `self.features`) for each row of the bundle's feature matrix."""
+        own = self.select(features)
+        if reasons == "shap":
+            raw = self.booster.predict(own)
+            contributions = self.booster.predict(own, pred_contrib=True)[:, :-1]
+        elif reasons == "path":
+            raw, contributions = self.paths.explain(own)
+            contributions = contributions[:, :-1]
+        else:
+            raise ValueError(f"unknown reasons method {reasons!r}; expected 'path' or 'shap'")
+        return LabelScores(
+            raw=raw,
+            probability=apply_calibration(self.calibration, raw),
+            band=assign_bands(raw, self.thresholds),
+            escalate_now=raw >= self.thresholds["escalate_now"],
+            contributions=contributions,
+            top=np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :n_reasons],
+        )
+
+
+@dataclass
+class LabelScores:
+    """One label's model on a feature matrix, row-aligned; `top` indexes its LabelModel.features."""
+
+    raw: np.ndarray
+    probability: np.ndarray
+    band: np.ndarray
+    escalate_now: np.ndarray
+    contributions: np.ndarray
+    top: np.ndarray
+
+
+@dataclass
 class ScoredFeatures:
-    """What both models say about a feature matrix, row-aligned."""
+    """What the models say about a feature matrix, row-aligned: the primary label's scores in the
+    top-level fields (`top` indexes the primary model's features), every label's in `types`."""
 
     raw: np.ndarray
     probability: np.ndarray
@@ -172,6 +242,7 @@ class ScoredFeatures:
     top: np.ndarray
     priority_probabilities: np.ndarray
     priority_predicted: np.ndarray
+    types: dict[str, LabelScores] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,13 +250,27 @@ class ModelBundle:
     path: Path
     metadata: dict
     builder: FeatureBuilder
-    escalation_model: lgb.Booster
+    escalation_model: lgb.Booster  # the primary label's
     priority_model: lgb.Booster | None  # None: trained without a priority target
     digest: str = ""  # sha256 of the manifest it was verified against (verify_manifest)
+    labels: list[LabelModel] = field(default_factory=list)  # every label's, the primary first
+    priority_columns: np.ndarray | None = None  # the priority model's columns of the matrix; None = all
+
+    def __post_init__(self) -> None:
+        if not self.labels:  # a bundle of one label (before labels were a list)
+            self.labels = [LabelModel(name=self.metadata.get("label", {}).get("name", "escalation"),
+                                      escalation_type=None, booster=self.escalation_model,
+                                      features=list(self.escalation_model.feature_name()), columns=None,
+                                      calibration=self.metadata["calibration"],
+                                      thresholds=self.metadata["thresholds"])]
 
     @property
     def version(self) -> str:
         return self.metadata["version"]
+
+    @property
+    def primary(self) -> LabelModel:
+        return self.labels[0]
 
     def build_features(self, tickets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Validate live tickets (canonical rows), keeping their order, and build the model's features.
@@ -202,10 +287,10 @@ class ModelBundle:
             rows[SNAPSHOT_TIME] = rows["event_time"]
         return rows, self.builder.transform(rows)
 
-    @cached_property
+    @property
     def paths(self) -> TreePaths:
-        """The escalation model's per-leaf path contributions, compiled on first use."""
-        return TreePaths(self.escalation_model)
+        """The primary escalation model's per-leaf path contributions, compiled on first use."""
+        return self.primary.paths
 
     @cached_property
     def priority_single_row(self) -> SingleRowPredictor | None:
@@ -213,57 +298,58 @@ class ModelBundle:
 
     def score_features(self, features: pd.DataFrame | np.ndarray, n_reasons: int = 3,
                        reasons: str = "path") -> ScoredFeatures:
-        """Both models once on the whole matrix; `reasons` is "path" (precomputed per leaf) or "shap"."""
-        if reasons == "shap":
-            raw = self.escalation_model.predict(features)
-            contributions = self.escalation_model.predict(features, pred_contrib=True)[:, :-1]
-        elif reasons == "path":
-            raw, contributions = self.paths.explain(features)
-            contributions = contributions[:, :-1]
-        else:
-            raise ValueError(f"unknown reasons method {reasons!r}; expected 'path' or 'shap'")
-        thresholds = self.metadata["thresholds"]
+        """Every model once on the whole matrix; `reasons` is "path" (precomputed per leaf) or "shap"."""
+        types = {label.name: label.score(features, n_reasons, reasons) for label in self.labels}
+        own = features
+        if self.priority_columns is not None:
+            own = (features.iloc[:, self.priority_columns] if isinstance(features, pd.DataFrame)
+                   else features[:, self.priority_columns])
         classes = self.metadata["priority_classes"]
         if self.priority_model is None:
             priority_prob = np.zeros((len(features), 0))
-        elif isinstance(features, np.ndarray) and len(features) == 1:
-            priority_prob = self.priority_single_row.predict(features[0])[None, :]
+        elif isinstance(own, np.ndarray) and len(own) == 1:
+            priority_prob = self.priority_single_row.predict(own[0])[None, :]
         else:
-            priority_prob = self.priority_model.predict(features)
+            priority_prob = self.priority_model.predict(own)
+        primary = types[self.primary.name]
         return ScoredFeatures(
-            raw=raw,
-            probability=apply_calibration(self.metadata["calibration"], raw),
-            band=assign_bands(raw, thresholds),
-            escalate_now=raw >= thresholds["escalate_now"],
-            contributions=contributions,
-            top=np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :n_reasons],
+            raw=primary.raw,
+            probability=primary.probability,
+            band=primary.band,
+            escalate_now=primary.escalate_now,
+            contributions=primary.contributions,
+            top=primary.top,
             priority_probabilities=priority_prob,
             priority_predicted=(np.asarray(classes, dtype=object)[np.argmax(priority_prob, axis=1)] if classes
                                 else np.full(len(features), None, dtype=object)),
+            types=types,
         )
 
     def score(self, tickets: pd.DataFrame, n_reasons: int = 3, reasons: str = "path") -> pd.DataFrame:
-        """Probability, band, escalate-now, priority and reasons for each ticket, in input order."""
+        """Probability, band, escalate-now, priority and reasons for each ticket, in input order; with
+        several labels, also each label's probability, band and escalate-now (`<field>__<label>`)
+        and `likely_type`, the escalation type of the most probable typed label."""
         rows, features = self.build_features(tickets)
         scored = self.score_features(features, n_reasons, reasons)
-        names = self.escalation_model.feature_name()
-        labels = [label_feature(name) for name in names]
         categorical = {c for c in self.builder.categorical_features_ if c in rows}
-        reasons_out = []
-        for i, columns in enumerate(scored.top):
-            reasons_out.append(
-                [
+
+        def explain(label: LabelModel, label_scores: LabelScores) -> list[list[dict]]:
+            names = label.features
+            out = []
+            for i, columns in enumerate(label_scores.top):
+                out.append([
                     {
                         "feature": names[j],
-                        "label": labels[j],
+                        "label": label_feature(names[j]),
                         "value": show_value(features.iat[i, features.columns.get_loc(names[j])],
                                             rows[names[j]].iat[i] if names[j] in categorical else None),
-                        "effect": round(float(scored.contributions[i, j]), 4),
-                        "direction": "raises risk" if scored.contributions[i, j] > 0 else "lowers risk",
+                        "effect": round(float(label_scores.contributions[i, j]), 4),
+                        "direction": "raises risk" if label_scores.contributions[i, j] > 0 else "lowers risk",
                     }
                     for j in columns
-                ]
-            )
+                ])
+            return out
+
         out = pd.DataFrame(
             {
                 "ticket_id": rows["ticket_id"].astype(str).to_numpy(),
@@ -271,12 +357,29 @@ class ModelBundle:
                 "band": scored.band,
                 "escalate_now": scored.escalate_now,
                 "priority_predicted": scored.priority_predicted,
-                "reasons": reasons_out,
+                "reasons": explain(self.primary, scored.types[self.primary.name]),
             }
         )
         for k, name in enumerate(self.metadata["priority_classes"]):
             out[f"priority_probability_{name}"] = scored.priority_probabilities[:, k]
+        if len(self.labels) > 1:
+            for label in self.labels:
+                label_scores = scored.types[label.name]
+                out[f"escalation_probability__{label.name}"] = label_scores.probability
+                out[f"band__{label.name}"] = label_scores.band
+                out[f"escalate_now__{label.name}"] = label_scores.escalate_now
+            out["likely_type"] = pick_likely_types(self.labels, scored.types)
         return out
+
+
+def pick_likely_types(labels: list[LabelModel], types: dict[str, LabelScores]) -> np.ndarray:
+    """Per row, the escalation type of the typed label with the highest probability (None without one)."""
+    typed = [label for label in labels if label.escalation_type is not None]
+    if not typed:
+        return np.full(len(next(iter(types.values())).probability), None, dtype=object)
+    stacked = np.column_stack([types[label.name].probability for label in typed])
+    kinds = np.asarray([label.escalation_type for label in typed], dtype=object)
+    return kinds[np.argmax(stacked, axis=1)]
 
 
 def show_value(value: object, raw: object = None) -> object:
@@ -319,16 +422,36 @@ def load_booster(path: Path) -> lgb.Booster:
         raise BundleError(f"{path.name} is not a valid LightGBM model: {exc}") from exc
 
 
-def check_feature_schema(metadata: dict, builder: FeatureBuilder, models: dict[str, lgb.Booster]) -> None:
-    """The builder, both models and the metadata must agree on the feature list, name by name, in order."""
+def check_feature_schema(metadata: dict, builder: FeatureBuilder, models: dict[str, lgb.Booster],
+                         model_features: dict[str, list[str]] | None = None) -> None:
+    """The builder, the models and the metadata must agree on the feature lists, name by name, in order.
+
+    `model_features`: the list the metadata gives a model (default: the whole feature list)."""
     expected = list(metadata.get("features") or [])
     produced = list(getattr(builder, "feature_names_", []) or [])
+    wanted = model_features or {}
     for name, features in (("feature builder", produced), *((n, m.feature_name()) for n, m in models.items())):
-        if list(features) != expected:
-            missing = [f for f in expected if f not in features][:5]
-            extra = [f for f in features if f not in expected][:5]
+        listed = wanted.get(name, expected)
+        if list(features) != listed:
+            missing = [f for f in listed if f not in features][:5]
+            extra = [f for f in features if f not in listed][:5]
             raise BundleError(f"incompatible feature schema: the {name} has {len(features)} features, the "
-                              f"metadata lists {len(expected)} (missing {missing}, unexpected {extra})")
+                              f"metadata lists {len(listed)} (missing {missing}, unexpected {extra})")
+    for name, listed in wanted.items():
+        outside = [f for f in listed if f not in expected][:5]
+        if outside:
+            raise BundleError(f"incompatible feature schema: the {name} uses features the bundle does not "
+                              f"build: {outside}")
+
+
+def describe_label_models(metadata: dict) -> list[dict]:
+    """The metadata's labels, the primary first; a bundle of one label (no `labels` key) gets one entry."""
+    labels = metadata.get("labels")
+    if labels:
+        return sorted(labels, key=lambda entry: not entry.get("primary"))
+    return [{"name": "escalation", "primary": True, "escalation_type": None, "model_file": ESCALATION_MODEL,
+             "features": list(metadata.get("features") or []), "calibration": metadata["calibration"],
+             "thresholds": metadata["thresholds"], "definition": metadata.get("label", {}).get("definition", "")}]
 
 
 def load_builder(bundle_dir: Path) -> FeatureBuilder:
@@ -361,19 +484,41 @@ def load_bundle(bundle_dir: Path) -> ModelBundle:
     if not bundle_dir.is_dir():
         raise BundleError(f"no model bundle at {bundle_dir}; run `make train` first")
     digest = verify_manifest(bundle_dir)
-    models = {"escalation model": load_booster(bundle_dir / ESCALATION_MODEL)}
-    if (bundle_dir / PRIORITY_MODEL).exists():  # listed in the verified manifest whenever it was written
-        models["priority model"] = load_booster(bundle_dir / PRIORITY_MODEL)
     try:
         metadata = json.loads((bundle_dir / METADATA).read_text())
     except ValueError as exc:
         raise BundleError(f"{METADATA} is not valid JSON: {exc}") from exc
+    entries = check_label_entries(metadata)
+    # Models are plain text (load_booster refuses anything else); the builder state is JSON and npz.
+    models = {"escalation model": load_booster(bundle_dir / ESCALATION_MODEL)}
+    if (bundle_dir / PRIORITY_MODEL).exists():  # listed in the verified manifest whenever it was written
+        models["priority model"] = load_booster(bundle_dir / PRIORITY_MODEL)
+    model_features = {"escalation model": list(entries[0]["features"])}
+    for entry in entries[1:]:
+        key = f"escalation model of label {entry['name']}"
+        models[key] = load_booster(bundle_dir / entry["model_file"])
+        model_features[key] = list(entry["features"])
+    if metadata.get("priority_features") is not None and "priority model" in models:
+        model_features["priority model"] = list(metadata["priority_features"])
     builder = load_builder(bundle_dir)
     if "priority model" not in models and metadata.get("priority_classes"):
         raise BundleError(f"{PRIORITY_MODEL} is missing, yet the metadata lists priority classes "
                           f"{metadata['priority_classes']}")
-    check_feature_schema(metadata, builder, models)
+    check_feature_schema(metadata, builder, models, model_features)
     builder.fit_history(pd.read_parquet(bundle_dir / HISTORY))
+    position = {name: i for i, name in enumerate(metadata["features"])}
+
+    def columns_of(features: list[str]) -> np.ndarray | None:
+        return None if features == metadata["features"] else np.array([position[f] for f in features])
+
+    labels = [
+        LabelModel(name=entry["name"], escalation_type=entry.get("escalation_type"),
+                   booster=models["escalation model" if i == 0 else f"escalation model of label {entry['name']}"],
+                   features=list(entry["features"]), columns=columns_of(list(entry["features"])),
+                   calibration=entry["calibration"], thresholds=entry["thresholds"],
+                   definition=entry.get("definition", ""))
+        for i, entry in enumerate(entries)
+    ]
     return ModelBundle(
         path=bundle_dir,
         metadata=metadata,
@@ -381,4 +526,29 @@ def load_bundle(bundle_dir: Path) -> ModelBundle:
         escalation_model=models["escalation model"],
         priority_model=models.get("priority model"),
         digest=digest,
+        labels=labels,
+        priority_columns=columns_of(model_features.get("priority model", metadata["features"])),
     )
+
+
+def check_label_entries(metadata: dict) -> list[dict]:
+    """The metadata's label entries, checked before any file they name is opened: names and types
+    are plain identifiers, and each model file is one of this bundle's own model files."""
+    entries = describe_label_models(metadata)
+    for i, entry in enumerate(entries):
+        name = entry.get("name")
+        if not isinstance(name, str) or not LABEL_NAME.fullmatch(name):
+            raise BundleError(f"{METADATA}: label {i} has an invalid name {name!r}")
+        expected = ESCALATION_MODEL if i == 0 else label_model_file(name)
+        if entry.get("model_file") != expected:
+            raise BundleError(f"{METADATA}: label {name} names model file {entry.get('model_file')!r}, "
+                              f"expected {expected!r}")
+        kind = entry.get("escalation_type")
+        if kind is not None and kind not in ESCALATION_TYPES:
+            raise BundleError(f"{METADATA}: label {name} has an unknown escalation_type {kind!r}")
+        if not isinstance(entry.get("features"), list) or not entry.get("thresholds") or not entry.get("calibration"):
+            raise BundleError(f"{METADATA}: label {name} lacks its features, thresholds or calibration")
+    return entries
+
+
+LABEL_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")

@@ -12,8 +12,9 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from bundle.model import ModelBundle, label_feature
+from bundle.model import LabelModel, LabelScores, ModelBundle, label_feature
 from features.build import UNSEEN
+from features.labels import pick_likely_type
 from features.online import OnlineFeatures
 from features.schema import CATEGORICAL_COLUMNS
 
@@ -21,11 +22,15 @@ from features.schema import CATEGORICAL_COLUMNS
 def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict], n_reasons: int = 3,
                lock: threading.Lock | None = None, reasons: str = "path",
                features_out: list[dict] | None = None) -> list[dict]:
-    """One dict per ticket with the fields of ModelBundle.score's rows, in input order, and its
-    `warnings` [{field, value, message}]: text fields longer than the features read, and each
-    canonical categorical value (channel, category, status, ...) the model was not trained on,
-    which it scores as "other". Identities and an importer's extra columns (a new agent, a new
-    location) are expected to be new: no warning.
+    """One dict per ticket with the fields of ModelBundle.score's rows, in input order, its
+    `warnings` [{field, value, message}] and `types`.
+
+    `warnings`: text fields longer than the features read, and each canonical categorical value
+    (channel, category, status, ...) the model was not trained on, which it scores as "other".
+    Identities and an importer's extra columns (a new agent, a new location) are expected to be
+    new: no warning. `types`: per label (features.labels), its escalation_type, probability,
+    band, escalate_now and reasons (the primary's are the top-level ones); `likely_type`: the
+    escalation type of the most probable typed label (None when no label has a type).
 
     `lock` serialises the booster calls of one worker's threads: LightGBM has had data races
     when threads share a Booster (lightgbm-org/LightGBM#5482, #6142), and with one OpenMP
@@ -38,13 +43,11 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
         scored = bundle.score_features(features, n_reasons, reasons)
     classes = bundle.metadata["priority_classes"]
     names = online.names
-    contributions = scored.contributions
-    probability = scored.probability.tolist()
-    bands = scored.band.tolist()
-    escalate_now = scored.escalate_now.tolist()
     predicted = scored.priority_predicted.tolist()
     priority_prob = scored.priority_probabilities.tolist()
     watched = [(j, column) for j, column, _ in online.category_slots if column in CATEGORICAL_COLUMNS]
+    per_label = [(label, describe_label_scores(label, scored.types[label.name], online, features, shown))
+                 for label in bundle.labels]
     out = []
     if features_out is not None:
         for i, row in enumerate(features.tolist()):
@@ -57,24 +60,42 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
                      "message": f"{column} {shown[i][j]!r} is not among the values the model was trained on; "
                                 f"scored as {UNSEEN!r}"}
                     for j, column in watched if shown[i][j] is not None and np.isnan(features[i, j])]
+        types = {label.name: entries[i] for label, entries in per_label}
+        primary = types[bundle.primary.name]
+        out.append({
+            "ticket_id": str(ticket["ticket_id"]),
+            "escalation_probability": primary["probability"],
+            "band": primary["band"],
+            "escalate_now": primary["escalate_now"],
+            "priority_predicted": predicted[i],
+            "priority_probabilities": dict(zip(classes, priority_prob[i], strict=True)),
+            "reasons": primary["reasons"],
+            "warnings": online.text_warnings(ticket) + warnings,
+            "types": types,
+            "likely_type": pick_likely_type(types),
+        })
+    return out
+
+
+def describe_label_scores(label: LabelModel, scores: LabelScores, online: OnlineFeatures, features: np.ndarray,
+                          shown: list[dict[int, object]]) -> list[dict]:
+    """Per ticket, one label's entry of the response's `escalation.types`."""
+    columns = range(len(online.names)) if label.columns is None else label.columns.tolist()
+    names = label.features
+    contributions = scores.contributions
+    probability, bands, escalate_now = scores.probability.tolist(), scores.band.tolist(), scores.escalate_now.tolist()
+    out = []
+    for i in range(len(probability)):
         reasons_out = []
-        for j in scored.top[i].tolist():
+        for j in scores.top[i].tolist():
             effect = float(contributions[i, j])
             reasons_out.append({
                 "feature": names[j],
                 "label": label_feature(names[j]),
-                "value": online.show(features, shown, i, j),
+                "value": online.show(features, shown, i, columns[j]),
                 "effect": round(effect, 4),
                 "direction": "raises risk" if effect > 0 else "lowers risk",
             })
-        out.append({
-            "ticket_id": str(ticket["ticket_id"]),
-            "escalation_probability": probability[i],
-            "band": bands[i],
-            "escalate_now": escalate_now[i],
-            "priority_predicted": predicted[i],
-            "priority_probabilities": dict(zip(classes, priority_prob[i], strict=True)),
-            "reasons": reasons_out,
-            "warnings": online.text_warnings(ticket) + warnings,
-        })
+        out.append({"escalation_type": label.escalation_type, "probability": probability[i], "band": bands[i],
+                    "escalate_now": escalate_now[i], "reasons": reasons_out})
     return out

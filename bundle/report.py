@@ -12,7 +12,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -34,7 +34,9 @@ REPORT_JSON = "report.json"
 REPORT_SOURCE = "bundle_manifest.sha256"
 # Files a report folder holds: what other tools (and the service) may read.
 REPORT_FILES = (REPORT_HTML, REPORT_JSON, "capacity.csv", "drivers.csv", "segments.csv", "earliness.csv",
-                "calibration.csv", "priority_confusion.csv", "metrics.csv", "case_mix.csv", "repeat_issues.csv")
+                "calibration.csv", "priority_confusion.csv", "metrics.csv", "case_mix.csv", "repeat_issues.csv",
+                "types.csv")
+TYPE_DRIVERS = 5  # drivers listed per label in the by-type section
 ESCALATION_TYPE = "escalation_type_later"
 REPEAT_FEATURE = "customer_category_tickets_30d"
 CONTRIBUTION_ROWS = 200_000  # test rows whose top-driver contributions the report computes
@@ -101,11 +103,25 @@ def collect_driver_values(model, features: pd.DataFrame, importance: pd.DataFram
 
 def write_report_data(result, bundle_dir: Path) -> Path:
     """The test-period rows the report is computed from, saved inside the bundle."""
-    frame = pd.concat([result.test_scores.reset_index(drop=True), result.driver_values], axis=1)
+    return _write_scores(result.test_scores, result.driver_values, Path(bundle_dir) / REPORT_DATA)
+
+
+def label_file(name: str, label: str) -> str:
+    """A non-primary label's copy of a bundle file: report_data.sla.parquet, feature_importance.sla.csv."""
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}.{label}{dot}{suffix}"
+
+
+def write_label_report_data(label, bundle_dir: Path) -> Path:
+    """A non-primary label's test rows, scores and top-driver values (training.train.LabelResult)."""
+    return _write_scores(label.test_scores, label.driver_values, Path(bundle_dir) / label_file(REPORT_DATA, label.name))
+
+
+def _write_scores(test_scores: pd.DataFrame, driver_values: pd.DataFrame, path: Path) -> Path:
+    frame = pd.concat([test_scores.reset_index(drop=True), driver_values.reset_index(drop=True)], axis=1)
     for column in frame.columns:
         if frame[column].dtype == object:
             frame[column] = frame[column].astype("string")
-    path = Path(bundle_dir) / REPORT_DATA
     frame.to_parquet(path, index=False)
     return path
 
@@ -120,6 +136,8 @@ class ReportInputs:
     data: pd.DataFrame
     tickets: pd.DataFrame
     case_mix: pd.DataFrame | None = None  # the test period's tickets with their case-mix risk
+    # Per non-primary label (features.labels): its test rows and scores, and its feature importance.
+    labels: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -148,13 +166,22 @@ def load_report_inputs(bundle_dir: Path) -> ReportInputs:
     history = bundle_dir / "history.parquet"
     columns = [c for c in ("ticket_id", "created_at", "escalated", "customer_id", "category")
                if c in pq.read_schema(history).names]
+    metadata = json.loads((bundle_dir / METADATA).read_text())
+    labels = {}
+    for entry in metadata.get("labels") or []:
+        name = entry["name"]
+        if entry.get("primary") or not (bundle_dir / label_file(REPORT_DATA, name)).is_file():
+            continue
+        labels[name] = (pd.read_parquet(bundle_dir / label_file(REPORT_DATA, name)),
+                        pd.read_csv(bundle_dir / label_file(IMPORTANCE, name)))
     return ReportInputs(
-        metadata=json.loads((bundle_dir / METADATA).read_text()),
+        metadata=metadata,
         importance=pd.read_csv(bundle_dir / IMPORTANCE),
         data=pd.read_parquet(bundle_dir / REPORT_DATA),
         # One row per ticket: a reopened ticket has a history row per closed stretch.
         tickets=pd.read_parquet(history, columns=columns).drop_duplicates("ticket_id"),
         case_mix=pd.read_parquet(bundle_dir / CASE_MIX_DATA) if (bundle_dir / CASE_MIX_DATA).is_file() else None,
+        labels=labels,
     )
 
 
@@ -446,6 +473,44 @@ def summarize_repeats_period(inputs: ReportInputs) -> dict | None:
                                    max_rows=_param(inputs.metadata, "case_mix.max_rows", 15))
 
 
+def summarize_types(inputs: ReportInputs) -> list[dict]:
+    """Per label (the primary first): what it predicts, its test ROC-AUC beside its logistic baseline,
+    the review capacity it buys and its top drivers, from its own saved test scores."""
+    metadata = inputs.metadata
+    entries = metadata.get("labels") or [{"name": metadata.get("label", {}).get("name", "escalation"),
+                                          "primary": True, "escalation_type": None,
+                                          "definition": metadata.get("label", {}).get("definition", "")}]
+    out = []
+    for entry in entries:
+        if entry.get("primary"):
+            data, importance = inputs.data, inputs.importance
+        elif entry["name"] in inputs.labels:
+            data, importance = inputs.labels[entry["name"]]
+        else:
+            continue
+        y = data["escalates"].to_numpy()
+        ours = evaluate.score_ranking(y, data["probability"].to_numpy(), (0.10,))
+        logistic = evaluate.score_ranking(y, data["logistic_probability"].to_numpy(), (0.10,))
+        capacity = {row["share_reviewed"]: row for row in summarize_capacity(data)}
+        out.append({
+            "name": entry["name"],
+            "primary": bool(entry.get("primary")),
+            "escalation_type": entry.get("escalation_type"),
+            "definition": entry.get("definition", ""),
+            "snapshots": int(len(data)),
+            "tickets": int(data["ticket_id"].nunique()),
+            "escalating_snapshots": int(y.sum()),
+            "base_rate": float(y.mean()) if len(y) else None,
+            "roc_auc": _number(ours["roc_auc"]),
+            "roc_auc_logistic": _number(logistic["roc_auc"]),
+            "capacity": [capacity[share] for share in (0.05, 0.10, 0.20) if share in capacity],
+            "drivers": [{"feature": r.feature, "label": label_feature(r.feature),
+                         "mean_abs_contribution": float(r.mean_abs_contribution)}
+                        for r in importance.head(TYPE_DRIVERS).itertuples()],
+        })
+    return out
+
+
 def describe_limits(report: dict) -> list[str]:
     limits = [
         "It learns from past tickets: if products, teams or escalation rules change, its numbers drift "
@@ -490,6 +555,10 @@ def build_report(inputs: ReportInputs) -> dict:
         "data_window": metadata["data_window"],
         "label": metadata.get("label", {}),
         "bands": {k: metadata["metrics"].get(f"test_band_{k}_share") for k in ("high", "medium", "low")},
+        "types": summarize_types(inputs),
+        # Labels the params file asked for that have no model here, with why (e.g. the Dask engine
+        # trains the primary label only; a type too rare in the data).
+        "labels_not_trained": dict(inputs.metadata.get("skipped_labels") or {}),
     }
     report["limits"] = describe_limits(report)
     return report
@@ -738,6 +807,16 @@ def write_tables(report: dict, output_dir: Path) -> None:
                                              "escalation_rate_first"]).to_csv(output_dir / "repeat_issues.csv",
                                                                               index=False)
     metrics = report["metrics"]
+    pd.DataFrame([
+        {"label": t["name"], "primary": t["primary"], "escalation_type": t["escalation_type"],
+         "definition": t["definition"], "snapshots": t["snapshots"], "base_rate": t["base_rate"],
+         "roc_auc": t["roc_auc"], "roc_auc_logistic": t["roc_auc_logistic"],
+         **{f"share_caught_top_{int(round(c['share_reviewed'] * 100))}pct": c["share_of_escalations_caught"]
+            for c in t["capacity"]},
+         "top_drivers": "; ".join(d["label"] for d in t["drivers"]), "not_trained": None}
+        for t in report["types"]
+    ] + [{"label": name, "not_trained": why} for name, why in report.get("labels_not_trained", {}).items()]
+    ).to_csv(output_dir / "types.csv", index=False)
     pd.DataFrame({"model": metrics["model"], "logistic_baseline": metrics["logistic_baseline"],
                   "priority_rule_baseline": pd.Series(metrics["priority_rule_baseline"], dtype=float)}).rename_axis(
         "metric").to_csv(output_dir / "metrics.csv")

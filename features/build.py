@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.history import HistoryFeatures
+from features.labels import RATE_FEATURES, expand_exclusions, list_outcome_labels, outcome_table, rate_feature
 from features.schema import NORMALIZATION_VERSION, PRIORITY_ORDER, normalize_categories
 from features.snapshots import LABEL, SNAPSHOT_TIME
 from features.text import TextFeatures
@@ -177,7 +178,8 @@ class FeatureBuilder:
         self.target_rate_smoothing = float(target_rate_smoothing)
 
     def fit(self, snapshots: pd.DataFrame, tickets: pd.DataFrame) -> FeatureBuilder:
-        """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log.
+        """`snapshots`: the training period's rows; `tickets`: features.history.summarize_tickets of the log
+        (with features.labels.add_label_outcomes' columns, each such label gets its own rate features).
 
         The history's prior is read as of the newest ticket opened in the training period
         (`history_as_of_`), so no outcome from the validation or test periods reaches it.
@@ -193,10 +195,12 @@ class FeatureBuilder:
         self.fit_history(tickets)
         self.rates_: dict[str, dict] = {}
         if self.target_rate_min_levels is not None and LABEL in snapshots:
-            folds = find_rate_folds(snapshots["ticket_id"].to_numpy())
-            y = snapshots[LABEL].to_numpy(dtype="float64")
+            # The primary label's rates, on the rows it asks about (with several labels, -1 elsewhere).
+            asked = snapshots[LABEL].to_numpy() >= 0
+            folds = find_rate_folds(snapshots["ticket_id"].to_numpy()[asked])
+            y = snapshots[LABEL].to_numpy(dtype="float64")[asked]
             for column in self.categories_:
-                values = self._category_values(snapshots, column)
+                values = self._category_values(snapshots, column)[asked]
                 if values.nunique() >= self.target_rate_min_levels:
                     self.rates_[column] = fit_rates(values, y, folds, self.target_rate_smoothing)
         self.text_ = TextFeatures(seed=self.seed, **self.text_params).fit(snapshots) if self.text_enabled else None
@@ -247,10 +251,17 @@ class FeatureBuilder:
 
     def fit_history(self, tickets: pd.DataFrame) -> FeatureBuilder:
         """Rebuild the as-of history index from the ticket summaries the builder was fitted with,
-        the prior read as at fit time (`history_as_of_`)."""
-        self.history_ = HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(
-            tickets, as_of=getattr(self, "history_as_of_", None))
+        the prior read as at fit time (`history_as_of_`): the any-rise one (`history_`) and, for each
+        label with its own outcome in the table (features.labels.add_label_outcomes' columns), one
+        counting that outcome (`label_history_`). Bundles store the table, not these (bundle.model)."""
+        self.history_ = self._fit_one_history(tickets)
+        self.label_history_ = {label: self._fit_one_history(outcome_table(tickets, label))
+                               for label in list_outcome_labels(tickets)}
         return self
+
+    def _fit_one_history(self, tickets: pd.DataFrame) -> HistoryFeatures:
+        return HistoryFeatures(self.history_windows_days, self.history_smoothing).fit(
+            tickets, as_of=getattr(self, "history_as_of_", None))
 
     def transform(self, snapshots: pd.DataFrame, chunk_rows: int = 250_000) -> pd.DataFrame:
         """Features for each row, in input order; large inputs go in chunks to bound memory."""
@@ -259,7 +270,7 @@ class FeatureBuilder:
                       for i in range(0, len(snapshots), chunk_rows)]
             return pd.concat(chunks, ignore_index=True)
         frame = self._transform_all(snapshots)
-        excluded = self.exclude_features
+        excluded = expand_exclusions(self.exclude_features, list(self.label_histories))
         return frame.drop(columns=excluded, errors="ignore") if excluded else frame
 
     def transform_rates(self, snapshots: pd.DataFrame) -> pd.DataFrame:
@@ -285,8 +296,16 @@ class FeatureBuilder:
             out[f"{column}_rate"] = result
         return out
 
+    @property
+    def label_histories(self) -> dict[str, HistoryFeatures]:
+        """Per label with its own outcome, its as-of history (builders saved before labels: none)."""
+        return getattr(self, "label_history_", None) or {}
+
     def _transform_all(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         parts = [compute_ticket_features(snapshots), self.history_.transform(snapshots)]
+        for label, history in self.label_histories.items():
+            rates = history.transform(snapshots)[list(RATE_FEATURES)]
+            parts.append(rates.rename(columns={f: rate_feature(f, label) for f in RATE_FEATURES}))
         if self.text_ is not None:
             parts.append(self.text_.transform(snapshots))
         parts.append(self.transform_rates(snapshots))

@@ -21,6 +21,7 @@ from cachetools import LRUCache
 
 from features.build import COUNTER_FEATURES, MISSING, RATE_FOLDS, TICKET_FEATURES, UNSEEN, FeatureBuilder
 from features.history import ENTITIES
+from features.labels import RATE_FEATURES, rate_feature
 from features.schema import (
     CATEGORICAL_COLUMNS,
     PRIORITY_ALIASES,
@@ -73,6 +74,16 @@ class OnlineFeatures:
         self.history_columns = [self.position[n] for n in self.history_names]
         self.history_kept = [i for i, n in enumerate(self.history.feature_names_) if n in self.position]
         self.text_columns = [self.position[n] for n in self.text.feature_names_] if self.text is not None else []
+        # Per label with its own outcome: its history, and (index in its features, column) of each rate
+        # kept. Its tables are fitted on the same tickets as the any-rise one, so entity codes agree.
+        self.label_rates = []
+        for label, history in builder.label_histories.items():
+            if any(history.indexes_[e].codes != self.history.indexes_[e].codes for e in ENTITIES):
+                raise ValueError(f"the history of label {label!r} codes entities differently from the main one")
+            slots = [(history.feature_names_.index(f), self.position[rate_feature(f, label)])
+                     for f in RATE_FEATURES if rate_feature(f, label) in self.position]
+            if slots:
+                self.label_rates.append((history, slots))
         # (feature position, column, whether it is the priority) of each categorical column
         self.category_slots = [(self.position[c], c, c == "priority") for c in self.categories]
         # (feature position, column, rate table) of each out-of-fold rate feature (FeatureBuilder.transform_rates)
@@ -154,6 +165,10 @@ class OnlineFeatures:
                          for entity, keys in entity_keys.items()}
                 history = self.history.transform_arrays(t_seconds, own_created, codes, live.arrays())
         out[:, self.history_columns] = np.column_stack([history[name] for name in self.history_names])
+        for label_history, slots in self.label_rates:
+            rates = label_history.transform_arrays(t_seconds, own_created, codes)
+            for i, j in slots:
+                out[:, j] = rates[label_history.feature_names_[i]]
         if self.text is not None:
             out[:, self.text_columns] = self.text_features(ticket_texts, last_messages)
         if self.rate_slots:
@@ -180,12 +195,17 @@ class OnlineFeatures:
                 own = live.ticket_created.get(ticket_id)
             for entity, columns in ENTITIES.items():
                 codes[entity] = self.history.entity_code(entity, _entity_key(ticket, columns, self.normalize))
-            history = self.history.transform_one(t_ns // 1_000_000_000, np.nan if own is None else float(own), codes)
+            own_seconds = np.nan if own is None else float(own)
+            history = self.history.transform_one(t_ns // 1_000_000_000, own_seconds, codes)
         values = [np.nan] * len(self.names)
         for j, value in zip(self.ticket_columns, [row[i] for i in self.ticket_kept], strict=True):
             values[j] = value
         for j, value in zip(self.history_columns, [history[i] for i in self.history_kept], strict=True):
             values[j] = value
+        for label_history, slots in self.label_rates:
+            rates = label_history.transform_one(t_ns // 1_000_000_000, own_seconds, codes)
+            for i, j in slots:
+                values[j] = rates[i]
         if self.text is not None:
             ticket_text, last_message = self.ticket_texts(ticket)
             text = self.text_features([ticket_text], [last_message])

@@ -267,8 +267,11 @@ def replay(data_path: Path | None, source: str, mapping_path: Path | None, model
     from serving.policy import PolicyError, load_policy
     from serving.replay import (
         ReplayError,
+        describe_replay_labels,
         evaluate_replay,
+        evaluate_types,
         find_escalations,
+        find_label_escalations,
         format_results,
         load_replay_events,
         parse_duration,
@@ -317,6 +320,10 @@ def replay(data_path: Path | None, source: str, mapping_path: Path | None, model
                              progress=lambda k, n: click.echo(f"  tick {k:,}/{n:,}", err=True))
         escalations = find_escalations(events, label_rule(metadata))
         results = evaluate_replay(run, escalations)
+        labels = describe_replay_labels(metadata)
+        closing = (metadata.get("params") or {}).get("snapshots.closed_statuses") or ["closed"]
+        by_type = evaluate_types(run, find_label_escalations(events, labels, closing, escalations), labels) \
+            if labels else []
     except ReplayError as exc:
         raise UserError(str(exc)) from exc
     check = next(r for r in results if r.rule == "model" and r.threshold.startswith("alert line"))
@@ -328,6 +335,9 @@ def replay(data_path: Path | None, source: str, mapping_path: Path | None, model
     click.echo("escalation = " + (f"{label['counter']} reaches {label['min_rise']}" if label["rule"] == "counter_rise"
                                   else "escalation_level rises above 0") + " (the bundle's label event)")
     click.echo(format_results(results))
+    if by_type:
+        click.echo(f"\nby type (each label's own escalations; the primary, {labels[0].name}, first):")
+        click.echo(format_results(by_type))
     click.echo(f"\nalerts raised by the store during the replay: {run.store_alerts} "
                f"(the model row at the alert line counts {check.alerts}); replay {run.seconds:.1f} s, "
                f"{run.n_events / run.seconds:,.0f} events/s overall (recording {run.seconds_recording:.1f} s: "

@@ -4,7 +4,10 @@ tier, type, response time.
 Besides the model's band and predicted priority, a rule may look at what the ticket says
 (its typed priority, the customer's tier) and at time (the SLA breached, hours since the last
 update, hours since the customer last wrote), so time-based and priority escalations are rules
-too. Ops leads own the YAML file; a mistake in it must stop start-up (or a reload) with a
+too. With a bundle of several labels (features.labels), a rule may also match on the most
+likely kind of escalation (`likely_type`) and on the band of each kind's own model
+(`type_band`), so an SLA risk goes to the SLA desk and a customer-initiated risk to a supervisor.
+Ops leads own the YAML file; a mistake in it must stop start-up (or a reload) with a
 message that names the file, line, rule and field, not surface later as a wrong routing decision.
 """
 
@@ -90,6 +93,36 @@ def describe_ticket(ticket: dict, now: datetime, last_update_at: object = None) 
     )
 
 
+_BAND_ORDER = {"low": 0, "medium": 1, "high": 2}
+
+
+@dataclass(frozen=True)
+class TypeRisk:
+    """What the per-label models say about a ticket's kinds of escalation (bundle.online_score's
+    `types`): the most likely kind, and each kind's band. Unknown (a bundle without typed labels)
+    = None / no entry: a rule that asks about it does not match."""
+
+    likely_type: str | None = None
+    bands: tuple[tuple[str, str], ...] = ()  # (escalation type, band), sorted by type
+
+    def band_of(self, kind: str) -> str | None:
+        return dict(self.bands).get(kind)
+
+
+NO_TYPES = TypeRisk()
+
+
+def describe_types(types: dict[str, dict] | None, likely_type: str | None = None) -> TypeRisk:
+    """TypeRisk from the scored labels (per label: `escalation_type`, `band`); two labels of one kind
+    count with the higher band."""
+    bands: dict[str, str] = {}
+    for entry in (types or {}).values():
+        kind, band = entry.get("escalation_type"), entry["band"]
+        if kind is not None and _BAND_ORDER[band] >= _BAND_ORDER.get(bands.get(kind, "low"), 0):
+            bands[kind] = band
+    return TypeRisk(likely_type, tuple(sorted(bands.items())))
+
+
 class Condition(BaseModel):
     """Every key given must hold (keys left out match anything). Hours are `at least` thresholds."""
 
@@ -103,6 +136,10 @@ class Condition(BaseModel):
     sla_breached: bool | None = None
     min_hours_since_update: float | None = Field(None, ge=0)
     min_hours_since_customer_message: float | None = Field(None, ge=0)
+    # The escalation type of the most probable typed label (bundles with typed labels only).
+    likely_type: list[EscalationType] | None = None
+    # Per escalation type, the bands its own model's score must be in (every type listed must match).
+    type_band: dict[EscalationType, list[Band]] | None = None
 
     def is_empty(self) -> bool:
         return all(value is None for value in self.__dict__.values())
@@ -118,7 +155,8 @@ class Rule(BaseModel):
     when: Condition = Field(default_factory=Condition)
     then: Action
 
-    def matches(self, band: str, priority: str, category: str | None, facts: TicketFacts = NO_FACTS) -> bool:
+    def matches(self, band: str, priority: str, category: str | None, facts: TicketFacts = NO_FACTS,
+                types: TypeRisk = NO_TYPES) -> bool:
         when = self.when
         typed = when.wanted_typed_priorities()
         return (
@@ -132,6 +170,9 @@ class Rule(BaseModel):
             and (when.sla_breached is None or facts.sla_breached is when.sla_breached)
             and _at_least(facts.hours_since_update, when.min_hours_since_update)
             and _at_least(facts.hours_since_customer_message, when.min_hours_since_customer_message)
+            and (when.likely_type is None or types.likely_type in when.likely_type)
+            and (when.type_band is None
+                 or all(types.band_of(kind) in wanted for kind, wanted in when.type_band.items()))
         )
 
 
@@ -158,25 +199,27 @@ class EscalationMatrix(BaseModel):
             raise ValueError(f"duplicate rule name(s): {', '.join(duplicates)}")
         return self
 
-    def decide(self, band: str, priority: str, category: str | None, facts: TicketFacts = NO_FACTS) -> dict:
+    def decide(self, band: str, priority: str, category: str | None, facts: TicketFacts = NO_FACTS,
+               types: TypeRisk = NO_TYPES) -> dict:
         """The first matching rule's action, with the rule's name so a decision can be traced.
 
         `priority` is the model's predicted priority; `facts` what the ticket itself says at the
-        decision time (describe_ticket). Decisions are remembered per distinct input (hours as
-        which thresholds they reach), so callers must not modify the dict; the memory is bounded
-        because categories come from clients."""
+        decision time (describe_ticket); `types` the per-label models' view of the ticket
+        (describe_types). Decisions are remembered per distinct input (hours as which thresholds
+        they reach), so callers must not modify the dict; the memory is bounded because
+        categories come from clients."""
         update_cuts, message_cuts = self.__pydantic_private__["_cuts"] or self._find_cuts()
         since_update, since_message = facts.hours_since_update, facts.hours_since_customer_message
         # how many of the (sorted) thresholds each is at least: all a decision can depend on
         key = (band, priority, category, facts.typed_priority, facts.customer_tier, facts.sla_breached,
                -1 if since_update is None else bisect_right(update_cuts, since_update),
-               -1 if since_message is None else bisect_right(message_cuts, since_message))
+               -1 if since_message is None else bisect_right(message_cuts, since_message), types)
         remembered = self.__pydantic_private__["_decided"]  # plain dict access; `self._decided` is slower
         decided = remembered.get(key)
         if decided is not None:
             return decided
         for rule in self.rules:
-            if rule.matches(band, priority, category, facts):
+            if rule.matches(band, priority, category, facts, types):
                 decided = {**rule.then.model_dump(), "rule": rule.name}
                 if len(remembered) < 4096:
                     remembered[key] = decided

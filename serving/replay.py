@@ -22,6 +22,13 @@ as many alerts as the model at that volume.
 The escalation of a ticket is the bundle's label event: level_rise -> the first update whose
 escalation_level is above 0; counter_rise -> the first update whose counter reaches min_rise.
 Tickets already escalated at their first update cannot be caught by anyone and are left out.
+
+With a bundle of several labels (features.labels), each tick also keeps every label's probability
+and alert line (its escalate_now or band high), and the replay reports lead time per type: for
+each label, its own escalations (features.snapshots.find_outcome_times: e.g. a typed label's
+tickets whose first escalation is of its type) caught by the label's own alert line, and by the
+alerts the watcher raises (the primary label's line). The watcher stops watching a ticket at the
+primary label's event, so a label whose event comes later can only be caught before that.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.labels import LabelRule
 from features.schema import PRIORITY_ALIASES
 from features.settings import Settings
 from features.text import CUE_PATTERNS
@@ -69,14 +77,23 @@ class Observations:
     above_line: list[bool] = field(default_factory=list)
     sla_share: list[float] = field(default_factory=list)
     supervisor: list[bool] = field(default_factory=list)
+    # Per label of a bundle of several labels: its probability and whether it is above its own line.
+    type_probability: dict[str, list[float]] = field(default_factory=dict)
+    type_above_line: dict[str, list[bool]] = field(default_factory=dict)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"tick": np.asarray(self.tick, dtype=np.int64),
-                             "ticket": np.asarray(self.ticket, dtype=np.int64),
-                             "probability": np.asarray(self.probability, dtype=np.float64),
-                             "above_line": np.asarray(self.above_line, dtype=bool),
-                             "sla_share": np.asarray(self.sla_share, dtype=np.float64),
-                             "supervisor": np.asarray(self.supervisor, dtype=bool)})
+        """Columns tick, ticket, probability, above_line, sla_share, supervisor, and per label
+        `probability__<label>` and `above_line__<label>`."""
+        columns = {"tick": np.asarray(self.tick, dtype=np.int64),
+                   "ticket": np.asarray(self.ticket, dtype=np.int64),
+                   "probability": np.asarray(self.probability, dtype=np.float64),
+                   "above_line": np.asarray(self.above_line, dtype=bool),
+                   "sla_share": np.asarray(self.sla_share, dtype=np.float64),
+                   "supervisor": np.asarray(self.supervisor, dtype=bool)}
+        for name, values in self.type_probability.items():
+            columns[f"probability__{name}"] = np.asarray(values, dtype=np.float64)
+            columns[f"above_line__{name}"] = np.asarray(self.type_above_line[name], dtype=bool)
+        return pd.DataFrame(columns)
 
 
 @dataclass
@@ -214,6 +231,11 @@ def replay_history(events: pd.DataFrame, holder: ModelHolder, policy: Escalation
                 escalation = score["escalation"]
                 seen.probability.append(escalation["probability"])
                 seen.above_line.append(bool(escalation["escalate_now"]) or escalation["band"] == "high")
+                types = escalation.get("types") or {}
+                for name, entry in types.items() if len(types) > 1 else ():
+                    seen.type_probability.setdefault(name, []).append(entry["probability"])
+                    seen.type_above_line.setdefault(name, []).append(bool(entry["escalate_now"])
+                                                                     or entry["band"] == "high")
                 seen.sla_share.append(sla_share(state, now, sla_hours))
                 seen.supervisor.append(asks_for_supervisor(state))
 
@@ -303,7 +325,9 @@ def score_rule(name: str, threshold: str, alerts: pd.DataFrame, run: ReplayRun, 
     tick_times = pd.DatetimeIndex(run.tick_times)
     alert_time = tick_times[alerts["tick"].to_numpy()] if len(alerts) else pd.DatetimeIndex([], tz=UTC)
     frame = pd.DataFrame({"ticket_id": alert_ticket, "at": alert_time})
-    frame["escalated_at"] = frame["ticket_id"].map(escalated_at)
+    # reindex, not map: pandas cannot map through an empty datetime Series (a kind that never escalated)
+    frame["escalated_at"] = pd.to_datetime(escalated_at, utc=True).reindex(
+        frame["ticket_id"].to_numpy(dtype=object)).array
     hits = frame.loc[frame["escalated_at"].notna() & (frame["at"] < frame["escalated_at"])]
     first_hit = hits.sort_values("at").drop_duplicates("ticket_id")
     leads = ((first_hit["escalated_at"] - first_hit["at"]).dt.total_seconds() / 3600).to_numpy()
@@ -344,6 +368,51 @@ def evaluate_replay(run: ReplayRun, escalations: pd.DataFrame, volumes: tuple[fl
         results.append(RuleResult("supervisor request", "no customer message asks (or no message text)",
                                   0, 0, 0, int((~escalations["at_creation"] & escalations["escalated_at"].notna()).sum()),
                                   None))
+    return results
+
+
+def describe_replay_labels(metadata: dict) -> list[LabelRule]:
+    """The bundle's labels as rules (features.labels), the primary first; [] for a bundle of one label."""
+    entries = metadata.get("labels") or []
+    if len(entries) < 2:
+        return []
+    entries = sorted(entries, key=lambda entry: not entry.get("primary"))
+    return [LabelRule(name=e["name"], rule=e.get("rule", "level_rise"), horizon_hours=e.get("horizon_hours"),
+                      counter=e.get("counter") or "reassignment_count", min_rise=int(e.get("min_rise") or 2),
+                      rise_type=e.get("rise_type"), escalation_type=e.get("escalation_type"))
+            for e in entries]
+
+
+def find_label_escalations(events: pd.DataFrame, labels: list[LabelRule], closed_statuses: list[str],
+                           primary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per label: escalated_at (its event, features.snapshots.find_outcome_times; NaT if none) and
+    at_creation (the primary's: a ticket escalated at its first update is left out for every label)."""
+    from features.snapshots import find_outcome_times
+
+    ordered = events.sort_values(["ticket_id", "event_time"], kind="stable").reset_index(drop=True)
+    out = {}
+    for label in labels:
+        times = find_outcome_times(ordered, label, closed_statuses)
+        frame = pd.DataFrame({"escalated_at": pd.to_datetime(times.reindex(primary.index), utc=True)})
+        frame["at_creation"] = primary["at_creation"].to_numpy()
+        out[label.name] = frame
+    return out
+
+
+def evaluate_types(run: ReplayRun, escalations: dict[str, pd.DataFrame], labels: list[LabelRule]
+                   ) -> list[RuleResult]:
+    """Per label: its own model's alert line, and the watcher's alerts (the primary label's line),
+    against that label's escalations: catch, volume and lead time per type."""
+    obs = episode_peaks(run.observations)
+    watcher_alerts = first_alerts(obs, obs["above_line"].to_numpy())
+    results = []
+    for label in labels:
+        column = f"above_line__{label.name}"
+        if column in obs:
+            results.append(score_rule(label.name, "its own model's alert line",
+                                      first_alerts(obs, obs[column].to_numpy()), run, escalations[label.name]))
+        results.append(score_rule(label.name, "the watcher's alerts (primary's line)", watcher_alerts,
+                                  run, escalations[label.name]))
     return results
 
 

@@ -346,6 +346,8 @@ def get_model() -> Response:
         "data_window": meta.get("data_window"),
         "metrics": meta.get("metrics"),
         "thresholds": meta.get("thresholds"),
+        "labels": [{"name": label.name, "escalation_type": label.escalation_type, "definition": label.definition,
+                    "thresholds": label.thresholds} for label in bundle.labels],
         "priority_classes": meta.get("priority_classes"),
         "features": meta.get("features"),
         "last_reload_error": holder.last_error,

@@ -140,11 +140,23 @@ class Reason(BaseModel):
     direction: str
 
 
-class Escalation(BaseModel):
+class LabelEscalation(BaseModel):
+    escalation_type: str | None = Field(description="the kind of escalation the label stands for; null = any kind")
     probability: float
     band: str
     escalate_now: bool
     reasons: list[Reason]
+
+
+class Escalation(BaseModel):
+    probability: float = Field(description="the primary label's calibrated probability")
+    band: str
+    escalate_now: bool
+    reasons: list[Reason]
+    types: dict[str, LabelEscalation] = Field(description="per trained label (the primary included), its own "
+                                                         "probability, band and reasons")
+    likely_type: str | None = Field(description="the escalation type of the most probable typed label; "
+                                                "null when the model has none")
 
 
 class PriorityPrediction(BaseModel):

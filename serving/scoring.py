@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from bundle.online_score import score_many
 from features.settings import Settings
 from serving.live_model import LiveModel
-from serving.policy import EscalationMatrix, as_utc, describe_ticket
+from serving.policy import EscalationMatrix, as_utc, describe_ticket, describe_types
 
 
 def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], settings: Settings,
                  now: datetime | None = None, features_out: list[dict] | None = None,
                  sync_history: bool = True) -> list[dict]:
     """The /v1/score response dict of each state, in order: ticket_id, escalation{probability, band,
-    escalate_now, reasons}, priority{predicted, probabilities}, action (the escalation matrix's
+    escalate_now, reasons, types, likely_type} (shape_escalation), priority{predicted, probabilities}, action (the escalation matrix's
     decision), model{name, version}, scored_at (`now`, default the current UTC time), warnings.
 
     `features_out`, when a list, receives each state's feature values ({name: value}); `sync_history`
@@ -39,15 +39,23 @@ def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], 
         band, predicted = scored["band"], scored["priority_predicted"]
         out.append({
             "ticket_id": scored["ticket_id"],
-            "escalation": {"probability": scored["escalation_probability"], "band": band,
-                           "escalate_now": scored["escalate_now"], "reasons": scored["reasons"]},
+            "escalation": shape_escalation(scored),
             # null when the model was trained without a priority target (an export without priorities)
             "priority": ({"predicted": predicted, "probabilities": scored["priority_probabilities"]}
                          if predicted is not None else None),
             "action": policy.decide(band, predicted, state.get("category"), describe_ticket(
-                state, as_utc(state.get("event_time")) or now_utc, state.get("last_update_at"))),
+                state, as_utc(state.get("event_time")) or now_utc, state.get("last_update_at")),
+                describe_types(scored["types"], scored["likely_type"])),
             "model": model,
             "scored_at": scored_at,
             "warnings": scored["warnings"],
         })
     return out
+
+
+def shape_escalation(scored: dict) -> dict:
+    """The response's `escalation`: the primary label's probability, band, escalate_now and reasons
+    (as before labels were a list), `types` (each label's, features.labels) and `likely_type`."""
+    return {"probability": scored["escalation_probability"], "band": scored["band"],
+            "escalate_now": scored["escalate_now"], "reasons": scored["reasons"],
+            "types": scored["types"], "likely_type": scored["likely_type"]}

@@ -1,7 +1,8 @@
 """Batch scoring of open tickets: Parquet (or CSV) in, Parquet out, in one process or on Dask.
 
 Both engines call ModelBundle.score (the service's scoring path) on the latest row of each
-ticket; the Dask engine shuffles rows by ticket_id so a ticket's rows meet in one partition,
+ticket (with several labels, each label's probability, band and escalate-now come out as
+`<column>__<label>` beside the primary's, and `likely_type`); the Dask engine shuffles rows by ticket_id so a ticket's rows meet in one partition,
 then scores partitions with map_partitions. A row that fails validation is not scored: it
 comes out with its reason in `error`, so nothing in the input is dropped silently.
 """
@@ -40,6 +41,11 @@ def make_empty_scores(bundle: ModelBundle) -> pd.DataFrame:
         "reasons": "string",
     }
     columns |= {f"priority_probability_{c}": "float64" for c in bundle.metadata["priority_classes"]}
+    if len(bundle.labels) > 1:  # each label's own score (ModelBundle.score), then the most likely type
+        for label in bundle.labels:
+            columns |= {f"escalation_probability__{label.name}": "float64", f"band__{label.name}": "string",
+                        f"escalate_now__{label.name}": "boolean"}
+        columns["likely_type"] = "string"
     columns |= {"model_version": "string", ERROR: "string"}
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 

@@ -42,16 +42,19 @@ def creation_rows(snapshots: pd.DataFrame) -> np.ndarray:
     return (snapshots[POSITION] == 0).to_numpy()
 
 
-def fit_case_mix(params: Params, snapshots: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame]
-                 ) -> CaseMixResult:
+def fit_case_mix(params: Params, snapshots: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame],
+                 feature_names: list[str] | None = None) -> CaseMixResult:
     """Fit on the train part's creation rows, calibrate on valid's, score test's.
 
     `snapshots[part]` / `features[part]`: the part's snapshot rows and their feature matrix, row
-    for row (parts "train", "valid", "test"). Raises ValueError when a part has no creation rows
+    for row (parts "train", "valid", "test"); `feature_names`: the columns it may choose from
+    (default all; training passes the primary label's, features.labels). Raises ValueError when a part has no creation rows
     of both classes to learn from."""
     settings = params.case_mix
-    names = select_case_mix_features(list(features["train"].columns), settings.exclude_prefixes, settings.exclude)
-    rows = {p: creation_rows(snapshots[p]) for p in ("train", "valid", "test")}
+    names = select_case_mix_features(list(feature_names or features["train"].columns), settings.exclude_prefixes,
+                                     settings.exclude)
+    # The primary label's creation rows (-1: a row only other labels ask about).
+    rows = {p: creation_rows(snapshots[p]) & (snapshots[p][LABEL] >= 0).to_numpy() for p in ("train", "valid", "test")}
     x = {p: features[p].loc[rows[p], names] for p in rows}
     y = {p: snapshots[p].loc[rows[p], LABEL].to_numpy() for p in rows}
     for part in ("train", "valid"):

@@ -133,10 +133,12 @@ def _import_source(source: str, data_path: Path | None, mapping_path: Path | Non
         data_path = data_path or settings.resolved_servicenow_path
     if data_path is None:
         raise UserError(f"--source {source} needs --data PATH (the export)")
-    label = params.label
+    labels: dict[str, dict] = {}
+    for label in params.list_labels():  # the audit scores each label's rule
+        labels |= describe_labels(label.rule, label.counter, label.min_rise)
     try:
         mapping = load_mapping(mapping_path or source)
-        imported = import_export(data_path, mapping, describe_labels(label.rule, label.counter, label.min_rise))
+        imported = import_export(data_path, mapping, labels)
         return data_path, imported, adopt_mapping(params, mapping.closing_statuses, imported.feature_extras)
     except (MappingError, ParamsError, FileNotFoundError, KeyError) as exc:
         raise UserError(str(exc)) from exc
@@ -239,7 +241,7 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
     from features.schema import SchemaError
     from training.config import ParamsError, load_params
     from training.packaging import make_version, point_current, write_bundle
-    from training.train import find_quality_problem, format_metrics_table, train_models
+    from training.train import find_quality_problem, format_label_table, format_metrics_table, train_models
 
     settings = Settings()
     if mapping_path is not None and source == "events":
@@ -287,6 +289,8 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
                f"{len(result.validation.rejects):,} rejects (written to {rejects_path})")
     click.echo(result.split_table.to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo("\n" + format_metrics_table(result.metrics))
+    if labels_table := format_label_table(result):
+        click.echo(f"\nper label (primary: {result.params.label.name}):\n{labels_table}")
     click.echo("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
 
     if not no_mlflow:

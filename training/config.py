@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bundle.health import DEFAULTS as HEALTH
+from features.labels import LabelRule
 from features.schema import normalize_category
 from features.yaml_files import load_yaml_model
 
@@ -23,14 +24,48 @@ class DataParams(_Section):
     min_positive_tickets: int = Field(20, ge=1)   # tickets with at least one positive snapshot
 
 
-class LabelParams(_Section):
-    """level_rise: escalation_level rises after the snapshot; counter_rise: `counter` rises at
-    least `min_rise` more times after it (e.g. reassignments: a functional escalation)."""
+EscalationType = Literal["hierarchical", "functional", "time_based", "priority", "customer_initiated"]
 
-    rule: Literal["level_rise", "counter_rise"] = "level_rise"
+
+class LabelParams(_Section):
+    """One label (features.labels): level_rise: escalation_level rises after the snapshot (with
+    `rise_type`: and that first rise is of this type); counter_rise: `counter` rises at least
+    `min_rise` more times after it (e.g. reassignments: a functional escalation); sla_missed:
+    the SLA due time passes while the ticket is open."""
+
+    # Names the label in the response (escalation.types), metrics (label.<name>.*) and files.
+    name: str = Field("escalation", pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$", max_length=40)
+    rule: Literal["level_rise", "counter_rise", "sla_missed"] = "level_rise"
     horizon_hours: float | None = Field(336, gt=0)
     counter: str = "reassignment_count"
     min_rise: int = Field(2, ge=1)
+    rise_type: EscalationType | None = None
+    # The kind of escalation the label stands for (the escalation matrix matches on it);
+    # default: rise_type, time_based for sla_missed, else none (any kind).
+    escalation_type: EscalationType | None = None
+    # This label's model: changes to `escalation_model` (e.g. its own recency half-life) and
+    # built-in features it leaves out besides features.exclude.
+    escalation_model: dict = {}
+    exclude: list[str] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabelParams:
+        if self.rise_type is not None and self.rule != "level_rise":
+            raise ValueError("rise_type applies to the level_rise rule only")
+        if self.escalation_type is None:
+            self.escalation_type = self.rise_type or ("time_based" if self.rule == "sla_missed" else None)
+        return self
+
+    def to_rule(self) -> LabelRule:
+        return LabelRule(name=self.name, rule=self.rule, horizon_hours=self.horizon_hours, counter=self.counter,
+                         min_rise=self.min_rise, rise_type=self.rise_type, escalation_type=self.escalation_type)
+
+    def describe_target(self) -> dict:
+        """What the label predicts, for comparing models (the registry's champion gate): its
+        definition, never its name or modelling choices."""
+        target = {"rule": self.rule, "horizon_hours": self.horizon_hours, "counter": self.counter,
+                  "min_rise": self.min_rise}
+        return target | ({"rise_type": self.rise_type} if self.rise_type else {})
 
 
 class SnapshotParams(_Section):
@@ -47,8 +82,10 @@ class SnapshotParams(_Section):
 
     @field_validator("closed_statuses")
     @classmethod
-    def _normal_form(cls, values: list[str]) -> list[str]:
+    def _normal_form(cls, values: list[str] | None) -> list[str] | None:
         """Statuses are compared with the validated log's, which are in normal form ("Closed" = "closed")."""
+        if values is None:  # as a dumped Params gives it back (Params.select_label)
+            return None
         return [normal for value in values if (normal := normalize_category(value)) is not None]
 
 
@@ -214,6 +251,11 @@ class Params(_Section):
     num_threads: int = Field(2, ge=1)
     data: DataParams = DataParams()
     label: LabelParams = LabelParams()
+    # Several labels, a model each on one shared feature matrix (features.labels); `label` is
+    # then the primary one (primary_label, default the first): the champion gate and the
+    # response's escalation.probability use it.
+    labels: list[LabelParams] = []
+    primary_label: str | None = None
     snapshots: SnapshotParams = SnapshotParams()
     split: SplitParams = SplitParams()
     history: HistoryParams = HistoryParams()
@@ -227,6 +269,50 @@ class Params(_Section):
     dask: DaskParams = DaskParams()
     case_mix: CaseMixParams = CaseMixParams()
     monitoring: MonitoringParams = MonitoringParams()
+
+    @model_validator(mode="after")
+    def _labels(self) -> Params:
+        if not self.labels:
+            if self.primary_label is not None and self.primary_label != self.label.name:
+                raise ValueError(f"primary_label {self.primary_label!r} is not a label's name")
+            return self
+        if "label" in self.model_fields_set:
+            raise ValueError("give either `label` (one label) or `labels` (several), not both")
+        names = [label.name for label in self.labels]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate label name(s): {', '.join(duplicates)}")
+        primary = self.primary_label or names[0]
+        if primary not in names:
+            raise ValueError(f"primary_label {primary!r} is not one of the labels ({', '.join(names)})")
+        self.primary_label = primary
+        # The primary first: everything that reads one label reads labels[0] (= `label`).
+        self.labels = sorted(self.labels, key=lambda label: label.name != primary)
+        self.label = self.labels[0]
+        for label in self.labels:
+            ModelParams.model_validate(self.escalation_model.model_dump() | label.escalation_model)
+        return self
+
+    def list_labels(self) -> list[LabelParams]:
+        """Every label, the primary first."""
+        return list(self.labels) or [self.label]
+
+    def label_model_params(self, label: LabelParams) -> ModelParams:
+        """`escalation_model` with the label's own changes."""
+        if not label.escalation_model:
+            return self.escalation_model
+        return ModelParams.model_validate(self.escalation_model.model_dump() | label.escalation_model)
+
+    def select_label(self, name: str) -> Params:
+        """These params with only label `name` (its model changes applied): that label trained alone."""
+        chosen = next((label for label in self.list_labels() if label.name == name), None)
+        if chosen is None:
+            raise ValueError(f"no label {name!r}; labels: {', '.join(lb.name for lb in self.list_labels())}")
+        data = self.model_dump(exclude={"labels", "primary_label", "label"})
+        data["escalation_model"] = self.label_model_params(chosen).model_dump()
+        data["features"]["exclude"] = [*self.features.exclude, *chosen.exclude]
+        data["label"] = chosen.model_dump(exclude={"escalation_model", "exclude"})
+        return Params.model_validate(data)
 
 
 class ParamsError(ValueError):

@@ -34,11 +34,13 @@ from bundle import health, report
 from bundle.model import apply_calibration
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
+from features.labels import add_label_outcomes, common_features, select_label_features
 from features.schema import ValidationResult, check_reject_share, parse_times, validate_events
-from features.snapshots import LABEL, PRIORITY_TARGET, SNAPSHOT_TIME, build_snapshots
+from features.snapshots import LABEL, PRIORITY_TARGET, SNAPSHOT_TIME, build_snapshots, find_outcome_times
 from training.config import ModelParams, Params
 from training.split import SPLIT, split_by_time
 from training.train import (
+    LabelResult,
     TrainingResult,
     calibrate_and_band,
     choose_priority_classes,
@@ -46,6 +48,7 @@ from training.train import (
     count_ticket_rows,
     describe_fit,
     encode_priority,
+    evaluate_label,
     evaluate_test_period,
     fingerprint_file,
     fit_logistic_baseline,
@@ -132,8 +135,13 @@ def prepare_partition(raw: pd.DataFrame, params: Params, data_end: pd.Timestamp,
         rule=params.label.rule,
         counter=params.label.counter,
         min_rise=params.label.min_rise,
+        rise_type=params.label.rise_type,
     )
     tickets = summarize_tickets(events, params.snapshots.closing)
+    rule = params.label.to_rule()
+    if rule.own_outcome:  # the label's own as-of rates, as training.train adds them
+        tickets = add_label_outcomes(
+            tickets, {rule.name: find_outcome_times(events, rule, params.snapshots.closing, data_end)})
     # One schema for every part file: no object columns whose type depends on the values.
     snapshots = snapshots.astype({c: "string" for c in snapshots.columns if snapshots[c].dtype == object})
     snapshots.to_parquet(Path(snapshots_path) / f"part.{index:05d}.parquet", index=False)
@@ -338,15 +346,19 @@ def weigh_rows_dask(rows: dd.DataFrame, model_params) -> dd.Series | None:
 
 def score_test_partition(features: pd.DataFrame, names: list[str], escalation: lgb.LGBMClassifier,
                          priority: lgb.LGBMClassifier | None, logistic, categorical: list[str],
-                         importance: pd.DataFrame, max_contribution_rows: int | None = None) -> pd.DataFrame:
-    """One test partition's predictions and top-driver values, so the feature matrix stays on the workers."""
+                         importance: pd.DataFrame, max_contribution_rows: int | None = None,
+                         priority_names: list[str] | None = None) -> pd.DataFrame:
+    """One test partition's predictions and top-driver values, so the feature matrix stays on the workers.
+
+    `names`: the escalation model's columns; `priority_names`: the priority model's (default the same)."""
     x = features[names].reset_index(drop=True)
     out = pd.DataFrame({"raw": escalation.predict_proba(x)[:, 1] if len(x) else np.empty(0),
                         "logistic": predict_logistic(logistic, x, categorical) if len(x) else np.empty(0)})
     if priority is None:  # no priority target
         probabilities = np.empty((len(x), 0))
     else:
-        probabilities = priority.predict_proba(x) if len(x) else np.empty((0, len(priority.classes_)))
+        x_priority = x if priority_names is None else features[priority_names].reset_index(drop=True)
+        probabilities = priority.predict_proba(x_priority) if len(x) else np.empty((0, len(priority.classes_)))
     for i in range(probabilities.shape[1]):
         out[f"priority_{i}"] = probabilities[:, i]
     return pd.concat([out, report.collect_driver_values(escalation, x, importance,
@@ -360,6 +372,14 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
 
     `n_partitions`: ticket partitions after the shuffle (default: the input's, at least two per worker).
     """
+    skipped = {}
+    if len(params.list_labels()) > 1:
+        # Not built yet: several labels on Dask. The primary is trained as it would be alone.
+        skipped = {label.name: "the Dask engine trains the primary label only (use --engine single for every label)"
+                   for label in params.list_labels()[1:]}
+        log.warning("dask engine: training the primary label %s only; not trained: %s", params.label.name,
+                    ", ".join(skipped))
+        params = params.select_label(params.label.name)
     timings: dict[str, float] = {}
 
     @contextmanager
@@ -434,7 +454,10 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         def features_of(rows: dd.DataFrame) -> dd.DataFrame:
             return rows.map_partitions(build_partition_features, builder_future, classes, meta, meta=meta)
 
-        names = builder.feature_names_
+        all_names = builder.feature_names_
+        # The label's columns (its own outcome rates, if any) and the priority model's (shared ones).
+        names = select_label_features(all_names, params.label.to_rule(), params.label.exclude)
+        priority_names = common_features(all_names)
         # Filter first, then transform: each snapshot's features are built once, where it is used.
         train_x = features_of(snapshots[fit_mask])
         valid_x = features_of(snapshots[snapshots[SPLIT] == "valid"])
@@ -444,7 +467,8 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         # Written by the workers to the shared work folder; each worker reads all of it to early-stop.
         sample_path = Path(work_dir) / "early_stopping_sample"
         shutil.rmtree(sample_path, ignore_errors=True)
-        valid_x[valid_x[EARLY_STOP]][[*names, LABEL, PRIORITY_CODE]].to_parquet(str(sample_path), write_index=False)
+        valid_x[valid_x[EARLY_STOP]][[*all_names, LABEL, PRIORITY_CODE]].to_parquet(str(sample_path),
+                                                                                   write_index=False)
 
     with stage("escalation_fit"):
         fit = train_x[train_x["fit_escalation"]]
@@ -460,19 +484,19 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         priority = None
         if classes:
             fit = train_x[train_x["fit_priority"] & (train_x[PRIORITY_CODE] >= 0)]
-            priority = fit_lightgbm_dask(client, params.priority_model, fit[names], fit[PRIORITY_CODE], params.seed,
-                                         stopping=make_stopping(params.priority_model, sample_path, names,
-                                                                PRIORITY_CODE))
+            priority = fit_lightgbm_dask(client, params.priority_model, fit[priority_names], fit[PRIORITY_CODE],
+                                         params.seed, stopping=make_stopping(params.priority_model, sample_path,
+                                                                             priority_names, PRIORITY_CODE))
 
     with stage("baseline_fit"):
         # The single-machine baseline draws at most 200,000 training rows: gather about that many.
         n_train = len(train_x)
         share = min(1.0, 200_000 / max(n_train, 1))
         sample = (train_x if share >= 1 else train_x.sample(frac=share, random_state=params.seed)).compute()
-        logistic = fit_logistic_baseline(sample[names], sample[LABEL].to_numpy(), builder.categorical_features_,
-                                         params.seed)
+        categorical = [c for c in builder.categorical_features_ if c in names]
+        logistic = fit_logistic_baseline(sample[names], sample[LABEL].to_numpy(), categorical, params.seed)
         # The same sample of training rows is the drift reference (the service's PSI reads it).
-        reference = health.describe_reference(sample[names], apply_calibration(calibration, raw_valid),
+        reference = health.describe_reference(sample[all_names], apply_calibration(calibration, raw_valid),
                                               params.monitoring.psi_bins, params.monitoring.reference_rows,
                                               params.seed)
         # Release the persisted training and validation features before the test period is built.
@@ -485,13 +509,12 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         test_features = features_of(test)
         importance = compute_importance(escalation, take_head(test_features[names], 20_000))
         models = client.scatter([escalation, priority, logistic, importance], broadcast=True)
-        scored_meta = score_test_partition(meta, names, escalation, priority, logistic,
-                                           builder.categorical_features_, importance)
+        scored_meta = score_test_partition(meta, names, escalation, priority, logistic, categorical, importance,
+                                           None, priority_names)
         # Each partition explains its share of the report's sample of test rows.
         per_partition = max(1, -(-report.CONTRIBUTION_ROWS // max(test_features.npartitions, 1)))
-        scored = test_features.map_partitions(score_test_partition, names, *models[:3],
-                                              builder.categorical_features_, models[3], per_partition,
-                                              meta=scored_meta)
+        scored = test_features.map_partitions(score_test_partition, names, *models[:3], categorical, models[3],
+                                              per_partition, priority_names, meta=scored_meta)
         test_rows, scored = gather_frames(client, test, scored)
         test_rows, scored = test_rows.reset_index(drop=True), scored.reset_index(drop=True)
 
@@ -502,6 +525,11 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         priority_prob, classes,
     )
     metrics |= describe_fit(escalation, priority, validation)
+    label_metrics, _ = evaluate_label(params, test_rows, test_rows[LABEL].to_numpy(), y_valid, raw, calibration,
+                                      thresholds, scored["logistic"].to_numpy())
+    label_metrics["best_iteration"] = metrics["best_iteration_escalation"]
+    metrics |= {f"label.{params.label.name}.{k}": v for k, v in label_metrics.items()}
+    driver_values = scored[[c for c in scored.columns if c.startswith(("value__", "contribution__"))]]
     timings["total_seconds"] = time.perf_counter() - started
     return TrainingResult(
         params=params,
@@ -524,5 +552,11 @@ def train_models_dask(events_path: Path, params: Params, client: Client, work_di
         test_scores=test_scores,
         timings=timings,
         reference=reference,
-        driver_values=scored[[c for c in scored.columns if c.startswith(("value__", "contribution__"))]],
+        driver_values=driver_values,
+        labels=[LabelResult(label=params.label, model=escalation, features=names, calibration=calibration,
+                            thresholds=thresholds, metrics=label_metrics, importance=importance,
+                            test_scores=test_scores, driver_values=driver_values,
+                            valid_probability=apply_calibration(calibration, raw_valid))],
+        priority_features=priority_names if priority_names != all_names else None,
+        skipped_labels=skipped,
     )

@@ -19,11 +19,12 @@ from bundle.model import (
     HISTORY,
     METADATA,
     PRIORITY_MODEL,
+    label_model_file,
     write_manifest,
 )
-from bundle.report import write_report_data
-from training.config import flatten_params
-from training.train import TrainingResult
+from bundle.report import IMPORTANCE, label_file, write_label_report_data, write_report_data
+from training.config import LabelParams, flatten_params
+from training.train import LabelResult, TrainingResult
 
 CURRENT = "current"
 
@@ -47,6 +48,36 @@ def describe_window(result: TrainingResult) -> dict:
     }
 
 
+def describe_label(label: LabelParams) -> str:
+    """A label's rule in words, for the metadata and the report."""
+    horizon = "" if label.horizon_hours is None else f", within {label.horizon_hours:g} hours"
+    if label.rule == "counter_rise":
+        return f"{label.counter} rises at least {label.min_rise} more times after the snapshot{horizon}"
+    if label.rule == "sla_missed":
+        return f"the SLA due time passes while the ticket is open, after the snapshot{horizon}"
+    typed = f" and that first escalation is {label.rise_type}" if label.rise_type else ""
+    return f"escalation_level rises after the snapshot time{horizon}{typed}"
+
+
+def describe_label_model(label: LabelResult, primary: bool) -> dict:
+    """One label's entry in the metadata: definition, model file, features, calibration and bands."""
+    spec = label.label
+    return {
+        "name": spec.name,
+        "primary": primary,
+        "escalation_type": label.escalation_type,
+        "rule": spec.rule,
+        "horizon_hours": spec.horizon_hours,
+        **({"counter": spec.counter, "min_rise": spec.min_rise} if spec.rule == "counter_rise" else {}),
+        **({"rise_type": spec.rise_type} if spec.rise_type else {}),
+        "definition": describe_label(spec),
+        "model_file": ESCALATION_MODEL if primary else label_model_file(spec.name),
+        "features": label.features,
+        "calibration": label.calibration,
+        "thresholds": label.thresholds,
+    }
+
+
 def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path:
     """Write models_dir/<version>/ atomically (temp folder, then rename) with its manifest."""
     models_dir = Path(models_dir)
@@ -60,14 +91,21 @@ def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path
     if result.priority_model is not None:  # an export without a priority target has none
         result.priority_model.booster_.save_model(str(tmp_dir / PRIORITY_MODEL),
                                                   num_iteration=result.priority_model.best_iteration_ or None)
+    # The other labels' models: LightGBM text too, each with its report data and importance.
+    for label in result.labels[1:]:
+        label.model.booster_.save_model(str(tmp_dir / label_model_file(label.name)),
+                                        num_iteration=label.model.best_iteration_ or None)
+        label.importance.to_csv(tmp_dir / label_file(IMPORTANCE, label.name), index=False)
+        write_label_report_data(label, tmp_dir)
     # The builder's learned state as data (JSON + float64 arrays), never a pickle; the history
-    # index is rebuilt at load from the history table, which can be inspected and refreshed.
+    # indexes (the any-rise one and each label's) are rebuilt at load from the history table,
+    # with each label's outcome columns, which can be inspected and refreshed.
     values, arrays = result.builder.state()
     (tmp_dir / BUILDER_STATE).write_text(json.dumps(values))
     with open(tmp_dir / BUILDER_ARRAYS, "wb") as handle:
         np.savez(handle, **arrays)
     result.tickets.to_parquet(tmp_dir / HISTORY, index=False)
-    result.importance.to_csv(tmp_dir / "feature_importance.csv", index=False)
+    result.importance.to_csv(tmp_dir / IMPORTANCE, index=False)
     write_report_data(result, tmp_dir)
     case_mix = result.case_mix
     if case_mix is not None:
@@ -76,7 +114,7 @@ def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path
         case_mix.tickets.to_parquet(tmp_dir / CASE_MIX_DATA, index=False)
     if result.reference is not None:
         (tmp_dir / REFERENCE).write_text(json.dumps(result.reference, default=float))
-    metadata = {
+    metadata: dict = {
         "name": "escalation-risk",
         "version": version,
         "created_at": datetime.now(UTC).isoformat(),
@@ -98,9 +136,15 @@ def write_bundle(result: TrainingResult, models_dir: Path, version: str) -> Path
         "label": {
             "rule": result.params.label.rule,
             "horizon_hours": result.params.label.horizon_hours,
-            "definition": "escalation_level rises after the snapshot time, within the horizon",
+            "definition": describe_label(result.params.label),
         },
+        # Every label's model, the primary first (bundle.model reads these; a bundle without
+        # the key has one label, described above).
+        "labels": [describe_label_model(label, i == 0) for i, label in enumerate(result.labels)],
+        "skipped_labels": result.skipped_labels,
     }
+    if result.priority_features is not None:
+        metadata["priority_features"] = result.priority_features
     (tmp_dir / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
     write_manifest(tmp_dir)
     if final_dir.exists():

@@ -94,8 +94,10 @@ def ensure_experiment(settings: Settings) -> str:
 
 
 def describe_target(result: TrainingResult, data_source: str) -> str:
-    """What a model predicts and for which system: two models are only compared when this matches."""
-    return json.dumps({"source": data_source, "label": result.params.label.model_dump()}, sort_keys=True)
+    """What a model predicts and for which system: two models are only compared when this matches.
+
+    The primary label's definition: a bundle with more labels is compared on its primary one."""
+    return json.dumps({"source": data_source, "label": result.params.label.describe_target()}, sort_keys=True)
 
 
 def find_champion(client: MlflowClient, name: str):
@@ -108,7 +110,8 @@ def find_champion(client: MlflowClient, name: str):
 def score_champion(champion, name: str, result: TrainingResult) -> tuple[str, float]:
     """The champion's version and its ROC-AUC on this run's test rows."""
     model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
-    test = result.snapshots.loc[result.snapshots["split"] == "test"]
+    snapshots = result.snapshots
+    test = snapshots.loc[(snapshots["split"] == "test") & (snapshots["escalates"] >= 0)]  # the primary label's rows
     scored = model.predict(to_wire_format(test[list(CANONICAL_COLUMNS)]))
     y = test["escalates"].to_numpy()
     return champion.version, float(roc_auc_score(y, scored["escalation_probability"].to_numpy()))
@@ -148,6 +151,8 @@ def log_and_register(result: TrainingResult, bundle_dir: Path, settings: Setting
             )
             summary.to_csv(tmp / "rejects_summary.csv", index=False)
             (tmp / "thresholds.json").write_text(json.dumps(result.thresholds, indent=2))
+            for label in result.labels[1:]:
+                label.importance.to_csv(tmp / f"feature_importance.{label.name}.csv", index=False)
             for path in tmp.iterdir():
                 mlflow.log_artifact(str(path), artifact_path="evaluation")
         if report_dir is not None:

@@ -27,13 +27,16 @@ def split_by_time(snapshots: pd.DataFrame, train: float, valid: float) -> pd.Dat
 
 
 def describe_split(snapshots: pd.DataFrame) -> pd.DataFrame:
-    """Tickets, snapshots, positive rate and time window per part: the data window MLflow records."""
+    """Tickets, snapshots, positive rate and time window per part: the data window MLflow records.
+
+    The positive rate is the primary label's, over the snapshots it asks about (`escalates` >= 0)."""
     grouped = snapshots.groupby(SPLIT, sort=False)
+    asked = snapshots["escalates"].where(snapshots["escalates"] >= 0)
     table = pd.DataFrame(
         {
             "tickets": grouped["ticket_id"].nunique(),
             "snapshots": grouped.size(),
-            "positive_rate": grouped["escalates"].mean(),
+            "positive_rate": asked.groupby(snapshots[SPLIT], sort=False).mean(),
             "created_from": grouped["created_at"].min(),
             "created_to": grouped["created_at"].max(),
         }

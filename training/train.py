@@ -29,6 +29,7 @@ from bundle import evaluate, health, report
 from bundle.model import apply_calibration, assign_bands, fit_calibration
 from features.build import FeatureBuilder
 from features.history import summarize_tickets
+from features.labels import add_label_outcomes, common_features, label_column, select_label_features
 from features.schema import (
     CATEGORICAL_COLUMNS,
     ID_COLUMNS,
@@ -39,9 +40,9 @@ from features.schema import (
     check_reject_share,
     validate_events,
 )
-from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_snapshots
+from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_label_snapshots, find_outcome_times
 from training.case_mix import CaseMixResult, fit_case_mix
-from training.config import Params
+from training.config import LabelParams, ModelParams, Params
 from training.split import SPLIT, describe_split, split_by_time
 from training.thresholds import choose_thresholds
 
@@ -49,7 +50,35 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class LabelResult:
+    """One label's model and everything measured about it (training.train trains one per label)."""
+
+    label: LabelParams
+    model: lgb.LGBMClassifier
+    features: list[str]          # the columns of the shared feature matrix it uses, in order
+    calibration: dict
+    thresholds: dict[str, float]
+    metrics: dict[str, float]    # unprefixed (test_roc_auc, baseline_logistic_roc_auc, ...)
+    importance: pd.DataFrame
+    test_scores: pd.DataFrame    # the test rows the label asks about
+    driver_values: pd.DataFrame = field(default_factory=pd.DataFrame)
+    escalation_type: str | None = None  # the kind it stands for (default: its label's)
+    valid_probability: np.ndarray | None = None  # calibrated, on the validation rows it asks about
+
+    def __post_init__(self) -> None:
+        self.escalation_type = self.escalation_type or self.label.escalation_type
+
+    @property
+    def name(self) -> str:
+        return self.label.name
+
+
+@dataclass
 class TrainingResult:
+    """The primary label's model in the escalation_* fields (as before labels were a list); every
+    label's, the primary first, in `labels`. `metrics` holds the primary's metrics unprefixed and
+    each label's as `label.<name>.<metric>`."""
+
     params: Params
     data_fingerprint: str
     validation: ValidationResult
@@ -70,6 +99,9 @@ class TrainingResult:
     driver_values: pd.DataFrame = field(default_factory=pd.DataFrame)  # top drivers on test rows, for the report
     case_mix: CaseMixResult | None = None  # the against-case-mix model and the test period's tickets
     reference: dict | None = None  # training distribution of features and score (bundle/health.py)
+    labels: list[LabelResult] = field(default_factory=list)
+    priority_features: list[str] | None = None  # None = every feature of the builder
+    skipped_labels: dict[str, str] = field(default_factory=dict)  # label -> why it was not trained
 
 
 def read_event_log(events_path: Path) -> pd.DataFrame:
@@ -230,19 +262,22 @@ def prepare_snapshots(events_path: Path, params: Params, rejects_path: Path | No
     # Each ticket repeats its texts on every update: store each distinct text once.
     for column in TEXT_COLUMNS:
         events[column] = events[column].astype("category")
-    snapshots = build_snapshots(
+    rules = [label.to_rule() for label in params.list_labels()]
+    snapshots = build_label_snapshots(
         events,
+        rules,
         max_per_ticket=params.snapshots.max_per_ticket,
         closed_statuses=params.snapshots.closing,
-        horizon_hours=params.label.horizon_hours,
-        rule=params.label.rule,
-        counter=params.label.counter,
-        min_rise=params.label.min_rise,
     )
     # Outcome only, for the report's segments; never a feature.
     snapshots[report.ESCALATION_TYPE] = snapshots["ticket_id"].map(report.find_escalation_types(events)).astype("category")
     check_enough_data(snapshots, params)
     tickets = summarize_tickets(events, params.snapshots.closing)
+    # Each label with its own outcome gets as-of rates of that outcome (features.labels).
+    own = {rule.name: find_outcome_times(events, rule, params.snapshots.closing)
+           for rule in rules if rule.own_outcome}
+    if own:
+        tickets = add_label_outcomes(tickets, own)
     # The full log is no longer needed: free it before features double the footprint.
     validation.events = events.iloc[0:0]
     del events
@@ -257,8 +292,9 @@ class NotEnoughData(ValueError):
 
 def check_enough_data(snapshots: pd.DataFrame, params: Params) -> None:
     """Stop before fitting when the log is too small to learn from (params data.min_tickets,
-    data.min_positive_tickets); the counts are of tickets with snapshots whose outcome is known."""
-    n_tickets = int(snapshots["ticket_id"].nunique())
+    data.min_positive_tickets); the counts are of tickets with snapshots whose outcome is known
+    (of the primary label: -1 marks a row only other labels ask about)."""
+    n_tickets = int(snapshots.loc[snapshots[LABEL] >= 0, "ticket_id"].nunique())
     n_positive = int(snapshots.loc[snapshots[LABEL] == 1, "ticket_id"].nunique())
     problems = []
     if n_tickets < params.data.min_tickets:
@@ -275,6 +311,7 @@ def check_each_part(snapshots: pd.DataFrame) -> None:
     """Each time period needs both outcomes: early stopping, calibration and the test need them."""
     for part in ("train", "valid", "test"):
         labels = snapshots.loc[snapshots[SPLIT] == part, LABEL]
+        labels = labels[labels >= 0]  # the primary label's rows
         if labels.nunique() < 2:
             raise NotEnoughData(f"the {part} period ({len(labels):,} snapshots) has {int(labels.sum()):,} "
                                 "escalations: each period needs escalations and non-escalations; give more history")
@@ -286,7 +323,7 @@ def find_quality_problem(result: TrainingResult) -> str | None:
     floor = result.params.registry
     test = result.snapshots.loc[result.snapshots[SPLIT] == "test", LABEL] if SPLIT in result.snapshots else \
         result.snapshots[LABEL]
-    positives = int(test.sum())
+    positives = int((test == 1).sum())
     auc = result.metrics.get("test_roc_auc", float("nan"))
     if positives < floor.min_test_positives:
         return (f"only {positives} positive test snapshots (registry.min_test_positives: {floor.min_test_positives}); "
@@ -346,24 +383,35 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         builder = make_feature_builder(params).fit(snapshots.loc[parts["train"]], tickets)
         # One matrix per part (not one sliced three ways) keeps a single copy in memory.
         x = {p: builder.transform(snapshots.loc[mask]) for p, mask in parts.items()}
-    y = snapshots[LABEL].to_numpy()
-    y_part = {p: y[mask] for p, mask in parts.items()}
     # Rows of the training matrix each model fits on (all of them unless a cap applies).
     use = {name: rows[parts["train"]] for name, rows in fit_rows.items()}
 
-    with stage("escalation_fit"):
-        fit = snapshots.loc[parts["train"], ["created_at", "ticket_id"]][use["escalation"]]
-        model_params = params.escalation_model
-        weights = multiply_weights(weigh_by_recency(fit["created_at"], model_params.recency_half_life_days),
-                                   weigh_by_ticket(count_ticket_rows(fit["ticket_id"]), model_params.ticket_weights))
-        del fit
-        escalation = fit_lightgbm(model_params, x["train"].loc[use["escalation"]],
-                                  y_part["train"][use["escalation"]], x["valid"], y_part["valid"],
-                                  params.seed, params.num_threads, weights)
-        raw = {p: escalation.predict_proba(x[p])[:, 1] for p in ("valid", "test")}
-        calibration, thresholds = calibrate_and_band(raw["valid"], y_part["valid"], params)
+    trained: list[LabelResult] = []
+    skipped: dict[str, str] = {}
+    for label in params.list_labels():
+        y = snapshots[label_column(label.name)].to_numpy()
+        y_part = {p: y[mask] for p, mask in parts.items()}
+        problem = None if label is params.label else find_label_problem(y_part, use["escalation"])
+        same = next((done for done in trained
+                     if np.array_equal(snapshots[label_column(done.name)].to_numpy(), y)), None)
+        if problem is None and same is not None:
+            # E.g. an export whose only escalations are of one type: its typed label is the any-rise
+            # label again, which then carries the type.
+            problem = f"the same values as label {same.name} on every snapshot"
+            same.escalation_type = same.escalation_type or label.escalation_type
+        if problem:
+            log.warning("label %s not trained: %s", label.name, problem)
+            skipped[label.name] = problem
+            continue
+        prefix = "" if label is params.label else f"label_{label.name}_"
+        trained.append(fit_label(params, label, builder, snapshots, parts, x, y_part, use["escalation"],
+                                 lambda name, prefix=prefix: stage(prefix + name)))
+    primary = trained[0]
+    primary_rows = {p: snapshots[LABEL].to_numpy()[mask] >= 0 for p, mask in parts.items()}
 
     with stage("priority_fit"):
+        # The priority model reads the features every label shares, not the per-label outcome rates.
+        priority_features = common_features(builder.feature_names_)
         target = snapshots[PRIORITY_TARGET]
         classes = choose_priority_classes(target[parts["train"]])
         priority = None
@@ -373,37 +421,39 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
             train_priority = use["priority"] & known[parts["train"]]
             priority = fit_lightgbm(
                 params.priority_model,
-                x["train"].loc[train_priority], y_priority[parts["train"]][train_priority],
-                x["valid"].loc[known[parts["valid"]]], y_priority[parts["valid"] & known],
+                x["train"].loc[train_priority, priority_features], y_priority[parts["train"]][train_priority],
+                x["valid"].loc[known[parts["valid"]], priority_features], y_priority[parts["valid"] & known],
                 params.seed, params.num_threads,
             )
         else:
             log.info("no priority target (the export has no priority, or one level only): "
                      "the escalation model is trained alone")
 
-    with stage("baseline_fit"):
-        logistic = fit_logistic_baseline(x["train"], y_part["train"], builder.categorical_features_, params.seed)
-        logistic_prob = predict_logistic(logistic, x["test"], builder.categorical_features_)
-
     with stage("monitoring_reference"):
         monitoring = params.monitoring
-        reference = health.describe_reference(x["train"], apply_calibration(calibration, raw["valid"]),
+        reference = health.describe_reference(x["train"], primary.valid_probability,
                                               monitoring.psi_bins, monitoring.reference_rows, params.seed)
     case_mix = None
     if params.case_mix.enabled:
         with stage("case_mix_fit"):
-            case_mix = fit_case_mix(params, {p: snapshots.loc[mask] for p, mask in parts.items()}, x)
+            # The primary label's columns: other labels' outcome rates say nothing about its case mix.
+            case_mix = fit_case_mix(params, {p: snapshots.loc[mask] for p, mask in parts.items()}, x,
+                                    primary.features)
 
     test = snapshots.loc[parts["test"]].reset_index(drop=True)
-    metrics, confusion, test_scores = evaluate_test_period(
-        params, test, y_part["valid"], raw, calibration, thresholds, logistic_prob,
-        priority.predict_proba(x["test"]) if priority is not None else None, classes,
+    primary_test = test.loc[primary_rows["test"]].reset_index(drop=True)
+    metrics, confusion, test_scores = evaluate_priority(
+        primary.metrics, primary.test_scores, primary_test,
+        priority.predict_proba(x["test"].loc[primary_rows["test"], priority_features]) if priority is not None
+        else None, classes,
     )
-    metrics |= describe_fit(escalation, priority, validation)
+    metrics |= describe_fit(primary.model, priority, validation)
     if case_mix is not None:
         metrics |= case_mix.metrics
+    for done in trained:
+        metrics |= {f"label.{done.name}.{k}": v for k, v in done.metrics.items()}
     timings["total_seconds"] = time.perf_counter() - started
-    importance = compute_importance(escalation, x["test"])
+    primary.test_scores = test_scores
     return TrainingResult(
         params=params,
         data_fingerprint=fingerprint,
@@ -411,21 +461,81 @@ def train_models(events_path: Path, params: Params, rejects_path: Path | None = 
         snapshots=snapshots,
         tickets=tickets,
         builder=builder,
-        escalation_model=escalation,
+        escalation_model=primary.model,
         priority_model=priority,
         priority_classes=classes,
-        calibration=calibration,
-        thresholds=thresholds,
+        calibration=primary.calibration,
+        thresholds=primary.thresholds,
         metrics=metrics,
         split_table=describe_split(snapshots),
-        importance=importance,
+        importance=primary.importance,
         confusion=confusion,
         test_scores=test_scores,
         timings=timings,
-        driver_values=report.collect_driver_values(escalation, x["test"], importance),
+        driver_values=primary.driver_values,
         case_mix=case_mix,
         reference=reference,
+        labels=trained,
+        priority_features=priority_features if priority_features != builder.feature_names_ else None,
+        skipped_labels=skipped,
     )
+
+
+MIN_LABEL_POSITIVES = 10  # training positives a non-primary label needs to be trained at all
+
+
+def find_label_problem(y_part: dict[str, np.ndarray], fit_rows: np.ndarray) -> str | None:
+    """Why a (non-primary) label cannot be trained and measured here, or None."""
+    positives = int((y_part["train"][fit_rows] == 1).sum())
+    if positives < MIN_LABEL_POSITIVES:
+        return f"{positives} positive training snapshots (fewer than {MIN_LABEL_POSITIVES})"
+    for part in ("valid", "test"):
+        asked = y_part[part][y_part[part] >= 0]
+        if not ((asked == 1).any() and (asked == 0).any()):
+            return f"the {part} period has no positive or no negative snapshot of it"
+    return None
+
+
+def fit_label(params: Params, label: LabelParams, builder: FeatureBuilder, snapshots: pd.DataFrame,
+              parts: dict[str, np.ndarray], x: dict[str, pd.DataFrame], y_part: dict[str, np.ndarray],
+              fit_rows: np.ndarray, stage: Callable[[str], AbstractContextManager] = lambda name: nullcontext()
+              ) -> LabelResult:
+    """One label's model on its rows and columns of the shared matrices: fitted on the training
+    period, early-stopped, calibrated and banded on the validation period, measured on the test
+    period beside its logistic baseline. `y_part`: the label per part (-1 = not asked there);
+    `stage(name)` wraps the model fit ("escalation_fit") and the baseline's ("baseline_fit")."""
+    features = select_label_features(builder.feature_names_, label.to_rule(), label.exclude)
+    unknown = sorted(set(label.exclude) - {name.split("__")[0] for name in builder.feature_names_})
+    if unknown:
+        raise ValueError(f"label {label.name}: cannot exclude unknown feature(s): {', '.join(unknown)}")
+    asked = {p: y_part[p] >= 0 for p in y_part}
+    rows = fit_rows & asked["train"]
+    model_params = params.label_model_params(label)
+    xs = {p: x[p].loc[asked[p], features] for p in x}
+    ys = {p: y_part[p][asked[p]] for p in y_part}
+    with stage("escalation_fit"):
+        fit = snapshots.loc[parts["train"], ["created_at", "ticket_id"]][rows]
+        weights = multiply_weights(weigh_by_recency(fit["created_at"], model_params.recency_half_life_days),
+                                   weigh_by_ticket(count_ticket_rows(fit["ticket_id"]), model_params.ticket_weights))
+        del fit
+        model = fit_lightgbm(model_params, x["train"].loc[rows, features], y_part["train"][rows],
+                             xs["valid"], ys["valid"], params.seed, params.num_threads, weights)
+        raw = {p: model.predict_proba(xs[p])[:, 1] for p in ("valid", "test")}
+        calibration, thresholds = calibrate_and_band(raw["valid"], ys["valid"], params, model_params)
+    with stage("baseline_fit"):
+        categorical = [c for c in builder.categorical_features_ if c in features]
+        logistic = fit_logistic_baseline(xs["train"], ys["train"], categorical, params.seed)
+        logistic_prob = predict_logistic(logistic, xs["test"], categorical)
+    test = snapshots.loc[parts["test"]].reset_index(drop=True).loc[asked["test"]].reset_index(drop=True)
+    metrics, test_scores = evaluate_label(params, test, ys["test"], ys["valid"], raw, calibration, thresholds,
+                                          logistic_prob)
+    metrics["best_iteration"] = float(model.best_iteration_ or model.n_estimators)
+    metrics["train_snapshots"] = float(rows.sum())
+    importance = compute_importance(model, xs["test"])
+    return LabelResult(label=label, model=model, features=features, calibration=calibration,
+                       thresholds=thresholds, metrics=metrics, importance=importance, test_scores=test_scores,
+                       driver_values=report.collect_driver_values(model, xs["test"], importance),
+                       valid_probability=apply_calibration(calibration, raw["valid"]))
 
 
 def make_feature_builder(params: Params) -> FeatureBuilder:
@@ -446,9 +556,12 @@ def make_feature_builder(params: Params) -> FeatureBuilder:
     )
 
 
-def calibrate_and_band(raw_valid: np.ndarray, y_valid: np.ndarray, params: Params) -> tuple[dict, dict[str, float]]:
-    """Calibration map and band thresholds, both read off the validation period only."""
-    calibration = fit_calibration(raw_valid, y_valid, params.escalation_model.calibration)
+def calibrate_and_band(raw_valid: np.ndarray, y_valid: np.ndarray, params: Params,
+                       model_params: ModelParams | None = None) -> tuple[dict, dict[str, float]]:
+    """Calibration map and band thresholds, both read off the validation period only.
+
+    `model_params`: the label's model settings (default: escalation_model) name the calibration."""
+    calibration = fit_calibration(raw_valid, y_valid, (model_params or params.escalation_model).calibration)
     thresholds = choose_thresholds(raw_valid, y_valid, params.bands.high, params.bands.medium,
                                    params.bands.min_precision)
     thresholds |= {f"{k}_probability": float(apply_calibration(calibration, np.array([v]))[0])
@@ -491,9 +604,21 @@ def evaluate_test_period(params: Params, test: pd.DataFrame, y_valid: np.ndarray
     scores of the valid and test periods; `priority_prob` None without a priority model (no
     priority metrics then). Small inputs only, so the Dask engine calls it too.
     """
+    metrics, test_scores = evaluate_label(params, test, test[LABEL].to_numpy(), y_valid, raw, calibration,
+                                          thresholds, logistic_prob)
+    return evaluate_priority(metrics, test_scores, test, priority_prob, classes)
+
+
+def evaluate_label(params: Params, test: pd.DataFrame, y_test: np.ndarray, y_valid: np.ndarray,
+                   raw: dict[str, np.ndarray], calibration: dict, thresholds: dict[str, float],
+                   logistic_prob: np.ndarray) -> tuple[dict[str, float], pd.DataFrame]:
+    """One label's test metrics beside its baselines (logistic regression, the typed-priority rule),
+    its bands' shares and rates, and its per-row test scores.
+
+    `test`: the test snapshots the label asks about, in prediction order; `y_test`, `y_valid`: its
+    values there (0/1); `raw`: its model's raw scores of the valid and test periods."""
     prob = {p: apply_calibration(calibration, raw[p]) for p in ("valid", "test")}
     ev = params.evaluation
-    y_test = test[LABEL].to_numpy()
     metrics = evaluate.score_binary(y_test, prob["test"], ev.top_shares, ev.ece_bins, prefix="test_")
     metrics |= evaluate.score_by_position(y_test, prob["test"], test[POSITION].to_numpy(), ev.max_position,
                                           prefix="test_")
@@ -514,7 +639,29 @@ def evaluate_test_period(params: Params, test: pd.DataFrame, y_valid: np.ndarray
     escalate_now = raw["test"] >= thresholds["escalate_now"]
     metrics["test_escalate_now_precision"] = float(y_test[escalate_now].mean()) if escalate_now.any() else float("nan")
     metrics["test_escalate_now_recall"] = float(y_test[escalate_now].sum() / max(y_test.sum(), 1))
+    test_scores = pd.DataFrame(
+        {
+            "ticket_id": test["ticket_id"].astype(str),
+            "position": test[POSITION],
+            "snapshot_time": test["snapshot_time"],
+            "escalates": y_test,
+            "probability": prob["test"],
+            "raw_probability": raw["test"],
+            "band": band,
+            "logistic_probability": logistic_prob,
+            **{c: test[c].astype("string").to_numpy() for c in report.SEGMENTS if c in test},
+        }
+    )
+    return metrics, test_scores
 
+
+def evaluate_priority(metrics: dict[str, float], test_scores: pd.DataFrame, test: pd.DataFrame,
+                      priority_prob: np.ndarray | None, classes: list[str]
+                      ) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
+    """The primary label's metrics and test scores with the priority model's beside them, and its
+    confusion matrix. `test`: the rows of `test_scores`; `priority_prob`: the model's class
+    probabilities there (None without a priority model: no priority metrics, an empty matrix)."""
+    metrics = dict(metrics)
     final = test[PRIORITY_TARGET].astype("string").to_numpy()
     typed = test["priority"].astype("string").fillna("normal").to_numpy()
     if priority_prob is not None and classes:
@@ -528,22 +675,11 @@ def evaluate_test_period(params: Params, test: pd.DataFrame, y_valid: np.ndarray
     else:
         predicted_priority = np.full(len(test), None, dtype=object)
         confusion = pd.DataFrame(index=pd.Index([], name="final"), columns=pd.Index([], name="predicted"))
-    test_scores = pd.DataFrame(
-        {
-            "ticket_id": test["ticket_id"].astype(str),
-            "position": test[POSITION],
-            "snapshot_time": test["snapshot_time"],
-            "escalates": y_test,
-            "probability": prob["test"],
-            "raw_probability": raw["test"],
-            "band": band,
-            "logistic_probability": logistic_prob,
-            "priority_final": final,
-            "priority_typed": typed,
-            "priority_predicted": predicted_priority,
-            **{c: test[c].astype("string").to_numpy() for c in report.SEGMENTS if c in test},
-        }
-    )
+    position = list(test_scores.columns).index("logistic_probability") + 1
+    test_scores = test_scores.copy()
+    for offset, (name, values) in enumerate((("priority_final", final), ("priority_typed", typed),
+                                             ("priority_predicted", predicted_priority))):
+        test_scores.insert(position + offset, name, values)
     return metrics, confusion, test_scores
 
 
@@ -579,4 +715,21 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
     )
     lines.append(f"ROC-AUC by update position  {by_position}")
     lines.append("(rule = rank by the priority people typed; for priority, rule = the typed priority)")
+    return "\n".join(lines)
+
+
+def format_label_table(result: TrainingResult) -> str:
+    """Per label (the primary first): its test ROC-AUC beside its logistic baseline, and more.
+
+    Empty for a single label (format_metrics_table says it all)."""
+    if len(result.labels) < 2 and not result.skipped_labels:
+        return ""
+    columns = (("ROC-AUC", "test_roc_auc"), ("logistic", "baseline_logistic_roc_auc"),
+               ("at creation", "test_roc_auc_position_0"), ("PR-AUC", "test_pr_auc"),
+               ("recall@10%", "test_recall_at_10pct"), ("ECE", "test_ece"), ("base rate", "test_base_rate"))
+    lines = [f"{'label (test period)':<22}{'type':<20}" + "".join(f"{name:>12}" for name, _ in columns)]
+    for label in result.labels:
+        cells = "".join(f"{label.metrics.get(key, float('nan')):>12.4f}" for _, key in columns)
+        lines.append(f"{label.name:<22}{label.escalation_type or 'any':<20}{cells}")
+    lines += [f"{name:<22}not trained: {why}" for name, why in result.skipped_labels.items()]
     return "\n".join(lines)

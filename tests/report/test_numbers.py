@@ -132,3 +132,24 @@ def test_csv_copies_match_the_json(report_written, report_json):
     assert metrics.loc["roc_auc", "model"] == pytest.approx(report_json["metrics"]["model"]["roc_auc"])
     drivers = pd.read_csv(folder / "drivers.csv")
     assert drivers["feature"].tolist() == [r["feature"] for r in report_json["importance"]]
+
+
+def test_each_kind_of_escalation_has_its_training_numbers(report_json, report_written, report_html, small_result):
+    """The by-type section: one row per trained label, the primary first, with the run's own figures."""
+    types = report_json["types"]
+    assert [t["name"] for t in types] == [label.name for label in small_result.labels]
+    for row, label in zip(types, small_result.labels, strict=True):
+        assert row["roc_auc"] == pytest.approx(label.metrics["test_roc_auc"], rel=1e-12), label.name
+        assert row["roc_auc_logistic"] == pytest.approx(label.metrics["baseline_logistic_roc_auc"], rel=1e-12)
+        assert row["snapshots"] == len(label.test_scores)
+        ten = next(c for c in row["capacity"] if c["share_reviewed"] == 0.10)
+        assert ten["share_of_escalations_caught"] == pytest.approx(label.metrics["test_recall_at_10pct"])
+        assert [d["feature"] for d in row["drivers"]] == label.importance["feature"].head(len(row["drivers"])).tolist()
+        assert row["escalation_type"] == label.escalation_type
+    table = pd.read_csv(report_written["dir"] / "types.csv")
+    trained = table["not_trained"].isna()
+    assert table.loc[trained, "label"].tolist() == [t["name"] for t in types]
+    # A label asked for but not trained (too rare here) is named with its reason, never silently dropped.
+    assert dict(zip(table.loc[~trained, "label"], table.loc[~trained, "not_trained"], strict=True)) == \
+        small_result.skipped_labels == report_json["labels_not_trained"]
+    assert 'id="types"' in report_html and all(t["definition"] in report_html for t in types)

@@ -210,6 +210,8 @@ def test_model_endpoint_describes_the_bundle(client, small_result):
     assert body["trained_at"]
     assert body["data_window"]
     assert body["features"]
+    assert [label["name"] for label in body["labels"]] == [label.name for label in small_result.labels]
+    assert body["labels"][0]["thresholds"] == body["thresholds"], "the primary label's bands are the top-level ones"
 
 
 def test_metrics_count_requests_scores_and_model_version(client, wire_tickets):

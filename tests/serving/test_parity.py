@@ -34,7 +34,8 @@ def generated_tickets(tmp_path_factory) -> list[dict]:
 def test_online_features_equal_the_feature_builder(bundle, generated_tickets, wire_tickets):
     """features.online gives the builder's exact float32 features and categories on every ticket."""
     rows = generated_tickets + [Ticket.model_validate(r).model_dump(mode="json") for r in wire_tickets]
-    assert bundle.escalation_model.feature_name() == bundle.builder.feature_names_
+    assert bundle.escalation_model.feature_name() == bundle.primary.features
+    assert any("__" in name for name in bundle.builder.feature_names_), "per-label outcome rates are compared too"
     _, expected = bundle.build_features(pd.DataFrame(rows))
     online = OnlineFeatures(bundle.builder)
     got = online.transform_many(rows)[0]
@@ -74,6 +75,12 @@ def test_fast_path_equals_model_bundle_score(bundle, generated_tickets):
             ref["band"], bool(ref["escalate_now"]), ref["priority_predicted"])
         assert fast["priority_probabilities"] == {c: ref[f"priority_probability_{c}"] for c in classes}
         assert fast["reasons"] == ref["reasons"]
+        for label in bundle.labels:  # every label, exactly as the offline path gives it
+            entry = fast["types"][label.name]
+            assert entry["probability"] == ref[f"escalation_probability__{label.name}"]
+            assert (entry["band"], entry["escalate_now"]) == (ref[f"band__{label.name}"],
+                                                              bool(ref[f"escalate_now__{label.name}"]))
+        assert fast["likely_type"] == ref["likely_type"]
         if i in singles:
             assert singles[i] == fast
 

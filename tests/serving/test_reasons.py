@@ -28,8 +28,20 @@ def features(bundle, wire_tickets) -> np.ndarray:
     return OnlineFeatures(bundle.builder).transform_many(rows)[0]
 
 
-def test_path_contributions_add_up_to_the_raw_score(bundle, features):
+@pytest.fixture(scope="module")
+def primary_features(bundle, features) -> np.ndarray:
+    """The primary escalation model's columns of the bundle's matrix (with several labels, not all)."""
+    return bundle.primary.select(features)
+
+
+@pytest.fixture(scope="module")
+def priority_features(bundle, features) -> np.ndarray:
+    return features if bundle.priority_columns is None else features[:, bundle.priority_columns]
+
+
+def test_path_contributions_add_up_to_the_raw_score(bundle, primary_features):
     """bias + contributions == LightGBM's raw margin, and the score is LightGBM's predict()."""
+    features = primary_features
     paths = TreePaths(bundle.escalation_model)
     score, contributions = paths.explain(features)
     margin = bundle.escalation_model.predict(features, raw_score=True)
@@ -53,21 +65,22 @@ def test_path_contributions_of_one_stump_are_the_value_changes():
     np.testing.assert_allclose(contributions, [[0, left - root, 0, root], [0, right - root, 0, root]], atol=1e-12)
 
 
-def test_one_row_fast_path_equals_booster_predict(bundle, features):
+def test_one_row_fast_path_equals_booster_predict(bundle, primary_features, priority_features):
     priority = SingleRowPredictor(bundle.priority_model)
     leaves = SingleRowPredictor(bundle.escalation_model, PREDICT_LEAF_INDEX)
-    for row in features[:40]:
+    for row in priority_features[:40]:
         np.testing.assert_array_equal(priority.predict(row), bundle.priority_model.predict(row[None, :])[0])
+    for row in primary_features[:40]:
         np.testing.assert_array_equal(leaves.predict(row), bundle.escalation_model.predict(row[None, :],
                                                                                           pred_leaf=True)[0])
     with pytest.raises(ValueError, match="expected one row"):
-        priority.predict(features[0][:5])
+        priority.predict(priority_features[0][:5])
 
 
-def test_shap_reasons_are_lightgbm_pred_contrib(bundle, features, wire_tickets):
+def test_shap_reasons_are_lightgbm_pred_contrib(bundle, features, primary_features, wire_tickets):
     """reasons="shap" names the top TreeSHAP features, on the fast path and in ModelBundle.score."""
     scored = bundle.score_features(features, reasons="shap")
-    shap = bundle.escalation_model.predict(features, pred_contrib=True)[:, :-1]
+    shap = bundle.escalation_model.predict(primary_features, pred_contrib=True)[:, :-1]
     np.testing.assert_array_equal(scored.contributions, shap)
     rows = [dict(Ticket.model_validate(t)) for t in wire_tickets[:30]]
     online = OnlineFeatures(bundle.builder)

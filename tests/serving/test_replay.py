@@ -3,6 +3,7 @@ store and the watcher whose alert count the evaluation reproduces exactly."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +13,12 @@ from click.testing import CliRunner
 
 from serving.replay import (
     ReplayRun,
+    describe_replay_labels,
     episode_peaks,
     evaluate_replay,
+    evaluate_types,
     find_escalations,
+    find_label_escalations,
     first_alerts,
     parse_duration,
     score_rule,
@@ -70,6 +74,49 @@ def test_escalation_events_follow_the_label_rule():
     assert counter.loc["B", "escalated_at"] == pd.Timestamp("2026-01-02 03:00", tz="UTC")
 
 
+def test_lead_time_per_type_counts_each_labels_own_escalations():
+    """Two typed labels: A's first escalation is functional, B's hierarchical. Each label's table row
+    counts only its own kind, caught by its own line or by the watcher's (primary) line."""
+    events = pd.DataFrame({
+        "ticket_id": ["A", "A", "A", "B", "B", "B"],
+        "event_time": pd.to_datetime([T0, T0 + timedelta(hours=1), T0 + timedelta(hours=5),
+                                      T0, T0 + timedelta(hours=2), T0 + timedelta(hours=6)], utc=True),
+        "escalation_level": [0, 0, 1, 0, 0, 1],
+        "escalation_type": [None, None, "functional", None, None, "hierarchical"],
+        "status": ["open"] * 6, "reassignment_count": [0] * 6})
+    metadata = {"labels": [
+        {"name": "functional", "primary": False, "rule": "level_rise", "rise_type": "functional",
+         "escalation_type": "functional"},
+        {"name": "any", "primary": True, "rule": "level_rise"},
+        {"name": "hierarchical", "primary": False, "rule": "level_rise", "rise_type": "hierarchical",
+         "escalation_type": "hierarchical"}]}
+    labels = describe_replay_labels(metadata)
+    assert [label.name for label in labels] == ["any", "functional", "hierarchical"]
+    assert describe_replay_labels({"labels": metadata["labels"][1:2]}) == []  # one label: no by-type table
+    primary = find_escalations(events, {"rule": "level_rise"})
+    per_label = find_label_escalations(events, labels, ["closed"], primary)
+    assert per_label["functional"]["escalated_at"].notna().to_dict() == {"A": True, "B": False}
+    assert per_label["hierarchical"].loc["B", "escalated_at"] == pd.Timestamp(T0 + timedelta(hours=6))
+    assert per_label["any"]["escalated_at"].notna().all()
+    # ticks 0..4; the primary line fires on A at 1h only; the functional line on A at 0h, the
+    # hierarchical line on B at 3h.
+    rows = [(k, t, 0.1, 0.0, False) for k in range(5) for t in (0, 1)]
+    run = hand_run(rows, ["A", "B"])
+    frame = run.observations
+    frame["above_line"] = (frame["ticket"] == 0) & (frame["tick"] == 1)
+    frame["above_line__functional"] = (frame["ticket"] == 0) & (frame["tick"] >= 0)
+    frame["above_line__hierarchical"] = (frame["ticket"] == 1) & (frame["tick"] == 3)
+    frame["above_line__any"] = frame["above_line"]
+    table = {(r.rule, r.threshold.startswith("its own")): r for r in evaluate_types(run, per_label, labels)}
+    own_f, watch_f = table[("functional", True)], table[("functional", False)]
+    assert (own_f.escalations, own_f.caught, own_f.lead_hours) == (1, 1, (5.0, 5.0, 5.0))
+    assert (watch_f.caught, watch_f.lead_hours) == (1, (4.0, 4.0, 4.0))
+    own_h, watch_h = table[("hierarchical", True)], table[("hierarchical", False)]
+    assert (own_h.escalations, own_h.caught, own_h.lead_hours) == (1, 1, (3.0, 3.0, 3.0))
+    assert watch_h.caught == 0 and watch_h.alerts_never_escalated == 1  # A: never escalates this way
+    assert table[("any", False)].escalations == 2
+
+
 def test_sla_share_and_durations():
     created = "2026-01-05T00:00:00+00:00"
     assert sla_share({"created_at": created, "sla_due_at": "2026-01-05T10:00:00+00:00"},
@@ -96,6 +143,13 @@ def test_replay_cli_on_a_short_window(serving_models_dir, small_events_path, tmp
     assert result.exit_code == 0, result.output
     out = result.output
     assert "SLA timer" in out and "supervisor request" in out and "lead p25" in out
+    # The demo params train several labels: lead time per type, each label with its own line.
+    bundle_labels = [entry["name"] for entry in json.loads(
+        (serving_models_dir / "current" / "metadata.json").read_text())["labels"]]
+    assert len(bundle_labels) > 1
+    by_type = out.split("by type")[1].split("alerts raised by the store")[0]
+    for name in bundle_labels:
+        assert f"{name} " in by_type and "its own model's alert line" in by_type
     line = next(s for s in out.splitlines() if s.startswith("alerts raised by the store"))
     store_count = int(line.split(":")[1].split("(")[0])
     table_count = int(line.split("counts ")[1].split(")")[0])

@@ -13,7 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bundle.case_mix import CASE_MIX_DATA, CASE_MIX_MODEL
-from bundle.model import MANIFEST, load_bundle
+from bundle.model import MANIFEST, label_model_file, load_bundle
+from bundle.report import IMPORTANCE, REPORT_DATA, label_file
+from features.labels import common_features
 from features.schema import CANONICAL_COLUMNS
 from training.packaging import make_version, write_bundle
 
@@ -78,7 +80,11 @@ def test_dask_split_and_features_equal_the_single_machine_path(dask_bundle, smal
         assert window[part]["positive_rate"] == pytest.approx(row.positive_rate)
     test = small_result.snapshots[small_result.snapshots.split == "test"].head(800)
     ours = dask_bundle.builder.transform(test)
+    # The Dask engine trains the primary label only: the shared columns, without the other labels'
+    # own outcome rates (features.labels), are what it builds.
     theirs = small_result.builder.transform(test)
+    assert list(ours.columns) == common_features(list(theirs.columns))
+    theirs = theirs[list(ours.columns)]
     # The text embedding's SVD (float32 TF-IDF, unit-length rows, |value| <= 1) runs in the Dask
     # client's process with its own BLAS threads: sums in another order move values by up to ~2e-5.
     svd = [c for c in ours.columns if c.startswith("text_svd_")]
@@ -92,14 +98,36 @@ def test_dask_bundle_has_the_single_machine_layout(dask_bundle, small_result, tm
     single = write_bundle(small_result, tmp_path, make_version(small_result))
     ours = json.loads((dask_bundle.path / MANIFEST).read_text())["sha256"]
     theirs = json.loads((single / MANIFEST).read_text())["sha256"]
-    # The case-mix model (report's against-case-mix tables) is fitted on one machine only.
-    assert set(ours) == set(theirs) - {CASE_MIX_MODEL, CASE_MIX_DATA}
-    assert dask_bundle.metadata["features"] == small_result.builder.feature_names_
+    # The case-mix model (report's against-case-mix tables) is fitted on one machine only, and so
+    # are the labels besides the primary one (their model, report data and importance files).
+    per_label = {name for label in small_result.labels[1:]
+                 for name in (label_model_file(label.name), label_file(REPORT_DATA, label.name),
+                              label_file(IMPORTANCE, label.name))}
+    assert per_label, "the demo params train more than one label"
+    assert set(ours) == set(theirs) - {CASE_MIX_MODEL, CASE_MIX_DATA} - per_label
+    assert dask_bundle.metadata["features"] == common_features(small_result.builder.feature_names_)
     assert 0 < dask_bundle.escalation_model.num_trees() < small_result.params.escalation_model.n_estimators
     # Early-stopped on the workers: the bundle keeps the best round, recorded as on one machine.
     metrics = dask_bundle.metadata["metrics"]
     assert dask_bundle.escalation_model.num_trees() == metrics["best_iteration_escalation"]
     assert 0 < metrics["best_iteration_priority"] < small_result.params.priority_model.n_estimators
+
+
+def test_dask_bundle_and_report_name_the_labels_it_did_not_train(dask_trained, dask_bundle, small_result):
+    """Several labels on Dask: the primary is trained, every other label is named as not trained,
+    with the reason, in the bundle's metadata, the report and the CLI output."""
+    run, project = dask_trained
+    others = [label.name for label in small_result.params.list_labels()[1:]]
+    assert len(others) >= 1
+    assert [label.name for label in dask_bundle.labels] == [small_result.params.label.name]
+    skipped = dask_bundle.metadata["skipped_labels"]
+    assert sorted(skipped) == sorted(others)
+    assert all("Dask engine trains the primary label only" in why for why in skipped.values())
+    report = json.loads((project / "reports" / dask_bundle.version / "report.json").read_text())
+    assert report["labels_not_trained"] == skipped
+    html = (project / "reports" / dask_bundle.version / "report.html").read_text()
+    assert all(name in html for name in others) and "Not trained in this model" in html
+    assert all(f"{name}" in run.stdout for name in others) and "not trained" in run.stdout
 
 
 @pytest.fixture(scope="module")

@@ -60,9 +60,12 @@ def test_run_logs_params_metrics_artifacts_and_registers_champion(small_result, 
     assert run.data.params["data.fingerprint"] == small_result.data_fingerprint
     assert run.data.params["escalation_model.learning_rate"] == str(small_result.params.escalation_model.learning_rate)
     assert run.data.metrics["test_roc_auc"] == pytest.approx(small_result.metrics["test_roc_auc"])
+    for label in small_result.labels:  # every label's metrics, beside the primary's unprefixed ones
+        assert run.data.metrics[f"label.{label.name}.test_roc_auc"] == pytest.approx(label.metrics["test_roc_auc"])
     artifacts = {a.path for a in client.list_artifacts(reg.run_id, "evaluation")}
     assert {"evaluation/feature_importance.csv", "evaluation/priority_confusion_matrix.csv",
             "evaluation/rejects_summary.csv"} <= artifacts
+    assert {f"evaluation/feature_importance.{label.name}.csv" for label in small_result.labels[1:]} <= artifacts
     assert [a.path for a in client.list_artifacts(reg.run_id, "config")] == ["config/params.yaml"]
     assert str(client.get_model_version_by_alias("escalation-risk", "champion").version) == reg.model_version
     mlflow.set_tracking_uri(local_settings.resolved_tracking_uri)
@@ -71,6 +74,7 @@ def test_run_logs_params_metrics_artifacts_and_registers_champion(small_result, 
     scored = model.predict(to_wire_format(rows))
     assert scored["escalation_probability"].between(0, 1).all()
     assert json.loads(scored["reasons"].iloc[0])[0]["feature"]
+    assert {f"escalation_probability__{label.name}" for label in small_result.labels} <= set(scored.columns)
 
 
 def test_pyfunc_takes_what_pandas_gives(small_result, local_settings, params_path, small_events_path, tmp_path):
