@@ -200,7 +200,11 @@ def test_a_bundle_changed_in_place_is_served_by_every_worker_before_the_reload_a
     assert len(before) == 1
     bundle = service.models_dir / V1
     metadata = json.loads((bundle / "metadata.json").read_text())
-    metadata["calibration"] = {"method": "sigmoid", "a": 0.5, "b": -1.0}
+    recalibrated = {"method": "sigmoid", "a": 0.5, "b": -1.0}
+    metadata["calibration"] = recalibrated
+    for label in metadata.get("labels") or []:  # the primary label's own entry is what the loader reads
+        if label.get("primary"):
+            label["calibration"] = recalibrated
     (bundle / "metadata.json").write_text(json.dumps(metadata))
     write_manifest(bundle)
     status, raw, _ = request(service.port, "POST", "/v1/admin/reload", b"", ADMIN)
