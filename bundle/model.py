@@ -230,16 +230,10 @@ class LabelScores:
 
 
 @dataclass
-class ScoredFeatures:
+class ScoredFeatures(LabelScores):
     """What the models say about a feature matrix, row-aligned: the primary label's scores in the
-    top-level fields (`top` indexes the primary model's features), every label's in `types`."""
+    inherited fields (`top` indexes the primary model's features), every label's in `types`."""
 
-    raw: np.ndarray
-    probability: np.ndarray
-    band: np.ndarray
-    escalate_now: np.ndarray
-    contributions: np.ndarray
-    top: np.ndarray
     priority_probabilities: np.ndarray
     priority_predicted: np.ndarray
     types: dict[str, LabelScores] = field(default_factory=dict)
