@@ -153,10 +153,12 @@ class Escalation(BaseModel):
     band: str
     escalate_now: bool
     reasons: list[Reason]
-    types: dict[str, LabelEscalation] = Field(description="per trained label (the primary included), its own "
-                                                         "probability, band and reasons")
-    likely_type: str | None = Field(description="the escalation type of the most probable typed label; "
-                                                "null when the model has none")
+    # Optional: a duplicate delivery is answered with the score first given, which a model from before
+    # escalation types did not include.
+    types: dict[str, LabelEscalation] = Field(default_factory=dict, description="per trained label (the primary "
+                                              "included), its own probability, band and reasons")
+    likely_type: str | None = Field(None, description="the escalation type of the most probable typed label; "
+                                                      "null when the model has none")
 
 
 class PriorityPrediction(BaseModel):

@@ -41,7 +41,9 @@ def models_dir(serving_models_dir, small_result, tmp_path) -> Path:  # noqa: F81
 def service_env(models_dir: Path, **extra: str) -> dict[str, str]:
     return {"ESCALATION_RISK_MODELS_DIR": str(models_dir), "ESCALATION_RISK_API_KEYS": API_KEY,
             "ESCALATION_RISK_ADMIN_KEY": ADMIN_KEY, "ESCALATION_RISK_MAX_BODY_BYTES": "262144",
-            "ESCALATION_RISK_MAX_BATCH": "50", **extra}
+            "ESCALATION_RISK_MAX_BATCH": "50",
+            # Its own ticket store, never the checkout's data/tickets.db (a stored score of an older model would answer).
+            "ESCALATION_RISK_STORE_URL": f"sqlite:///{Path(models_dir).parent / 'tickets.db'}", **extra}
 
 
 @pytest.fixture(scope="module")
