@@ -52,18 +52,26 @@ class SingleRowPredictor:
             booster._handle, ctypes.c_int(predict_type), ctypes.c_int(0), ctypes.c_int(num_iteration),
             ctypes.c_int(_FLOAT64), ctypes.c_int32(self.n_features), ctypes.c_char_p(b"num_threads=1"),
             ctypes.byref(self._config)))
+        self._in = np.empty(self.n_features, dtype=np.float64)
+        self._in_pointer = self._in.ctypes.data_as(ctypes.c_void_p)
         self._out = np.empty(self.n_out, dtype=np.float64)
         self._out_len = ctypes.c_int64(0)
         self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._predict = holding_gil_library().LGBM_BoosterPredictForMatSingleRowFast
 
-    def predict(self, row: np.ndarray) -> np.ndarray:
-        """A copy of the output for one row: probabilities (n_classes) or leaf indices (n_trees)."""
-        row = np.ascontiguousarray(row, dtype=np.float64)
-        if row.shape != (self.n_features,):
-            raise ValueError(f"expected one row of {self.n_features} features, got shape {row.shape}")
-        _safe_call(self._predict(
-            self._config, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len), self._out_pointer))
+    def predict(self, row: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """A copy of the output for one row (1-D; `columns`: these positions of it, in this order):
+        probabilities (n_classes) or leaf indices (n_trees). ValueError when the row does not
+        have the model's number of features."""
+        row = np.asarray(row, dtype=np.float64)
+        width = len(row) if columns is None else len(columns)
+        if np.ndim(row) != 1 or width != self.n_features:
+            raise ValueError(f"expected one row of {self.n_features} features, got shape {np.shape(row)}")
+        if columns is None:
+            self._in[:] = row  # into the buffer the C call reads (a fixed pointer, converted to float64)
+        else:
+            np.take(row, columns, out=self._in)
+        _safe_call(self._predict(self._config, self._in_pointer, ctypes.byref(self._out_len), self._out_pointer))
         if self._out_len.value != self.n_out:
             raise ValueError(f"LightGBM returned {self._out_len.value} values, expected {self.n_out}")
         return self._out.copy()

@@ -26,7 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from bundle.contributions import TreePaths
+from bundle.contributions import StackedPaths, TreePaths
 from bundle.fast_predict import SingleRowPredictor
 from features.build import MISSING, UNSEEN, FeatureBuilder
 from features.labels import ESCALATION_TYPES, RATE_FEATURES, SEPARATOR
@@ -189,6 +189,14 @@ class LabelModel:
         """Per-leaf path contributions, compiled on first use."""
         return TreePaths(self.booster)
 
+    @cached_property
+    def calibration_arrays(self) -> dict:
+        """The calibration with an isotonic map's points as arrays (converted once, not per call)."""
+        if self.calibration["method"] != "isotonic":
+            return self.calibration
+        return {**self.calibration, "x": np.asarray(self.calibration["x"], dtype=float),
+                "y": np.asarray(self.calibration["y"], dtype=float)}
+
     def select(self, features: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
         """Its columns of the bundle's feature matrix."""
         if self.columns is None:
@@ -201,15 +209,19 @@ class LabelModel:
         own = self.select(features)
         if reasons == "shap":
             raw = self.booster.predict(own)
-            contributions = self.booster.predict(own, pred_contrib=True)[:, :-1]
+            contributions = self.booster.predict(own, pred_contrib=True)
         elif reasons == "path":
             raw, contributions = self.paths.explain(own)
-            contributions = contributions[:, :-1]
         else:
             raise ValueError(f"unknown reasons method {reasons!r}; expected 'path' or 'shap'")
+        return self.finish_scores(raw, contributions, n_reasons)
+
+    def finish_scores(self, raw: np.ndarray, contributions: np.ndarray, n_reasons: int) -> LabelScores:
+        """LabelScores from raw scores (n,) and contributions (n, features + 1; the last is the bias)."""
+        contributions = contributions[:, :-1]
         return LabelScores(
             raw=raw,
-            probability=apply_calibration(self.calibration, raw),
+            probability=apply_calibration(self.calibration_arrays, raw),
             band=assign_bands(raw, self.thresholds),
             escalate_now=raw >= self.thresholds["escalate_now"],
             contributions=contributions,
@@ -287,13 +299,22 @@ class ModelBundle:
         return self.primary.paths
 
     @cached_property
+    def stacked_paths(self) -> StackedPaths:
+        """Every label's path contributions in one table, for one ticket at a time."""
+        return StackedPaths([label.paths for label in self.labels], [label.columns for label in self.labels])
+
+    @cached_property
     def priority_single_row(self) -> SingleRowPredictor | None:
         return SingleRowPredictor(self.priority_model) if self.priority_model is not None else None
 
     def score_features(self, features: pd.DataFrame | np.ndarray, n_reasons: int = 3,
                        reasons: str = "path") -> ScoredFeatures:
         """Every model once on the whole matrix; `reasons` is "path" (precomputed per leaf) or "shap"."""
-        types = {label.name: label.score(features, n_reasons, reasons) for label in self.labels}
+        if (reasons == "path" and isinstance(features, np.ndarray) and len(features) == 1 and len(self.labels) > 1
+                and min(self.stacked_paths.n_features) >= n_reasons):
+            types = self.score_labels_one(features[0], n_reasons)
+        else:
+            types = {label.name: label.score(features, n_reasons, reasons) for label in self.labels}
         own = features
         if self.priority_columns is not None:
             own = (features.iloc[:, self.priority_columns] if isinstance(features, pd.DataFrame)
@@ -318,6 +339,48 @@ class ModelBundle:
                                 else np.full(len(features), None, dtype=object)),
             types=types,
         )
+
+    def score_labels_one(self, row: np.ndarray, n_reasons: int) -> dict[str, LabelScores]:
+        """`LabelModel.score` of every label for one feature row (float64, 1-D), with path reasons,
+        computed for all labels at once (StackedPaths); the same values, bit for bit
+        (tests/serving/test_parity.py). Needs every label to have at least `n_reasons` features."""
+        stacked = self.stacked_paths
+        raw, sums = stacked.explain_one(row)
+        n_features = stacked.n_features
+        width = max(n_features)
+        contributions = sums[:, :width].copy()
+        for k, n in enumerate(n_features):
+            contributions[k, n:] = 0.0  # its bias and padding: ranked after its own zero contributions
+        top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :n_reasons]
+        thresholds = self.stacked_thresholds
+        level = (raw >= thresholds[0]).astype(np.intp) + (raw >= thresholds[1])
+        bands, escalate_now = BANDS[level], raw >= thresholds[2]
+        probability = raw.copy()  # labels without calibration keep the raw score
+        for indices, calibration in self.stacked_calibrations:
+            probability[indices] = apply_calibration(calibration, raw[indices])
+        return {label.name: LabelScores(raw=raw[k:k + 1], probability=probability[k:k + 1], band=bands[k:k + 1],
+                                        escalate_now=escalate_now[k:k + 1],
+                                        contributions=contributions[k:k + 1, :n_features[k]], top=top[k:k + 1])
+                for k, label in enumerate(self.labels)}
+
+    @cached_property
+    def stacked_calibrations(self) -> list[tuple[np.ndarray, dict]]:
+        """(label indices, calibration) groups: each isotonic label alone, the sigmoid ones together
+        (their `a` and `b` as arrays, so `apply_calibration` maps them in one call)."""
+        groups = [(np.array([k]), label.calibration_arrays) for k, label in enumerate(self.labels)
+                  if label.calibration["method"] == "isotonic"]
+        sigmoid = [k for k, label in enumerate(self.labels) if label.calibration["method"] == "sigmoid"]
+        if sigmoid:
+            groups.append((np.array(sigmoid), {"method": "sigmoid",
+                                               "a": np.array([self.labels[k].calibration["a"] for k in sigmoid]),
+                                               "b": np.array([self.labels[k].calibration["b"] for k in sigmoid])}))
+        return groups
+
+    @cached_property
+    def stacked_thresholds(self) -> np.ndarray:
+        """(3, labels): each label's medium, high and escalate-now raw-score cut-offs."""
+        return np.array([[label.thresholds[name] for label in self.labels]
+                         for name in ("medium", "high", "escalate_now")])
 
     def score(self, tickets: pd.DataFrame, n_reasons: int = 3, reasons: str = "path") -> pd.DataFrame:
         """Probability, band, escalate-now, priority and reasons for each ticket, in input order; with

@@ -334,7 +334,7 @@ class HistoryFeatures:
         span = int(_SPAN)
         smoothing, prior = self.smoothing, self.prior_
         live = getattr(self, "live_", None)  # a LiveHistory: what a service's store learned since the fit
-        for entity, (created_keys, ended_keys, ended_counts, ended_escalations) in self._scalar_views().items():
+        for entity, (created_keys, *_) in self._scalar_views().items():
             code = codes[entity]
             known = code >= 0
             base = code * span if known else 0
@@ -349,15 +349,7 @@ class HistoryFeatures:
                     n += live_created.bisect_left(base + end) - live_created.bisect_left(base + start)
                 return n - int(start <= own_created < end)
 
-            if known:
-                lo, hi = bisect_left(ended_keys, base), bisect_left(ended_keys, base + t)
-                n_ended, n_escalated = ended_counts[hi] - ended_counts[lo], ended_escalations[hi] - ended_escalations[lo]
-                if live is not None:
-                    ended, escalated = live.ended[entity], live.ended_escalated[entity]
-                    n_ended += ended.bisect_left(base + t) - ended.bisect_left(base)
-                    n_escalated += escalated.bisect_left(base + t) - escalated.bisect_left(base)
-            else:
-                n_ended = n_escalated = 0
+            n_ended, n_escalated = self._ended_one(entity, t, code, live)
             out[f"{entity}_past_tickets"] = n_ended
             denominator = n_ended + smoothing
             out[f"{entity}_escalation_rate"] = (
@@ -385,6 +377,37 @@ class HistoryFeatures:
                 out["group_tickets_7d"] = opened_between(t - 7 * _DAY, t)
                 out["group_open_tickets"] = opened_between(0, t) - n_ended
         return [out[name] for name in self.feature_names_]
+
+    def _ended_one(self, entity: str, t: int, code: int, live) -> tuple[int, int]:
+        """(tickets of this entity ended before t, of which escalated), fitted index plus live overlay."""
+        if code < 0:
+            return 0, 0
+        _, ended_keys, ended_counts, ended_escalations = self._scalar_views()[entity]
+        base = code * int(_SPAN)
+        lo, hi = bisect_left(ended_keys, base), bisect_left(ended_keys, base + t)
+        n_ended, n_escalated = ended_counts[hi] - ended_counts[lo], ended_escalations[hi] - ended_escalations[lo]
+        if live is not None:
+            ended, escalated = live.ended[entity], live.ended_escalated[entity]
+            n_ended += ended.bisect_left(base + t) - ended.bisect_left(base)
+            n_escalated += escalated.bisect_left(base + t) - escalated.bisect_left(base)
+        return n_ended, n_escalated
+
+    def transform_rates_one(self, t: int, codes: dict[str, int]) -> dict[str, float]:
+        """Only the outcome-rate features of `transform_one` (features.labels.RATE_FEATURES: each
+        entity's escalation rate and the customer's past escalations), by name, with the same
+        arithmetic: what a label's own rates need, without the ticket counts it does not use."""
+        out: dict[str, float] = {}
+        smoothing, prior = self.smoothing, self.prior_
+        live = getattr(self, "live_", None)
+        for entity in self.indexes_:
+            n_ended, n_escalated = self._ended_one(entity, t, codes[entity], live)
+            denominator = n_ended + smoothing
+            out[f"{entity}_escalation_rate"] = (
+                (n_escalated + smoothing * prior) / denominator if denominator > 0 else prior
+            )
+            if entity == "customer":
+                out["customer_past_escalations"] = n_escalated
+        return out
 
 
 class LiveHistory:

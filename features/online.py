@@ -203,9 +203,9 @@ class OnlineFeatures:
         for j, value in zip(self.history_columns, [history[i] for i in self.history_kept], strict=True):
             values[j] = value
         for label_history, slots in self.label_rates:
-            rates = label_history.transform_one(t_ns // 1_000_000_000, own_seconds, codes)
+            rates = label_history.transform_rates_one(t_ns // 1_000_000_000, codes)
             for i, j in slots:
-                values[j] = rates[i]
+                values[j] = rates[label_history.feature_names_[i]]
         if self.text is not None:
             ticket_text, last_message = self.ticket_texts(ticket)
             text = self.text_features([ticket_text], [last_message])

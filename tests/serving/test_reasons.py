@@ -77,6 +77,31 @@ def test_one_row_fast_path_equals_booster_predict(bundle, primary_features, prio
         priority.predict(priority_features[0][:5])
 
 
+def test_one_row_fast_path_reads_the_models_columns_of_the_whole_row(bundle, features):
+    """`predict(row, columns)` (a label's columns taken from the bundle's row) == predict of the selected row."""
+    label = next((label for label in bundle.labels if label.columns is not None), None)
+    if label is None:
+        pytest.skip("every label of this bundle reads all columns")
+    leaves = SingleRowPredictor(label.booster, PREDICT_LEAF_INDEX)
+    for row in features[:40]:
+        np.testing.assert_array_equal(leaves.predict(row, label.columns), leaves.predict(row[label.columns]))
+    with pytest.raises(ValueError, match="expected one row"):
+        leaves.predict(features[0], label.columns[:-1])
+
+
+def test_every_label_at_once_equals_each_label_alone(bundle, features):
+    """One ticket's labels scored together (StackedPaths) give each label's own scores, bit for bit."""
+    assert len(bundle.labels) > 1, "the fixture bundle should train several labels"
+    fields = ("raw", "probability", "band", "escalate_now", "contributions", "top")
+    for row in features[:60]:
+        together = bundle.score_labels_one(row, 3)
+        for label in bundle.labels:
+            alone = label.score(row[None, :], 3, "path")
+            for name in fields:
+                np.testing.assert_array_equal(getattr(together[label.name], name), getattr(alone, name),
+                                              err_msg=f"{label.name}.{name}")
+
+
 def test_shap_reasons_are_lightgbm_pred_contrib(bundle, features, primary_features, wire_tickets):
     """reasons="shap" names the top TreeSHAP features, on the fast path and in ModelBundle.score."""
     scored = bundle.score_features(features, reasons="shap")
