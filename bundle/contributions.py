@@ -131,55 +131,44 @@ class StackedPaths:
     done label by label, the per-call overhead of a dozen small NumPy operations per label costs
     more than the tree walks. Here the leaf tables of all labels are concatenated: one ticket costs
     one `pred_leaf` call per label (the C API's single-row path), then one gather and one bincount
-    for every label together. Within each label the sums run in the same order as
-    `TreePaths.explain` (trees in order; other labels' leaves land in other bins), and the margin
-    is summed left to right in tree order with exact zeros as padding, so the results are those
-    of `TreePaths.explain`, bit for bit (tests/serving/test_parity.py).
+    for every label together. Each leaf's row also carries its leaf value in its label's spare
+    column, so the same bincount sums the margin. Within each bin the sums run in tree order, as
+    in `TreePaths.explain` (other labels' leaves land in other bins; padding adds exact zeros), so
+    the results are those of `TreePaths.explain`, bit for bit (tests/serving/test_reasons.py).
     """
 
     def __init__(self, paths: list[TreePaths], columns: list[np.ndarray | None]):
         self.paths = paths
         self.columns = [None if c is None else np.asarray(c, dtype=np.intp) for c in columns]
         self.n_features = [p.n_features for p in paths]
-        self.width = max(self.n_features) + 2  # each label's bins: its features, the bias, the spare column
-        n_trees = [len(p.offsets) for p in paths]
+        self.width = max(self.n_features) + 2  # each label's bins: its features, the bias, its margin
         leaf_starts = np.cumsum([0] + [len(p.leaf_values) for p in paths])
-        # One extra leaf with value 0.0 pads the shorter labels' rows of the margin table.
-        self.leaf_values = np.concatenate([*[p.leaf_values for p in paths], [0.0]])
         self.offsets = np.concatenate([p.offsets + start for p, start in zip(paths, leaf_starts, strict=False)])
-        self.tree_starts = np.cumsum([0] + n_trees)
-        self.padded = np.full((len(paths), max(n_trees)), leaf_starts[-1], dtype=np.int64)  # padding: the 0.0 leaf
-        self.padded_slots = [(k, slice(0, n)) for k, n in enumerate(n_trees)]
-        path_width = max(p.leaf_columns.shape[1] for p in paths)
-        self.leaf_columns = np.concatenate([_pad_columns(p.leaf_columns, path_width, p.n_features + 1) + k * self.width
-                                            for k, p in enumerate(paths)])
-        self.leaf_amounts = np.concatenate([_pad_amounts(p.leaf_amounts, path_width) for p in paths])
+        path_width = max(p.leaf_columns.shape[1] for p in paths) + 1
+        columns_out, amounts_out = [], []
+        for k, p in enumerate(paths):
+            margin = p.n_features + 1  # the spare column: TreePaths pads with it and drops it
+            table = np.full((len(p.leaf_values), path_width), margin, dtype=np.intp)
+            table[:, :p.leaf_columns.shape[1]] = p.leaf_columns
+            amounts = np.zeros((len(p.leaf_values), path_width))
+            amounts[:, :p.leaf_amounts.shape[1]] = np.where(p.leaf_columns == margin, 0.0, p.leaf_amounts)
+            amounts[:, -1] = p.leaf_values
+            columns_out.append(table + k * self.width)
+            amounts_out.append(amounts)
+        self.leaf_columns = np.concatenate(columns_out)
+        self.leaf_amounts = np.concatenate(amounts_out)
+        self.margin_bins = np.array([k * self.width + n + 1 for k, n in enumerate(self.n_features)])
         self.sigmoid = np.array([p.sigmoid for p in paths])
 
     def explain_one(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For one feature row of the bundle's matrix (float64, 1-D): each label's raw score, shape
         (labels,), and contributions (labels, width): row k holds label k's n_features
-        contributions, then its bias, then zeros, as `TreePaths.explain` of its columns gives them."""
+        contributions, then its bias, then its margin and zeros, as `TreePaths.explain` of its columns gives them."""
         leaves = np.concatenate([p.single_row.predict(row, c)
-                                 for p, c in zip(self.paths, self.columns, strict=True)]).astype(np.int64)
+                                 for p, c in zip(self.paths, self.columns, strict=True)]).astype(np.intp)
         ids = leaves + self.offsets
-        padded = self.padded.copy()
-        for k, slot in self.padded_slots:
-            padded[k, slot] = ids[self.tree_starts[k]:self.tree_starts[k + 1]]
-        margin = np.cumsum(self.leaf_values[padded], axis=1)[:, -1]
-        sums = np.bincount(self.leaf_columns[ids].ravel(), weights=self.leaf_amounts[ids].ravel(),
-                           minlength=len(self.paths) * self.width).reshape(len(self.paths), self.width)
-        return 1.0 / (1.0 + np.exp(-self.sigmoid * margin)), sums
-
-
-def _pad_columns(columns: np.ndarray, width: int, spare: int) -> np.ndarray:
-    """A label's per-leaf column table widened to `width` with its spare column (dropped at the end)."""
-    out = np.full((len(columns), width), spare, dtype=np.int64)
-    out[:, :columns.shape[1]] = columns
-    return out
-
-
-def _pad_amounts(amounts: np.ndarray, width: int) -> np.ndarray:
-    out = np.zeros((len(amounts), width))
-    out[:, :amounts.shape[1]] = amounts
-    return out
+        sums = np.bincount(np.take(self.leaf_columns, ids, axis=0).ravel(),
+                           weights=np.take(self.leaf_amounts, ids, axis=0).ravel(),
+                           minlength=len(self.paths) * self.width)
+        margin = sums[self.margin_bins]
+        return 1.0 / (1.0 + np.exp(-self.sigmoid * margin)), sums.reshape(len(self.paths), self.width)

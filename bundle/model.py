@@ -190,6 +190,15 @@ class LabelModel:
         return TreePaths(self.booster)
 
     @cached_property
+    def feature_titles(self) -> list[str]:
+        """Each of its features as a reason names it (label_feature), in its order."""
+        return [label_feature(name) for name in self.features]
+
+    def column_list(self, n_columns: int) -> list[int]:
+        """Its columns' positions in a matrix of `n_columns` features, as a list."""
+        return list(range(n_columns)) if self.columns is None else self.columns.tolist()
+
+    @cached_property
     def calibration_arrays(self) -> dict:
         """The calibration with an isotonic map's points as arrays (converted once, not per call)."""
         if self.calibration["method"] != "isotonic":

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from bundle.model import LabelModel, LabelScores, ModelBundle, label_feature
+from bundle.model import LabelModel, LabelScores, ModelBundle
 from features.build import UNSEEN
 from features.labels import pick_likely_type
 from features.online import OnlineFeatures
@@ -80,22 +80,16 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
 def describe_label_scores(label: LabelModel, scores: LabelScores, online: OnlineFeatures, features: np.ndarray,
                           shown: list[dict[int, object]]) -> list[dict]:
     """Per ticket, one label's entry of the response's `escalation.types`."""
-    columns = range(len(online.names)) if label.columns is None else label.columns.tolist()
-    names = label.features
+    columns = label.column_list(len(online.names))
+    names, titles = label.features, label.feature_titles
     contributions = scores.contributions
     probability, bands, escalate_now = scores.probability.tolist(), scores.band.tolist(), scores.escalate_now.tolist()
     out = []
-    for i in range(len(probability)):
-        reasons_out = []
-        for j in scores.top[i].tolist():
-            effect = float(contributions[i, j])
-            reasons_out.append({
-                "feature": names[j],
-                "label": label_feature(names[j]),
-                "value": online.show(features, shown, i, columns[j]),
-                "effect": round(effect, 4),
-                "direction": "raises risk" if effect > 0 else "lowers risk",
-            })
+    for i, picked in enumerate(scores.top.tolist()):
+        effects = contributions[i, picked].tolist()
+        reasons_out = [{"feature": names[j], "label": titles[j], "value": online.show(features, shown, i, columns[j]),
+                        "effect": round(effect, 4), "direction": "raises risk" if effect > 0 else "lowers risk"}
+                       for j, effect in zip(picked, effects, strict=True)]
         out.append({"escalation_type": label.escalation_type, "probability": probability[i], "band": bands[i],
                     "escalate_now": escalate_now[i], "reasons": reasons_out})
     return out
