@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from bundle.model import LabelModel, LabelScores, ModelBundle
-from features.build import UNSEEN
+from features.build import MISSING, UNSEEN
 from features.labels import pick_likely_type
 from features.online import OnlineFeatures
 from features.schema import CATEGORICAL_COLUMNS
@@ -82,14 +82,24 @@ def describe_label_scores(label: LabelModel, scores: LabelScores, online: Online
     """Per ticket, one label's entry of the response's `escalation.types`."""
     columns = label.column_list(len(online.names))
     names, titles = label.features, label.feature_titles
-    contributions = scores.contributions
+    top = scores.top
+    picked = top.tolist()
+    rows = np.arange(len(top))[:, None]
+    effects = np.take_along_axis(scores.contributions, top, axis=1).tolist()
+    values = features[rows, np.asarray(columns, dtype=np.intp)[top]].tolist() if top.size else [[] for _ in picked]
+    categories = online.category_names
     probability, bands, escalate_now = scores.probability.tolist(), scores.band.tolist(), scores.escalate_now.tolist()
     out = []
-    for i, picked in enumerate(scores.top.tolist()):
-        effects = contributions[i, picked].tolist()
-        reasons_out = [{"feature": names[j], "label": titles[j], "value": online.show(features, shown, i, columns[j]),
-                        "effect": round(effect, 4), "direction": "raises risk" if effect > 0 else "lowers risk"}
-                       for j, effect in zip(picked, effects, strict=True)]
+    for i, (ticket_top, ticket_effects, ticket_values) in enumerate(zip(picked, effects, values, strict=True)):
+        reasons_out = []
+        for j, effect, value in zip(ticket_top, ticket_effects, ticket_values, strict=True):
+            column = columns[j]
+            if value != value:  # NaN: missing, or a category the model was not trained on
+                shown_value = UNSEEN if column in categories and shown[i][column] is not None else MISSING
+            else:
+                shown_value = categories[column][int(value)] if column in categories else value
+            reasons_out.append({"feature": names[j], "label": titles[j], "value": shown_value,
+                                "effect": round(effect, 4), "direction": "raises risk" if effect > 0 else "lowers risk"})
         out.append({"escalation_type": label.escalation_type, "probability": probability[i], "band": bands[i],
                     "escalate_now": escalate_now[i], "reasons": reasons_out})
     return out
