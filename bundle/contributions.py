@@ -81,13 +81,15 @@ class TreePaths:
                 values.append(amount)
 
     @cached_property
-    def leaf_matrix(self) -> np.ndarray | sparse.csr_matrix:
-        """(leaves, n_features + 2) contributions per leaf for batches: dense unless that is large."""
+    def leaf_matrix(self) -> sparse.csr_matrix:
+        """(leaves, n_features + 2) contributions per leaf for batches, sparse: a leaf's path credits
+        a handful of features (about 5 of 87 on the demo model), and the sparse product of the
+        leaves' one-hot rows with it costs less than with the dense matrix (bench/serve_bench.py),
+        summing each output in the same (tree) order."""
         n_leaves, width = self.leaf_columns.shape
         rows = np.repeat(np.arange(n_leaves), width)
-        matrix = sparse.csr_matrix((self.leaf_amounts.ravel(), (rows, self.leaf_columns.ravel())),
-                                   shape=(n_leaves, self.n_features + 2))
-        return matrix.toarray() if n_leaves * (self.n_features + 2) <= 5_000_000 else matrix
+        return sparse.csr_matrix((self.leaf_amounts.ravel(), (rows, self.leaf_columns.ravel())),
+                                 shape=(n_leaves, self.n_features + 2))
 
     @cached_property
     def single_row(self) -> SingleRowPredictor:
