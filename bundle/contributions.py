@@ -105,14 +105,18 @@ class TreePaths:
             raise ValueError(f"pred_leaf gave {leaves.shape[1]} trees; the dump has {len(self.offsets)}")
         return leaves + self.offsets
 
-    def explain(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def explain(self, features: np.ndarray, contributions: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Raw score (the booster's predict output: sigmoid of the summed leaf values) and
-        contributions (n, n_features + 1; the last column is the bias)."""
+        contributions (n, n_features + 1; the last column is the bias); `contributions=False`:
+        the raw score only (the contributions have no columns), the same raw score."""
         ids = self.global_leaves(features)
         n, n_trees = ids.shape
         # Summed left to right in tree order, as LightGBM does, so the score matches predict().
         margin = np.cumsum(self.leaf_values[ids], axis=1)[:, -1]
+        raw = 1.0 / (1.0 + np.exp(-self.sigmoid * margin))
         width = self.n_features + 2
+        if not contributions:
+            return raw, np.zeros((n, 0))
         if n == 1:
             columns = self.leaf_columns[ids[0]]
             contributions = np.bincount(columns.ravel(), weights=self.leaf_amounts[ids[0]].ravel(), minlength=width)
@@ -123,7 +127,7 @@ class TreePaths:
                                        shape=(n, len(self.leaf_values)))
             contributions = onehot @ self.leaf_matrix
             contributions = (contributions.toarray() if sparse.issparse(contributions) else contributions)[:, :-1]
-        return 1.0 / (1.0 + np.exp(-self.sigmoid * margin)), contributions
+        return raw, contributions
 
 
 class StackedPaths:

@@ -221,8 +221,11 @@ class LabelModel:
             contributions = self.booster.predict(own, pred_contrib=True)
         elif reasons == "path":
             raw, contributions = self.paths.explain(own)
+        elif reasons == "none":
+            raw, _ = self.paths.explain(own, contributions=False)
+            return self.finish_scores(raw, np.zeros((len(raw), len(self.features) + 1)), 0)
         else:
-            raise ValueError(f"unknown reasons method {reasons!r}; expected 'path' or 'shap'")
+            raise ValueError(f"unknown reasons method {reasons!r}; expected 'path', 'shap' or 'none'")
         return self.finish_scores(raw, contributions, n_reasons)
 
     def finish_scores(self, raw: np.ndarray, contributions: np.ndarray, n_reasons: int) -> LabelScores:
@@ -234,7 +237,8 @@ class LabelModel:
             band=assign_bands(raw, self.thresholds),
             escalate_now=raw >= self.thresholds["escalate_now"],
             contributions=contributions,
-            top=np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :n_reasons],
+            top=(np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :n_reasons] if n_reasons
+                 else np.zeros((len(raw), 0), dtype=np.intp)),
         )
 
 
@@ -318,7 +322,8 @@ class ModelBundle:
 
     def score_features(self, features: pd.DataFrame | np.ndarray, n_reasons: int = 3,
                        reasons: str = "path") -> ScoredFeatures:
-        """Every model once on the whole matrix; `reasons` is "path" (precomputed per leaf) or "shap"."""
+        """Every model once on the whole matrix; `reasons` is "path" (precomputed per leaf), "shap", or
+        "none" (no reasons: the same probabilities and bands, contributions all zero, no top features)."""
         if (reasons == "path" and isinstance(features, np.ndarray) and len(features) == 1 and len(self.labels) > 1
                 and min(self.stacked_paths.n_features) >= n_reasons):
             types = self.score_labels_one(features[0], n_reasons)

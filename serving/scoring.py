@@ -19,20 +19,22 @@ from serving.policy import EscalationMatrix, as_utc, describe_ticket, describe_t
 
 def score_states(live: LiveModel, policy: EscalationMatrix, states: list[dict], settings: Settings,
                  now: datetime | None = None, features_out: list[dict] | None = None,
-                 sync_history: bool = True) -> list[dict]:
+                 sync_history: bool = True, explain: bool = True) -> list[dict]:
     """The /v1/score response dict of each state, in order: ticket_id, escalation{probability, band,
     escalate_now, reasons, types, likely_type} (shape_escalation), priority{predicted, probabilities}, action (the escalation matrix's
     decision), model{name, version}, scored_at (`now`, default the current UTC time), warnings.
 
     `features_out`, when a list, receives each state's feature values ({name: value}); `sync_history`
-    False: the caller has just brought the live history up to date itself.
+    False: the caller has just brought the live history up to date itself. `explain` False: no reasons
+    (every `reasons` list empty; the same probabilities, bands and actions), for callers that need
+    reasons only for the few tickets they act on (the queue watcher).
     Raises whatever the model raises on an unusable ticket (the routes validate first)."""
     if sync_history:
         live.sync_history()
     now_utc = (now or datetime.now(UTC)).astimezone(UTC)
     scored_at = now_utc.isoformat(timespec="milliseconds")
     model = {"name": settings.registered_model_name, "version": live.bundle.version}
-    scored_rows = score_many(live.bundle, live.online, states, lock=live.predict_lock, reasons=settings.reasons,
+    scored_rows = score_many(live.bundle, live.online, states, lock=live.predict_lock, reasons=settings.reasons if explain else "none",
                              features_out=features_out)
     out = []
     for state, scored in zip(states, scored_rows, strict=True):

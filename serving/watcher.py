@@ -28,7 +28,7 @@ import requests
 from sqlalchemy import Engine
 
 from features.settings import Settings
-from serving.alerts import AlertStore, Sighting
+from serving.alerts import AlertStore, Sighting, line_trigger
 from serving.delivery import deliver
 from serving.destinations import Destinations
 from serving.policy import EscalationMatrix
@@ -131,7 +131,7 @@ class Watcher:
             if n_tickets and not self.holds_lease(datetime.now(UTC) if wall_clock else now):
                 return TickReport(False, n_tickets, n_raised, reason="lease lost during the tick")
             states = [watch_state(state, now_iso) for state in batch]
-            scores = score_states(live, self.policy, states, self.settings, now)
+            scores = self.rescore(live, states, now)
             if observe is not None:
                 observe(batch, scores)
             sightings = [Sighting(str(state["ticket_id"]), score, int(state.get("escalation_level") or 0),
@@ -150,6 +150,20 @@ class Watcher:
         log.info("watch tick: %d open tickets re-scored, %d alerts raised, %d outcomes checked in %.1f s",
                  report.tickets, report.alerts_raised, report.outcomes_checked, report.seconds)
         return report
+
+    def rescore(self, live, states: list[dict], now: datetime) -> list[dict]:
+        """score_states of a batch without reasons, then with reasons for the tickets above the alert
+        line (the only ones an alert can be raised for, and an alert keeps its reasons): the same
+        scores as one pass with reasons for every ticket, at a fraction of the cost, since most
+        open tickets are below the line."""
+        scores = score_states(live, self.policy, states, self.settings, now, explain=False)
+        above = [i for i, score in enumerate(scores) if line_trigger(score)]
+        if above:
+            explained = score_states(live, self.policy, [states[i] for i in above], self.settings, now,
+                                     sync_history=False)
+            for i, score in zip(above, explained, strict=True):
+                scores[i] = score
+        return scores
 
     def deliver_round(self, now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
                       clock: Callable[[], datetime] | None = None) -> dict[str, int]:

@@ -94,3 +94,33 @@ def test_only_the_lease_holder_ticks(store_setup, wire_tickets):
     assert not report.ran and report.reason == "another watcher holds the lease"
     first.release()
     assert second.tick(now + timedelta(seconds=40)).ran
+
+
+def test_the_tick_explains_exactly_the_tickets_above_the_line(store_setup, wire_tickets):
+    """The watcher scores a batch without reasons and explains only tickets above the alert line:
+    every probability, band and action equals a full scoring pass, reasons are kept for the tickets
+    an alert can be raised for, and an alert raised by a tick carries its reasons."""
+    settings, engine, holder = store_setup
+    policy = load_policy(settings.resolved_policy_path)
+    watcher = Watcher(settings, engine, lambda: holder.live, policy, Destinations())
+    now = max(as_utc(t["event_time"]) for t in wire_tickets) + timedelta(days=2)
+    states = [watch_state(t, now.isoformat()) for t in wire_tickets]
+    full = score_states(holder.live, policy, states, settings, now)
+    cheap = watcher.rescore(holder.live, states, now)
+    above = [line_trigger(s) is not None for s in full]
+    assert any(above) and not all(above), "the fixture should put some tickets on each side of the line"
+    for a, b, is_above in zip(full, cheap, above, strict=True):
+        if is_above:
+            assert a == b
+        else:
+            assert b["escalation"]["reasons"] == [] and a["escalation"]["reasons"]
+            assert all(entry["reasons"] == [] for entry in b["escalation"]["types"].values())
+            assert ({k: v for k, v in a["escalation"].items() if k not in ("reasons", "types")}
+                    == {k: v for k, v in b["escalation"].items() if k not in ("reasons", "types")})
+            assert ({n: {k: v for k, v in e.items() if k != "reasons"} for n, e in a["escalation"]["types"].items()}
+                    == {n: {k: v for k, v in e.items() if k != "reasons"} for n, e in b["escalation"]["types"].items()})
+            assert (a["action"], a["priority"]) == (b["action"], b["priority"])
+    watcher.tickets.record_events(wire_tickets, "test")
+    assert watcher.tick(now).alerts_raised > 0
+    raised = [a for t in wire_tickets for a in watcher.alerts.alerts_for_ticket(str(t["ticket_id"]))]
+    assert raised and all(alert["reasons"] for alert in raised)
