@@ -7,7 +7,8 @@ Three measurements, each side by side in rounds A B A B, medians printed in tabl
 2. GET /v1/queue?limit=50 with 100,000 open scored tickets in the store (A: unfiltered, B: one group),
    over HTTP against the same service: median latency. Goal: < 50 ms.
 3. `escalation-risk ingest` of a generated event log into a fresh SQLite store (A: batches of 5,000,
-   B: batches of 1,000): events recorded per second of the command's run. Goal: >= 20,000 events/s.
+   B: batches of 1,000; or with --ingest-against CHECKOUT, A: this code, B: that checkout's, e.g. main's
+   worktree): events recorded per second of the command's run. Goal: >= 20,000 events/s.
 
 Needs a trained model (`make train`; ESCALATION_RISK_MODELS_DIR / ESCALATION_RISK_DATA_PATH as usual).
 
@@ -154,25 +155,30 @@ def bench_queue(settings: Settings, n_tickets: int, rounds: int, work: Path, cal
     return results
 
 
-def bench_ingest(n_tickets: int, rounds: int, work: Path) -> tuple[dict[str, list[float]], int]:
+def bench_ingest(n_tickets: int, rounds: int, work: Path, against: Path | None = None
+                 ) -> tuple[dict[str, list[float]], int]:
+    """Events/s of the ingest command. A: batches of 5,000, B: of 1,000; with `against` (another checkout,
+    e.g. main's worktree), A: this checkout, B: that one, both batches of 5,000 on the same export."""
     export = work / "ingest.parquet"
     generate_event_log(export, n_tickets=n_tickets, seed=5)
     n_events = len(validate_events(pd.read_parquet(export)).events)
-    results: dict[str, list[float]] = {"batch 5000": [], "batch 1000": []}
+    variants = ({"batch 5000": (ROOT, 5000), "batch 1000": (ROOT, 1000)} if against is None
+                else {"this 5000": (ROOT, 5000), "against 5000": (Path(against).resolve(), 5000)})
+    results: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(rounds):
-        for name in results:  # A B A B
+        for name, (root, batch) in variants.items():  # A B A B
             store = work / f"ingest-{r}-{name.replace(' ', '')}.db"
-            env = {**os.environ, "ESCALATION_RISK_STORE_URL": f"sqlite:///{store}", "PYTHONPATH": str(ROOT),
+            env = {**os.environ, "ESCALATION_RISK_STORE_URL": f"sqlite:///{store}", "PYTHONPATH": str(root),
                    "ESCALATION_RISK_REPORTS_DIR": str(work)}
-            cli = [sys.executable, "-m", "cli"]  # this checkout's code, whichever one is installed
-            subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=ROOT)
+            cli = [sys.executable, "-m", "cli"]  # that checkout's code (PYTHONPATH, cwd), whichever one is installed
+            subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=root)
             t0 = time.perf_counter()
-            done = subprocess.run([*cli, "ingest", "--data", str(export), "--batch-size", name.split()[1]],
-                                  env=env, check=True, capture_output=True, text=True, cwd=ROOT)
+            done = subprocess.run([*cli, "ingest", "--data", str(export), "--batch-size", str(batch)],
+                                  env=env, check=True, capture_output=True, text=True, cwd=root)
             seconds = time.perf_counter() - t0
             results[name].append(n_events / seconds)
             print(f"  round {r + 1} {name}: {n_events / seconds:,.0f} events/s ({seconds:.1f} s; "
-                  f"{done.stdout.strip()})", flush=True)
+                  f"{done.stdout.strip()}; load {os.getloadavg()[0]:.2f})", flush=True)
     return results, n_events
 
 
@@ -190,6 +196,8 @@ def main() -> None:
     parser.add_argument("--ingest-tickets", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2, help="A B rounds per measurement")
     parser.add_argument("--only", choices=["recording", "queue", "ingest"], default=None)
+    parser.add_argument("--ingest-against", type=Path, default=None,
+                        help="another checkout (e.g. main's worktree): ingest A B A B, this one vs that one")
     args = parser.parse_args()
     settings = Settings()
     if not settings.resolved_model_path.exists() or not settings.resolved_data_path.exists():
@@ -211,10 +219,13 @@ def main() -> None:
                            f"(one group {statistics.median(queue['one group']):.1f} ms; goal < 50 ms)")
         if args.only in (None, "ingest"):
             print(f"\n3. escalation-risk ingest ({args.ingest_tickets:,} generated tickets)", flush=True)
-            ingest, n_events = bench_ingest(args.ingest_tickets, args.rounds, work)
+            ingest, n_events = bench_ingest(args.ingest_tickets, args.rounds, work, args.ingest_against)
             table(f"ingest of {n_events:,} events into a fresh SQLite store", "events/s", ingest)
-            summary.append(f"ingest: {statistics.median(ingest['batch 5000']):,.0f} events/s with the default "
-                           f"batch (goal >= 20,000)")
+            this = statistics.median(ingest["batch 5000" if args.ingest_against is None else "this 5000"])
+            summary.append(f"ingest: {this:,.0f} events/s with the default batch (goal >= 20,000)")
+            if args.ingest_against is not None:
+                summary.append(f"ingest this / {args.ingest_against}: "
+                               f"{this / statistics.median(ingest['against 5000']):.2f}x (medians)")
         print("\nsummary\n  " + "\n  ".join(summary))
 
 

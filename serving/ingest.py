@@ -10,10 +10,12 @@ ingest run twice records nothing new the second time.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.schema import CANONICAL_COLUMNS, validate_events
@@ -21,6 +23,7 @@ from serving.store.tickets import TicketStore
 
 INGEST_SOURCE = "ingest"
 CONVERT_ROWS = 100_000
+COUNTER_COLUMNS = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages", "escalation_level")
 
 
 @dataclass
@@ -55,35 +58,59 @@ def read_export(data_path: Path, source: str = "events", mapping_path: Path | No
 def iso_times(values: pd.Series) -> pd.Series:
     """UTC times as datetime.isoformat() writes them ("2025-01-01T09:40:47+00:00", microseconds only
     when set), so an event ingested and the same event sent to the API have the same content key."""
-    utc = values.dt.tz_convert("UTC")
-    micro = utc.dt.microsecond
-    text = utc.dt.strftime("%Y-%m-%dT%H:%M:%S") + micro.map(lambda m: f".{m:06d}" if m else "") + "+00:00"
-    return text.astype(object).where(values.notna(), None)
+    return pd.Series(_iso_strings(values), index=values.index, dtype=object)
+
+
+def _iso_strings(values: pd.Series) -> np.ndarray:
+    """iso_times as an object array (None where missing): each distinct time formatted once."""
+    codes, uniques = pd.factorize(values.dt.tz_convert("UTC").dt.tz_localize(None))
+    with warnings.catch_warnings():  # nanoseconds are dropped, as the API's datetime.isoformat() drops them
+        warnings.simplefilter("ignore", UserWarning)
+        moments = uniques.to_pydatetime()
+    text = np.array([moment.isoformat() + "+00:00" for moment in moments] + [None], dtype=object)
+    return text[codes]  # a missing time (code -1) takes the last entry, None
 
 
 def to_event_dicts(events: pd.DataFrame) -> list[dict]:
     """Validated canonical rows as normalized event dicts (serving.store.tickets.normalize_event's form:
-    times as UTC ISO strings, ids as strings, missing values left out)."""
-    frame = pd.DataFrame(index=events.index)
+    times as UTC ISO strings, ids as strings, missing values left out, keys in CANONICAL_COLUMNS order)."""
+    names, arrays, present = [], [], []
     for column in CANONICAL_COLUMNS:
         if column not in events:
             continue
         values = events[column]
         if isinstance(values.dtype, pd.DatetimeTZDtype):
-            frame[column] = iso_times(values)
-        elif column in ("reassignment_count", "reopen_count", "customer_messages", "agent_messages",
-                        "escalation_level"):
-            frame[column] = values.astype("int64").astype(object)
+            array = _iso_strings(values)
+        elif column in COUNTER_COLUMNS:
+            array = values.to_numpy("int64").astype(object)
         else:
-            frame[column] = values.astype("string").astype(object).where(values.notna(), None)
-    columns = list(frame.columns)
-    return [{c: v for c, v in zip(columns, row, strict=True) if v is not None}
-            for row in frame.itertuples(index=False, name=None)]
+            array = values.astype("string").to_numpy(object, na_value=None)
+        names.append(column)
+        arrays.append(array)
+        present.append(np.not_equal(array, None))
+    if not names:
+        return [{} for _ in range(len(events))]
+    # Rows with the same missing columns are built by one dict(zip(...)) per row over those columns.
+    pattern = np.zeros(len(events), dtype=np.int64)
+    for bit, mask in enumerate(present):
+        pattern |= mask.astype(np.int64) << bit
+    dicts: list = [None] * len(events)
+    for code in np.unique(pattern):
+        rows = np.flatnonzero(pattern == code)
+        keep = [i for i in range(len(names)) if code >> i & 1]
+        keys = [names[i] for i in keep]
+        built = [dict(zip(keys, row, strict=True)) for row in zip(*(arrays[i][rows] for i in keep), strict=True)]
+        for position, item in zip(rows.tolist(), built, strict=True):
+            dicts[position] = item
+    return dicts
 
 
 def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000, rejects_path: Path | None = None,
                   progress: Callable[[int, int], None] | None = None) -> IngestResult:
-    """Validate `raw` (canonical columns) and record it; rejected rows go to `rejects_path` (CSV)."""
+    """Validate `raw` (canonical columns) and record it; rejected rows go to `rejects_path` (CSV).
+
+    Each batch is one unit of work (TicketStore.record_events), committed before it is counted.
+    Raises what record_events raises (StoreUnavailable, EventError), the batches before it committed."""
     started = time.perf_counter()
     result = validate_events(raw)
     rejected = int(result.rejects["row"].nunique()) if len(result.rejects) else 0
@@ -106,4 +133,3 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
     return IngestResult(rows=len(raw), recorded=recorded, duplicates=duplicates, rejected=rejected,
                         seconds=time.perf_counter() - started,
                         rejects_path=Path(rejects_path) if rejected and rejects_path is not None else None)
-

@@ -32,6 +32,7 @@ NEVER_CLEARED = ("event_time", "created_at", *COUNTERS)
 TEXT_FIELDS = ("subject", "description", "last_customer_message")
 EVENT_TEXT_FIELDS = (*TEXT_FIELDS, "customer_message", "agent_message")
 HISTORY_ENTITIES = ("customer_id", "agent_id", "group", "category")  # features.history.summarize_tickets
+_NEVER_CLEARED = frozenset(NEVER_CLEARED)
 
 
 def normal_status(value: object) -> str | None:
@@ -40,7 +41,7 @@ def normal_status(value: object) -> str | None:
 
 
 def is_closed(status: object, closed_statuses: frozenset[str]) -> bool:
-    normal = normal_status(status)
+    normal = normalize_category(status)
     return normal is not None and normal in closed_statuses
 
 
@@ -48,34 +49,40 @@ def merge_event(state: dict | None, event: dict, closed_statuses: frozenset[str]
     """The ticket's state after `event` (a new dict); `state` is None for a ticket not seen before."""
     old = state or {}
     new = dict(old)
-    partial = bool(event.get("partial"))
-    for name in STATE_FIELDS:
-        if name not in event:
-            continue
-        value = event[name]
-        if value is not None or (partial and name not in NEVER_CLEARED):
-            new[name] = value
-
-    def explicit(counter: str) -> bool:
-        return event.get(counter) is not None
-
-    def bump(counter: str) -> None:
-        if not explicit(counter):
-            new[counter] = int(old.get(counter) or 0) + 1
-
-    customer_message = event.get("customer_message")
+    get = event.get
+    if state is not None and event.keys() <= old.keys() and "last_customer_message_at" not in event \
+            and None not in event.values():
+        # Only fields the state already has, none null, no message (ingest's and most full events after
+        # the first): the loop below would set each in place, which is what update() does.
+        new.update(event)
+    elif get("partial"):
+        for name in STATE_FIELDS:
+            if name in event:
+                value = event[name]
+                if value is not None or name not in _NEVER_CLEARED:
+                    new[name] = value
+    else:  # a full ticket: only the values it carries count
+        for name in STATE_FIELDS:
+            value = get(name)
+            if value is not None:
+                new[name] = value
+    # A derived increment unless the event carries the counter explicitly (the explicit value wins).
+    customer_message = get("customer_message")
     if customer_message is not None:
-        bump("customer_messages")
+        if get("customer_messages") is None:
+            new["customer_messages"] = int(old.get("customer_messages") or 0) + 1
         if "last_customer_message" not in event:
             new["last_customer_message"] = customer_message
-    if event.get("agent_message") is not None:
-        bump("agent_messages")
+    if get("agent_message") is not None and get("agent_messages") is None:
+        new["agent_messages"] = int(old.get("agent_messages") or 0) + 1
     if state is not None:
-        if old.get("group") is not None and new.get("group") is not None and new["group"] != old["group"]:
-            bump("reassignment_count")
+        old_group, new_group = old.get("group"), new.get("group")
+        if old_group is not None and new_group is not None and new_group != old_group \
+                and get("reassignment_count") is None:
+            new["reassignment_count"] = int(old.get("reassignment_count") or 0) + 1
         if is_closed(old.get("status"), closed_statuses) and new.get("status") is not None \
-                and not is_closed(new["status"], closed_statuses):
-            bump("reopen_count")
+                and not is_closed(new["status"], closed_statuses) and get("reopen_count") is None:
+            new["reopen_count"] = int(old.get("reopen_count") or 0) + 1
     if customer_message is not None or int(new.get("customer_messages") or 0) > int(old.get("customer_messages") or 0):
         # When the customer last wrote: the escalation matrix's min_hours_since_customer_message reads it.
         new["last_customer_message_at"] = new.get("event_time")
@@ -88,11 +95,14 @@ def update_facts(facts: dict | None, state: dict, closed_statuses: frozenset[str
     facts = dict(facts) if facts else {"created_at": state.get("created_at"), "first": {},
                                        "first_level": int(state.get("escalation_level") or 0),
                                        "max_level": 0, "closed_since": None}
-    first = dict(facts["first"])
-    for name in HISTORY_ENTITIES:
-        if first.get(name) is None and state.get(name) is not None:
-            first[name] = str(state[name])
-    facts["first"] = first
+    first = facts["first"]
+    if len(first) < len(HISTORY_ENTITIES):  # holds only entities already set: a full one never changes
+        missing = [name for name in HISTORY_ENTITIES if first.get(name) is None and state.get(name) is not None]
+        if missing:  # a new dict only when it changes (facts are never changed in place)
+            first = dict(first)
+            for name in missing:
+                first[name] = str(state[name])
+        facts["first"] = first
     facts["max_level"] = max(int(facts["max_level"]), int(state.get("escalation_level") or 0))
     if is_closed(state.get("status"), closed_statuses):
         facts["closed_since"] = facts["closed_since"] or state["event_time"]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 import orjson
 from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
@@ -44,6 +45,9 @@ TICKETS, EVENTS, SCORES, HISTORY = (TicketRow.__table__, TicketEventRow.__table_
                                     HistoryRow.__table__)
 EVENT_KEYS = frozenset((*STATE_FIELDS, "customer_message", "agent_message"))
 CHUNK = 500  # ids per IN (...) list
+EVENT_TIME = attrgetter("event_time")
+EVENT_COLUMNS = ("ticket_id", "source", "source_event_id", "dedupe_key", "received_at", "partial", "event_time", "fields",
+                 "has_text")
 MAX_ATTEMPTS = 4
 
 
@@ -141,22 +145,38 @@ class BulkInsert:
     def execute(self, connection, rows: list[dict]) -> None:
         if not rows:
             return
-        columns = []
+        columns = {}
         for name in self.order:
             values = [row[name] for row in rows]
+            first = values[0]
+            columns[name] = Repeat(first) if all(v is first for v in values) else values
+        self.execute_columns(connection, columns, len(rows))
+
+    def execute_columns(self, connection, columns: dict[str, list | Repeat], n: int) -> None:
+        """The rows given column by column (`n` values each; a Repeat is one value for every row)."""
+        if not n:
+            return
+        processed = []
+        for name in self.order:
+            values = columns[name]
             process = self.processors[name]
-            if process is not None:
-                first = values[0]
-                if all(v is first for v in values):  # one received_at for a whole unit of work
-                    values = [process(first)] * len(values)
-                else:
-                    values = [process(v) for v in values]
-            columns.append(values)
+            if isinstance(values, Repeat):  # e.g. one received_at for a whole unit of work
+                values = [values.value if process is None else process(values.value)] * n
+            elif process is not None:
+                values = [process(v) for v in values]
+            processed.append(values)
         if self.positional:
-            parameters = list(zip(*columns, strict=True))
+            parameters = list(zip(*processed, strict=True))
         else:
-            parameters = [dict(zip(self.order, values, strict=True)) for values in zip(*columns, strict=True)]
+            parameters = [dict(zip(self.order, values, strict=True)) for values in zip(*processed, strict=True)]
         connection.exec_driver_sql(self.sql, parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """One value for every row of a BulkInsert column."""
+
+    value: object
 
 
 @dataclass
@@ -170,13 +190,26 @@ class ScoresToRecord:
     features: list[dict | None] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     index: int
     event: dict  # normalized
     event_time: datetime
     key: str
     source_event_id: str | None
+
+
+@dataclass(slots=True)
+class _Merged:
+    """TicketStore._merge_ticket's answer for one ticket."""
+
+    seen: dict
+    state: dict | None = None
+    facts: dict | None = None
+    replay: bool = False
+    new: list[_Pending] = field(default_factory=list)
+    results: dict[int, tuple] = field(default_factory=dict)
+    problems: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class TicketStore:
@@ -219,13 +252,15 @@ class TicketStore:
 
     def _insert_many(self, connection, table, rows: list[dict]) -> None:
         """INSERT `rows` (dicts with the same keys) into `table`: one executemany (BulkInsert)."""
-        if not rows:
-            return
-        key = (table.name, tuple(rows[0]))
+        if rows:
+            self._bulk_insert(table, tuple(rows[0])).execute(connection, rows)
+
+    def _bulk_insert(self, table, columns: tuple[str, ...]) -> BulkInsert:
+        key = (table.name, columns)
         bulk = self._bulk_inserts.get(key)
         if bulk is None:
-            bulk = self._bulk_inserts[key] = BulkInsert(table, self.engine.dialect, rows[0])
-        bulk.execute(connection, rows)
+            bulk = self._bulk_inserts[key] = BulkInsert(table, self.engine.dialect, columns)
+        return bulk
 
     # --- writing -------------------------------------------------------------------------
     def record_events(self, events: list[dict], source: str, received_at: datetime | None = None,
@@ -331,8 +366,9 @@ class TicketStore:
     def _prepare(self, index: int, event: dict, source: str, normalized: bool = False) -> _Pending:
         if normalized:
             source_event_id = event.pop("source_event_id", None)
-            return _Pending(index, event, datetime.fromisoformat(event["event_time"]),
-                            dedupe_key(event, source, source_event_id), source_event_id)
+            key = (hashlib.sha256(b"content\x00" + orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()
+                   if source_event_id in (None, "") else dedupe_key(event, source, source_event_id))  # dedupe_key inlined
+            return _Pending(index, event, datetime.fromisoformat(event["event_time"]), key, source_event_id)
         problems = []
         if event.get("ticket_id") in (None, ""):
             problems.append((index, "ticket_id", "required field is missing"))
@@ -363,56 +399,22 @@ class TicketStore:
 
         problems: list[tuple[int, str, str]] = []
         results: dict[int, tuple[str, bool, object]] = {}
-        new_events: list[tuple[_Pending, dict]] = []
+        new_events: list[_Pending] = []
         states: dict[str, tuple[dict | None, dict | None, bool, int]] = {}
         for ticket_id in ticket_ids:
-            row = rows.get(ticket_id)
-            state, facts = (row["state"], row["history"]) if row else (None, None)
-            replay = False
-            added = 0
-            stored_created = parse_time(state["created_at"]) if state else None
-            latest = parse_time(state["event_time"]) if state else None
-            created_text, created_sent = None, None
-            for item in sorted(by_ticket[ticket_id], key=lambda p: p.event_time):
-                key = (ticket_id, item.key)
-                if key in seen:
-                    results[item.index] = (ticket_id, True, key)
-                    continue
-                sent_created = item.event.get("created_at")
-                if sent_created and sent_created != created_text:  # a ticket's events mostly repeat it
-                    created_text, created_sent = sent_created, parse_time(sent_created)
-                created = created_sent if sent_created else stored_created
-                if created is None:
-                    problems.append((item.index, "created_at", f"ticket {ticket_id!r} is not in the store yet: its "
-                                     "first event must carry created_at"))
-                    continue
-                if item.event_time < created:
-                    problems.append((item.index, "event_time", f"event_time {iso(item.event_time)} is before the "
-                                     f"ticket's created_at {iso(created)}"))
-                    continue
-                seen[key] = None  # a repeat inside this batch is a duplicate of this one
-                results[item.index] = (ticket_id, False, None)
-                new_events.append((item, {"ticket_id": ticket_id, "source": source,
-                                          "source_event_id": item.source_event_id, "dedupe_key": item.key,
-                                          "event_time": item.event_time, "received_at": received_at,
-                                          "partial": bool(item.event.get("partial")), "fields": item.event,
-                                          "has_text": any(item.event.get(f) for f in EVENT_TEXT_FIELDS)}))
-                added += 1
-                if latest is not None and item.event_time < latest:
-                    replay = True
-                    continue
-                if not replay:
-                    state = merge_event(state, item.event, self.closed_statuses)
-                    facts = update_facts(facts, state, self.closed_statuses)
-                    latest = item.event_time
-                    stored_created = stored_created or created
-            states[ticket_id] = (state, facts, replay, added)
+            merged = self._merge_ticket(ticket_id, by_ticket[ticket_id], rows.get(ticket_id), seen)
+            problems += merged.problems
+            results.update(merged.results)
+            new_events += merged.new
+            states[ticket_id] = (merged.state, merged.facts, merged.replay, len(merged.new))
         if problems:
             raise EventError(sorted(problems))
 
         if single and new_events:
             # One event (the request path): the unique index tells a duplicate, no lookup first.
-            item, values = new_events[0]
+            item = new_events[0]
+            values = {name: column.value if isinstance(column, Repeat) else column[0]  # the statement binds them
+                      for name, column in self._event_columns(new_events, source, received_at).items()}
             event_id = connection.execute(self._insert_event_once, values).scalar()
             if event_id is None:  # the same delivery was recorded before: nothing changes
                 event_id = connection.execute(self._key_one, {"key": item.key}).one().id
@@ -426,12 +428,14 @@ class TicketStore:
                 results[item.index] = (item.event["ticket_id"], False, event_id)
         elif new_events:
             # A plain executemany, then the ids by key: RETURNING in parameter order would insert row by row.
-            self._insert_many(connection, EVENTS, [values for _, values in new_events])
-            ids = self._existing_keys(connection, [item.key for item, _ in new_events]) if event_ids else {}
-            for item, _ in new_events:
-                key = (item.event["ticket_id"], item.key)
-                results[item.index] = (item.event["ticket_id"], False, ids.get(key))
-                seen[key] = ids.get(key)
+            columns = self._event_columns(new_events, source, received_at)
+            self._bulk_insert(EVENTS, EVENT_COLUMNS).execute_columns(connection, columns, len(new_events))
+            if event_ids:
+                ids = self._existing_keys(connection, columns["dedupe_key"])
+                for item in new_events:
+                    key = (item.event["ticket_id"], item.key)
+                    results[item.index] = (item.event["ticket_id"], False, ids.get(key))
+                    seen[key] = ids.get(key)
         for ticket_id, (_state, _facts, replay, added) in list(states.items()):
             if replay:
                 states[ticket_id] = (*self._replay(connection, ticket_id), replay, added)
@@ -449,11 +453,65 @@ class TicketStore:
         if history:
             self._insert_many(connection, HISTORY, history)
         recorded = []
-        for index, (ticket_id, duplicate, ref) in sorted(results.items()):
+        for index in range(len(pending)):  # every input event has its result (or raised above)
+            ticket_id, duplicate, ref = results[index]
             state = states[ticket_id][0] if states[ticket_id][0] is not None else rows[ticket_id]["state"]
             event_id = seen[ref] if isinstance(ref, tuple) else ref
             recorded.append(RecordedEvent(ticket_id, state, duplicate, event_id, index))
         return recorded, {"rows": rows, "states": states, "received_at": received_at}
+
+    def _merge_ticket(self, ticket_id: str, items: list[_Pending], row: dict | None, seen: dict) -> _Merged:
+        """One ticket's events merged in event-time order onto its stored `row` (None: not in the store):
+        which are new, which duplicates (`seen`: (ticket_id, key) of stored events; this ticket's new
+        keys are added to it), which refused, and the state and history facts after them."""
+        merged = _Merged(seen=seen)
+        state, facts = (row["state"], row["history"]) if row else (None, None)
+        replay = False
+        stored_created = parse_time(state["created_at"]) if state else None
+        latest = parse_time(state["event_time"]) if state else None
+        created_text, created_sent = None, None
+        for item in sorted(items, key=EVENT_TIME) if len(items) > 1 else items:
+            key = (ticket_id, item.key)
+            if key in seen:
+                merged.results[item.index] = (ticket_id, True, key)
+                continue
+            sent_created = item.event.get("created_at")
+            if sent_created and sent_created != created_text:  # a ticket's events mostly repeat it
+                created_text, created_sent = sent_created, parse_time(sent_created)
+            created = created_sent if sent_created else stored_created
+            if created is None:
+                merged.problems.append((item.index, "created_at", f"ticket {ticket_id!r} is not in the store yet: "
+                                        "its first event must carry created_at"))
+                continue
+            if item.event_time < created:
+                merged.problems.append((item.index, "event_time", f"event_time {iso(item.event_time)} is before the "
+                                        f"ticket's created_at {iso(created)}"))
+                continue
+            seen[key] = None  # a repeat inside this batch is a duplicate of this one
+            merged.results[item.index] = (ticket_id, False, None)
+            merged.new.append(item)
+            if latest is not None and item.event_time < latest:
+                replay = True
+                continue
+            if not replay:
+                state = merge_event(state, item.event, self.closed_statuses)
+                facts = update_facts(facts, state, self.closed_statuses)
+                latest = item.event_time
+                stored_created = stored_created or created
+        merged.state, merged.facts, merged.replay = state, facts, replay
+        return merged
+
+    @staticmethod
+    def _event_columns(items: list[_Pending], source: str, received_at: datetime) -> dict[str, list | Repeat]:
+        """The ticket_events rows of new events, column by column."""
+        events = [item.event for item in items]
+        partial = [bool(event.get("partial")) for event in events]
+        return {"ticket_id": [event["ticket_id"] for event in events], "source": Repeat(source),
+                "source_event_id": [item.source_event_id for item in items],
+                "dedupe_key": [item.key for item in items], "received_at": Repeat(received_at),
+                "partial": partial if any(partial) else Repeat(False),
+                "event_time": [item.event_time for item in items], "fields": events,
+                "has_text": [any(map(event.get, EVENT_TEXT_FIELDS)) for event in events]}
 
     def _lock_tickets(self, connection, ticket_ids: list[str]) -> dict[str, dict]:
         rows = {}

@@ -151,3 +151,50 @@ def test_two_instances_on_one_postgres_store_lose_no_update(models_dir, tmp_path
     got = {tid: (state if isinstance(state, dict) else json.loads(state))["customer_messages"]
            for tid, state in counters.items()}
     assert got == dict(sent) and events == 2000 + 20
+
+
+def test_ingest_on_postgres_stores_what_recording_event_by_event_stores(tmp_path, postgres_store_url):
+    """serving.ingest's bulk path on PostgreSQL (two fresh databases of the module's cluster): the same
+    events, states, counters and latest history facts as one API event at a time, and nothing new twice."""
+    import pandas as pd
+    from sqlalchemy.engine import make_url
+
+    from features.schema import validate_events
+    from features.synthetic import generate_event_log
+    from serving.ingest import ingest_events
+    from serving.store.db import create_store_engine, upgrade_database
+    from serving.store.tickets import TicketStore
+    from tests.serving.test_ingest import EVENT_COLUMNS, HISTORY_COLUMNS, TICKET_COLUMNS, api_events
+
+    generate_event_log(tmp_path / "events.parquet", n_tickets=30, seed=12, start="2026-01-01", months=1)
+    raw = pd.read_parquet(tmp_path / "events.parquet")
+    admin = create_engine(postgres_store_url, isolation_level="AUTOCOMMIT")
+    urls = {}
+    with admin.connect() as conn:
+        for name in ("ingest_fast", "ingest_slow"):
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(text(f"CREATE DATABASE {name}"))
+            urls[name] = make_url(postgres_store_url).set(database=name).render_as_string(hide_password=False)
+    admin.dispose()
+    stores = {}
+    for name, url in urls.items():
+        upgrade_database(url)
+        stores[name] = TicketStore(create_store_engine(url))
+    result = ingest_events(stores["ingest_fast"], raw, batch_size=40)
+    for event in api_events(validate_events(raw).events):
+        stores["ingest_slow"].record_events([event], "ingest")
+    again = ingest_events(stores["ingest_fast"], raw, batch_size=40)
+    dumps = {}
+    for name, store in stores.items():
+        with store.engine.connect() as conn:
+            dumps[name] = {
+                "tickets": conn.execute(text(f"SELECT {', '.join(TICKET_COLUMNS)} FROM tickets ORDER BY ticket_id")).all(),
+                "events": conn.execute(text(f"SELECT {', '.join(EVENT_COLUMNS)} FROM ticket_events "
+                                            "ORDER BY ticket_id, event_time, dedupe_key")).all(),
+                "history": {row[0]: row for row in conn.execute(text(
+                    f"SELECT {', '.join(HISTORY_COLUMNS)} FROM ticket_history ORDER BY seq")).all()},
+            }
+        store.engine.dispose()
+    assert result.recorded == len(dumps["ingest_slow"]["events"]) and result.duplicates == 0
+    assert (again.recorded, again.duplicates) == (0, result.recorded)
+    assert dumps["ingest_fast"] == dumps["ingest_slow"]
