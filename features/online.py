@@ -35,6 +35,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_HOUR = 3_600_000_000_000
 _PRIORITY_RANK = {name: float(i) for i, name in enumerate(PRIORITY_ORDER)}
 TEXT_CACHE_ENTRIES = 32_768
+# The ticket-text part cache is bounded by stored n-gram counts (TextPart.size), not entries: a
+# 10,000-character description holds ~100 times the terms of a short one. About 60 bytes a term.
+TICKET_PART_CACHE_TERMS = 262_144
 
 
 def _ns(moment: datetime) -> int:
@@ -52,7 +55,8 @@ def _parse(value: object) -> datetime | None:
 class OnlineFeatures:
     """Compiled from a fitted FeatureBuilder; `transform_many(tickets)` -> float64 matrix in feature order."""
 
-    def __init__(self, builder: FeatureBuilder, text_cache_entries: int = TEXT_CACHE_ENTRIES):
+    def __init__(self, builder: FeatureBuilder, text_cache_entries: int = TEXT_CACHE_ENTRIES,
+                 ticket_part_terms: int = TICKET_PART_CACHE_TERMS):
         self.builder = builder
         self.names = list(builder.feature_names_)
         self.position = {name: i for i, name in enumerate(self.names)}
@@ -97,11 +101,15 @@ class OnlineFeatures:
         # The queue watcher re-scores every open ticket each tick: it keeps one entry per open ticket
         # (Settings.watch_text_cache_entries) so that only new texts are computed again.
         self.text_cache: LRUCache = LRUCache(maxsize=max(1, text_cache_entries))
+        # When only the latest message is new (the common update), the ticket text's share of the
+        # row (features.text.TextPart: cues, sentiment, words, n-gram counts) comes from this cache.
+        self.ticket_part_cache: LRUCache = LRUCache(maxsize=max(1, ticket_part_terms), getsizeof=_part_size)
         self.text_lock = threading.Lock()
 
     def text_features(self, ticket_texts: list[str], last_messages: list[str]) -> np.ndarray:
-        """(n, text features): each distinct (ticket text, latest message) computed once per worker
-        (the same values as computing it again: tests/serving/test_parity.py)."""
+        """(n, text features): each distinct (ticket text, latest message) computed once per worker,
+        and each distinct ticket text's part once while it stays in `ticket_part_cache` (the same
+        values as computing it all again: tests/serving/test_parity.py)."""
         out = np.empty((len(ticket_texts), len(self.text_columns)))
         missing: dict[bytes, list[int]] = {}
         first: dict[bytes, tuple[str, str]] = {}
@@ -115,9 +123,24 @@ class OnlineFeatures:
                 else:
                     out[i] = row
         if missing:
-            pairs = list(first.values())
-            rows = self.text.transform_texts([p[0] for p in pairs], [p[1] for p in pairs])
+            text = self.text
+            parts: dict[str, object] = {}
             with self.text_lock:
+                for ticket_text, _ in first.values():
+                    if ticket_text not in parts:
+                        parts[ticket_text] = self.ticket_part_cache.get(_digest(ticket_text))
+            new_parts = {}
+            rows = []
+            for ticket_text, last_message in first.values():
+                part = parts[ticket_text]
+                if part is None:
+                    part = parts[ticket_text] = new_parts[ticket_text] = text.score_part(ticket_text)
+                rows.append(text.combine_parts(part, text.score_part(last_message)))
+            rows = np.array(rows, dtype="float64")
+            with self.text_lock:
+                for ticket_text, part in new_parts.items():
+                    if part.size <= self.ticket_part_cache.maxsize:
+                        self.ticket_part_cache[_digest(ticket_text)] = part
                 for key, row in zip(first, rows, strict=True):
                     out[missing[key]] = row
                     self.text_cache[key] = row.copy()
@@ -295,6 +318,15 @@ class OnlineFeatures:
                 return UNSEEN if raw_categories[i][j] is not None else MISSING
             return self.category_names[j][int(value)]
         return MISSING if np.isnan(value) else float(value)
+
+
+def _digest(text: str) -> bytes:
+    """A text's cache key: 16 bytes however long the text."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _part_size(part) -> int:
+    return part.size
 
 
 def _entity_key(ticket: dict, columns: tuple[str, ...], normalize: bool = False) -> str | None:

@@ -28,6 +28,8 @@ B_INCR, C_INCR, N_SCALAR = vader.B_INCR, vader.C_INCR, vader.N_SCALAR
 BOOSTER_DICT = vader.BOOSTER_DICT
 SPECIAL_CASES = vader.SPECIAL_CASES
 NEGATE = frozenset(vader.NEGATE)
+# Every word of the multi-word special cases and boosters: the idiom rules can only match around one.
+IDIOM_WORDS = frozenset(w for phrase in [*SPECIAL_CASES, *BOOSTER_DICT] if " " in phrase for w in phrase.split(" "))
 _PUNCTUATION = string.punctuation
 
 
@@ -40,6 +42,8 @@ class LinearVader:
         # polarity_scores replaces emojis one character at a time, so only one-character keys can match.
         self.emojis = {k: v for k, v in analyzer.emojis.items() if len(k) == 1}
         self.emoji_chars = frozenset(self.emojis)
+        # The words VADER scores: lexicon words that are not boosters (polarity_scores gives the rest 0).
+        self.scored = frozenset(w for w in self.lexicon if w not in BOOSTER_DICT)
 
     def replace_emojis(self, text: str) -> str:
         """Each emoji by its description, a space before it unless it follows a space or starts the text."""
@@ -56,26 +60,27 @@ class LinearVader:
         return pattern.sub(describe, text)
 
     def compound_score(self, text: str) -> float:
-        """VADER's normalised, rounded compound score in [-1, 1] (0.0 for text without sentiment words)."""
+        """VADER's normalised, rounded compound score in [-1, 1] (0.0 for text without sentiment words).
+
+        Words that VADER does not score (neither in the lexicon nor a booster) are only looked
+        at as neighbours of scored words, so a text is one pass of set look-ups plus the work
+        around its scored words; a text without any scored word is 0.0 without further work
+        (its sentiments would all be 0, and so their sum and the score)."""
         text = self.replace_emojis(text).strip()
-        words = [_strip_punc_if_word(token) for token in text.split()]
-        if not words:
-            return 0.0
+        words = [token if len(stripped := token.strip(_PUNCTUATION)) <= 2 else stripped for token in text.split()]
         lower = [w.lower() for w in words]
+        scored = self.scored
+        if scored.isdisjoint(lower):
+            return 0.0
         n = len(words)
-        allcaps = sum(1 for w in words if w.isupper())
+        allcaps = sum(map(str.isupper, words))
         is_cap_diff = 0 < n - allcaps < n
-        lexicon = self.lexicon
-        sentiments: list[float] = []
-        append = sentiments.append
-        for i, item_lower in enumerate(lower):
-            if item_lower not in lexicon or item_lower in BOOSTER_DICT:
-                append(0)
+        sentiments: list[float] = [0] * n
+        valence = self._valence
+        for i in [i for i, item_lower in enumerate(lower) if item_lower in scored]:
+            if lower[i] == "kind" and i < n - 1 and lower[i + 1] == "of":
                 continue
-            if item_lower == "kind" and i < n - 1 and lower[i + 1] == "of":
-                append(0)
-                continue
-            append(self._valence(words, lower, i, is_cap_diff))
+            sentiments[i] = valence(words, lower, i, is_cap_diff)
         if "but" in lower:
             _but_check(lower.index("but"), sentiments)
         sum_s = float(sum(sentiments))
@@ -87,7 +92,12 @@ class LinearVader:
         return round(_normalize(sum_s), 4)
 
     def _valence(self, words: list[str], lower: list[str], i: int, is_cap_diff: bool) -> float:
-        """SentimentIntensityAnalyzer.sentiment_valence for a lexicon word at position i."""
+        """SentimentIntensityAnalyzer.sentiment_valence for a lexicon word at position i.
+
+        The package's loop over the three preceding words, unrolled: each step adds the word's
+        booster scalar (0.0 for a non-booster, added all the same so that a -0.0 becomes 0.0 as
+        there), then applies the negation rules; the idiom rules run only when a word around
+        position i occurs in an idiom (otherwise none of their look-ups can match)."""
         lexicon = self.lexicon
         item_lower = lower[i]
         n = len(lower)
@@ -97,20 +107,31 @@ class LinearVader:
         if (i > 0 and lower[i - 1] == "no") or (i > 1 and lower[i - 2] == "no") \
                 or (i > 2 and lower[i - 3] == "no" and lower[i - 1] in ("or", "nor")):
             valence = lexicon[item_lower] * N_SCALAR
-        if words[i].isupper() and is_cap_diff:
+        if is_cap_diff and words[i].isupper():
             valence = valence + C_INCR if valence > 0 else valence - C_INCR
-        for start_i in range(3):
-            j = i - (start_i + 1)
-            if i > start_i and lower[j] not in lexicon:
-                s = _scalar_inc_dec(words[j], lower[j], valence, is_cap_diff)
-                if start_i == 1 and s != 0:
-                    s = s * 0.95
-                if start_i == 2 and s != 0:
-                    s = s * 0.9
-                valence = valence + s
-                valence = _negation_check(valence, lower, start_i, i)
-                if start_i == 2:
-                    valence = _special_idioms_check(valence, lower, i)
+        if i > 0 and (w1 := lower[i - 1]) not in lexicon:
+            valence = valence + (_scalar_inc_dec(words[i - 1], w1, valence, is_cap_diff) if w1 in BOOSTER_DICT else 0.0)
+            if w1 in NEGATE or "n't" in w1:  # _negated(w1): lower-casing again changes no lower-case text
+                valence = valence * N_SCALAR
+        if i > 1 and (w2 := lower[i - 2]) not in lexicon:
+            s = _scalar_inc_dec(words[i - 2], w2, valence, is_cap_diff) if w2 in BOOSTER_DICT else 0.0
+            if s != 0:
+                s = s * 0.95
+            valence = valence + s
+            if w2 == "never" and (lower[i - 1] == "so" or lower[i - 1] == "this"):
+                valence = valence * 1.25
+            elif w2 == "without" and lower[i - 1] == "doubt":
+                pass
+            elif w2 in NEGATE or "n't" in w2:
+                valence = valence * N_SCALAR
+        if i > 2 and (w3 := lower[i - 3]) not in lexicon:
+            s = _scalar_inc_dec(words[i - 3], w3, valence, is_cap_diff) if w3 in BOOSTER_DICT else 0.0
+            if s != 0:
+                s = s * 0.9
+            valence = valence + s
+            valence = _negation_check(valence, lower, 2, i)
+            if not IDIOM_WORDS.isdisjoint(lower[i - 3:i + 3]):
+                valence = _special_idioms_check(valence, lower, i)
         return _least_check(valence, lower, i, lexicon)
 
 

@@ -45,6 +45,24 @@ CUE_PATTERNS = {
     "urgency": r"urgent|asap|immediately|right now|emergency|today",
     "politeness": r"thank|please|appreciate|kind regards|no rush|when you can",
 }
+# Per cue, substrings of which every match of its pattern contains at least one (each
+# alternative's run of plain characters: tests/features/test_text_and_build.py derives them from
+# the patterns). A text holding none of them has no match, so its pattern need not run.
+CUE_LITERALS = {
+    "anger": ("unacceptable", "furious", "outrageous", "ridiculous", "disgust", "angry", "fed up", "appalling",
+              "worst", "terrible", "joke"),
+    "repeat_contact": (" time", "again", "already ", "still ", "last week", "keep calling", "no one "),
+    "supervisor": ("supervisor", "manager", "escalat", "someone senior", "team lead", "higher up"),
+    "legal": ("lawyer", "solicitor", "attorney", "legal action", "court", "ombudsman", "regulator", "sue",
+              "trading standards", "complaint to"),
+    "cancellation": ("cancel", "close my account", "switch", "leave your", "terminate"),
+    "outage": ("outage", "down", "not working", "offline", "no service", "cannot connect", "can't connect",
+               "service interruption"),
+    "urgency": ("urgent", "asap", "immediately", "right now", "emergency", "today"),
+    "politeness": ("thank", "please", "appreciate", "kind regards", "no rush", "when you can"),
+}
+# scikit-learn's default token pattern (TfidfVectorizer.token_pattern), applied to lower-cased text.
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
 
 def clip_text(value: object, limit: int) -> str:
@@ -76,12 +94,25 @@ def _score_unique(texts: pd.Series, score) -> np.ndarray:
 
 def count_cues(texts: Sequence[str]) -> np.ndarray:
     """(n, cues) matches of each cue pattern in the lower-cased text."""
-    patterns = compile_cue_patterns()
-    out = np.empty((len(texts), len(patterns)))
+    out = np.empty((len(texts), len(CUE_PATTERNS)))
     for i, text in enumerate(texts):
-        lowered = text.lower()
-        out[i] = [len(pattern.findall(lowered)) for pattern in patterns]
+        out[i] = count_cues_one(text)
     return out
+
+
+def count_cues_one(text: str) -> list[int]:
+    """Matches of each cue pattern (CUE_PATTERNS order) in the lower-cased text: `len(findall)`,
+    run only for the patterns one of whose CUE_LITERALS the text holds (0 for the others)."""
+    lowered = text.lower()
+    counts = []
+    for pattern, literals in compile_cue_checks():
+        for literal in literals:
+            if literal in lowered:
+                counts.append(len(pattern.findall(lowered)))
+                break
+        else:
+            counts.append(0)
+    return counts
 
 
 def count_words(texts: Sequence[str]) -> np.ndarray:
@@ -92,6 +123,12 @@ def count_words(texts: Sequence[str]) -> np.ndarray:
 @lru_cache(maxsize=1)
 def compile_cue_patterns() -> tuple[re.Pattern, ...]:
     return tuple(re.compile(p) for p in CUE_PATTERNS.values())
+
+
+@lru_cache(maxsize=1)
+def compile_cue_checks() -> tuple[tuple[re.Pattern, tuple[str, ...]], ...]:
+    """(compiled pattern, its literals) per cue, in CUE_PATTERNS order."""
+    return tuple(zip(compile_cue_patterns(), (CUE_LITERALS[c] for c in CUE_PATTERNS), strict=True))
 
 
 @lru_cache(maxsize=1)
@@ -109,8 +146,30 @@ def score_sentiment(texts: Sequence[str]) -> np.ndarray:
 
 
 def build_analyzer(ngram_max: int):
-    """scikit-learn's word analyzer (lower-case, tokens of 2+ word characters, 1..ngram_max-grams)."""
+    """scikit-learn's word analyzer (lower-case, tokens of 2+ word characters, 1..ngram_max-grams):
+    the reference `TextEmbedding.analyze` reproduces (tests/features/test_text_and_build.py)."""
     return TfidfVectorizer(ngram_range=(1, ngram_max)).build_analyzer()
+
+
+@lru_cache(maxsize=1)
+def compile_token_pattern() -> re.Pattern:
+    return re.compile(TOKEN_PATTERN)
+
+
+def tokenize(text: str) -> list[str]:
+    """scikit-learn's word tokens of a text: TOKEN_PATTERN's matches in the lower-cased text."""
+    return compile_token_pattern().findall(text.lower())
+
+
+def make_ngrams(tokens: list[str], ngram_max: int) -> list[str]:
+    """The 1..ngram_max-grams of tokens in scikit-learn's order (`_VectorizerMixin._word_ngrams`):
+    the tokens, then each size's n-grams (tokens joined by one space) left to right."""
+    grams = list(tokens)
+    if ngram_max >= 2:
+        grams += map(" ".join, zip(tokens, tokens[1:], strict=False))
+    for n in range(3, min(ngram_max, len(tokens)) + 1):
+        grams += [" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return grams
 
 
 class TextEmbedding:
@@ -120,16 +179,24 @@ class TextEmbedding:
     (tests/features/test_text_and_build.py), from the fitted vocabulary, idf weights and SVD
     components alone, and without scikit-learn's per-call validation, which costs a live ticket
     more than the arithmetic. Training and serving both embed through this class, so they agree exactly.
+
+    A text's embedding depends only on the counts of its known n-grams (`count_terms`), so the
+    embedding of "ticket text. message" can also be built from the two parts' counts plus the
+    n-grams that span the join (`join_counts`): the same counts, so the same bits.
     """
 
     def __init__(self, terms: list[str], idf: np.ndarray, components: np.ndarray, ngram_max: int,
                  sublinear: bool = True):
-        self.analyze = build_analyzer(ngram_max)
+        self.ngram_max = ngram_max
         self.vocabulary = {term: i for i, term in enumerate(terms)}
         self.idf = np.asarray(idf, dtype="float64")
         self.idf_values: list[float] = self.idf.tolist()
         self.projection = np.ascontiguousarray(np.asarray(components, dtype="float64").T)  # (terms, components)
         self.sublinear = sublinear
+
+    def analyze(self, text: str) -> list[str]:
+        """scikit-learn's analyzer (`build_analyzer(ngram_max)`): the text's n-grams, in its order."""
+        return make_ngrams(tokenize(text), self.ngram_max)
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         """(n, components): each text through `embed`, so a batch and single texts agree bit for bit."""
@@ -149,15 +216,36 @@ class TextEmbedding:
         return out
 
     def embed(self, text: str) -> np.ndarray | None:
-        """One text's projection (None when it has no known term): tf (1 + log count when sublinear)
+        """One text's projection (None when it has no known term): `embed_counts` of its n-gram counts."""
+        return self.embed_counts(self.count_terms(tokenize(text)))
+
+    def count_terms(self, tokens: list[str]) -> dict[int, int]:
+        """{vocabulary index: count} of the known 1..ngram_max-grams of a token list."""
+        counted = Counter(map(self.vocabulary.get, make_ngrams(tokens, self.ngram_max)))
+        counted.pop(None, None)
+        return counted
+
+    def join_counts(self, left: dict[int, int], left_tail: list[str], right: dict[int, int],
+                    right_head: list[str]) -> dict[int, int]:
+        """The n-gram counts of two token lists put end to end, from each one's counts and its
+        last / first `ngram_max - 1` tokens: the sum of the counts plus the n-grams that span the join."""
+        joined = Counter(left)
+        joined.update(right)
+        known = self.vocabulary.get
+        for n in range(2, self.ngram_max + 1):
+            for from_left in range(max(1, n - len(right_head)), min(n - 1, len(left_tail)) + 1):
+                gram = " ".join(left_tail[len(left_tail) - from_left:] + right_head[:n - from_left])
+                if (i := known(gram)) is not None:
+                    joined[i] += 1
+        return joined
+
+    def embed_counts(self, counted: dict[int, int]) -> np.ndarray | None:
+        """The projection of n-gram counts (None when empty): tf (1 + log count when sublinear)
         times idf, l2-normalised, times the SVD components. Terms in index order; the weights in
         plain floats and the projection summed row by row without BLAS (whose results can depend
-        on memory alignment), so every call on the same text gives the same bits."""
-        known = self.vocabulary.get
-        found = [i for token in self.analyze(text) if (i := known(token)) is not None]
-        if not found:
+        on memory alignment), so every call on the same counts gives the same bits."""
+        if not counted:
             return None
-        counted = Counter(found)
         terms = sorted(counted)
         idf = self.idf_values
         if self.sublinear:
@@ -167,6 +255,24 @@ class TextEmbedding:
         norm = math.sqrt(sum(w * w for w in weights))
         scaled = np.array([w / norm for w in weights])
         return (scaled[:, None] * self.projection[terms]).sum(axis=0)
+
+
+class TextPart:
+    """What one text field contributes to a row: its cue counts, sentiment and word count, and,
+    for the embedding of the joined text, its known n-gram counts and its first and last
+    `ngram_max - 1` tokens (`TextFeatures.score_part`, combined by `TextFeatures.combine_parts`)."""
+
+    __slots__ = ("cues", "sentiment", "words", "terms", "head", "tail")
+
+    def __init__(self, cues: list[int], sentiment: float, words: int, terms: dict[int, int] | None,
+                 head: list[str], tail: list[str]):
+        self.cues, self.sentiment, self.words = cues, sentiment, words
+        self.terms, self.head, self.tail = terms, head, tail
+
+    @property
+    def size(self) -> int:
+        """A rough measure of the part's memory, in stored terms (for caches bounded by content)."""
+        return 1 + (len(self.terms) if self.terms else 0)
 
 
 class TextFeatures:
@@ -269,27 +375,39 @@ class TextFeatures:
     def transform_texts(self, ticket_texts: Sequence[str], last_messages: Sequence[str]) -> np.ndarray:
         """(n, features) in feature_names_ order, from joined ticket texts and latest messages
         (each field already clipped to max_field_chars: features.online does that)."""
-        if len(ticket_texts) == 1:
-            return self.transform_one(ticket_texts[0], last_messages[0])
-        parts = [count_cues(ticket_texts), count_cues(last_messages),
-                 score_sentiment(ticket_texts)[:, None], score_sentiment(last_messages)[:, None],
-                 count_words(ticket_texts)[:, None]]
-        if self.embedding is not None:
-            parts.append(self.embedding.transform([t + ". " + m for t, m in zip(ticket_texts, last_messages,
-                                                                                 strict=True)]))
-        return np.hstack(parts)
+        return np.array([self.combine_parts(self.score_part(t), self.score_part(m))
+                         for t, m in zip(ticket_texts, last_messages, strict=True)], dtype="float64").reshape(
+            len(ticket_texts), len(self.feature_names_))
 
     def transform_one(self, ticket_text: str, last_message: str) -> np.ndarray:
-        """transform_texts for one ticket: (1, features), built as one list instead of five arrays."""
-        patterns = compile_cue_patterns()
-        lowered, lowered_message = ticket_text.lower(), last_message.lower()
-        values = [len(p.findall(lowered)) for p in patterns] + [len(p.findall(lowered_message)) for p in patterns]
-        values += [score_sentiment_one(ticket_text), score_sentiment_one(last_message),
-                   len(compile_word_pattern().findall(ticket_text))]
-        row = np.array(values, dtype="float64")
-        if self.embedding is not None:
-            row = np.concatenate([row, self.embedding.transform_one(ticket_text + ". " + last_message)[0]])
-        return row[None, :]
+        """transform_texts for one ticket: (1, features)."""
+        return np.array(self.combine_parts(self.score_part(ticket_text), self.score_part(last_message)),
+                        dtype="float64")[None, :]
+
+    def score_part(self, text: str) -> TextPart:
+        """One field's share of the text features (a joined ticket text, or a latest message)."""
+        embedding = self.embedding
+        terms, head, tail = None, [], []
+        if embedding is not None:
+            tokens = tokenize(text)
+            terms = embedding.count_terms(tokens)
+            keep = self.ngram_max - 1
+            head, tail = tokens[:keep], (tokens[max(0, len(tokens) - keep):] if keep else [])
+        return TextPart(count_cues_one(text), score_sentiment_one(text), len(compile_word_pattern().findall(text)),
+                        terms, head, tail)
+
+    def combine_parts(self, ticket: TextPart, message: TextPart) -> list[float]:
+        """The row (feature_names_ order) of a ticket text and a latest message from their parts:
+        the same values as `transform` of the two texts, the embedding's of "ticket. message"
+        included (the separator ". " holds no word character, so the joined text's tokens are the
+        ticket's then the message's, and its n-grams theirs plus those across the join)."""
+        row = [*ticket.cues, *message.cues, ticket.sentiment, message.sentiment, ticket.words]
+        embedding = self.embedding
+        if embedding is not None:
+            projected = embedding.embed_counts(embedding.join_counts(ticket.terms, ticket.tail, message.terms,
+                                                                     message.head))
+            row += [0.0] * len(self.components_) if projected is None else projected.tolist()
+        return row
 
     def transform(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         ticket_text = self.ticket_text(snapshots)
