@@ -42,11 +42,14 @@ class LinearVader:
         # polarity_scores replaces emojis one character at a time, so only one-character keys can match.
         self.emojis = {k: v for k, v in analyzer.emojis.items() if len(k) == 1}
         self.emoji_chars = frozenset(self.emojis)
+        self.emojis_non_ascii = not any(k.isascii() for k in self.emoji_chars)
         # The words VADER scores: lexicon words that are not boosters (polarity_scores gives the rest 0).
         self.scored = frozenset(w for w in self.lexicon if w not in BOOSTER_DICT)
 
     def replace_emojis(self, text: str) -> str:
         """Each emoji by its description, a space before it unless it follows a space or starts the text."""
+        if text.isascii() and self.emojis_non_ascii:  # isascii is a flag lookup: no pass over the text
+            return text
         present = self.emoji_chars.intersection(text)  # one pass in C; most texts have none
         if not present:
             return text
@@ -63,27 +66,36 @@ class LinearVader:
         """VADER's normalised, rounded compound score in [-1, 1] (0.0 for text without sentiment words).
 
         Words that VADER does not score (neither in the lexicon nor a booster) are only looked
-        at as neighbours of scored words, so a text is one pass of set look-ups plus the work
-        around its scored words; a text without any scored word is 0.0 without further work
-        (its sentiments would all be 0, and so their sum and the score)."""
+        at as neighbours of scored words, so a text costs one pass of set look-ups plus the work
+        around its scored words. Two facts make the shortcuts exact: a word's isupper() is its
+        token's (the punctuation stripped is uncased), and the 0 sentiments of unscored words
+        change neither the sum (x + 0 is x; a sum of zeros is 0.0) nor, under the "but" rule,
+        any non-zero value, so a text without a scored word is 0.0 and only non-zero values
+        go through the "but" rule and the sum (`_but_sum`)."""
         text = self.replace_emojis(text).strip()
-        words = [token if len(stripped := token.strip(_PUNCTUATION)) <= 2 else stripped for token in text.split()]
-        lower = [w.lower() for w in words]
+        tokens = text.split()
+        if text.isascii():
+            # ASCII lower-casing maps character for character and leaves punctuation alone, so
+            # stripping the lower-cased token gives the lower-cased stripped word.
+            lower = [token if len(stripped := token.strip(_PUNCTUATION)) <= 2 else stripped
+                     for token in text.lower().split()]
+        else:
+            lower = [(token if len(stripped := token.strip(_PUNCTUATION)) <= 2 else stripped).lower()
+                     for token in tokens]
         scored = self.scored
         if scored.isdisjoint(lower):
             return 0.0
-        n = len(words)
-        allcaps = sum(map(str.isupper, words))
+        n = len(tokens)
+        allcaps = sum(map(str.isupper, tokens))
         is_cap_diff = 0 < n - allcaps < n
-        sentiments: list[float] = [0] * n
         valence = self._valence
+        sentiments: list[tuple[int, float]] = []  # (position, sentiment) of the non-zero ones
         for i in [i for i, item_lower in enumerate(lower) if item_lower in scored]:
             if lower[i] == "kind" and i < n - 1 and lower[i + 1] == "of":
                 continue
-            sentiments[i] = valence(words, lower, i, is_cap_diff)
-        if "but" in lower:
-            _but_check(lower.index("but"), sentiments)
-        sum_s = float(sum(sentiments))
+            if value := valence(tokens, lower, i, is_cap_diff):
+                sentiments.append((i, value))
+        sum_s = float(_but_sum(lower.index("but") if "but" in lower else None, sentiments))
         emphasis = _punctuation_emphasis(text)
         if sum_s > 0:
             sum_s += emphasis
@@ -92,7 +104,8 @@ class LinearVader:
         return round(_normalize(sum_s), 4)
 
     def _valence(self, words: list[str], lower: list[str], i: int, is_cap_diff: bool) -> float:
-        """SentimentIntensityAnalyzer.sentiment_valence for a lexicon word at position i.
+        """SentimentIntensityAnalyzer.sentiment_valence for a lexicon word at position i (`words`
+        may be the unstripped tokens: only their isupper() is read, and `lower` the stripped words).
 
         The package's loop over the three preceding words, unrolled: each step adds the word's
         booster scalar (0.0 for a non-booster, added all the same so that a -0.0 becomes 0.0 as
@@ -210,30 +223,38 @@ def _least_check(valence: float, lower: list[str], i: int, lexicon: dict[str, fl
     return valence
 
 
-def _but_check(but_index: int, sentiments: list[float]) -> None:
-    """vaderSentiment's "but" rule, in place, with its exact behaviour.
+def _but_sum(but_index: int | None, sentiments: list[tuple[int, float]]) -> float:
+    """The sum of the sentiments after vaderSentiment's "but" rule, from the (position, value)
+    pairs of the non-zero sentiments in position order (0 when there are none).
 
     The package walks the list by position and, for the value at each position, rescales the
     FIRST position holding an equal value (`list.index`): halved before the first "but",
-    times 1.5 after it. Here the first position of each value comes from a heap per value
-    (stale entries skipped), instead of a scan from the start.
+    times 1.5 after it. A zero stays zero and equals no non-zero value, so the zeros are
+    left out. Here the first position of each value comes from a heap per value (stale
+    entries skipped) instead of a scan from the start, so the rule is O(k log k) in the k
+    non-zero values. The sum is taken in position order, as the package's.
     """
-    positions: dict[float, list[int]] = {}
-    for k, value in enumerate(sentiments):
-        positions.setdefault(value, []).append(k)  # ascending: already heaps
-    for k in range(len(sentiments)):
-        sentiment = sentiments[k]
-        heap = positions[sentiment]
-        while sentiments[heap[0]] != sentiment:
+    values = [value for _, value in sentiments]
+    if but_index is None:
+        return sum(values)
+    place = [position for position, _ in sentiments]
+    heaps: dict[float, list[int]] = {}
+    for k, value in enumerate(values):
+        heaps.setdefault(value, []).append(k)  # ascending: already heaps
+    for k in range(len(values)):
+        value = values[k]
+        heap = heaps[value]
+        while values[heap[0]] != value:
             heapq.heappop(heap)
-        si = heap[0]
-        if si == but_index:
+        first = heap[0]
+        if place[first] == but_index:
             continue
-        new = sentiment * 0.5 if si < but_index else sentiment * 1.5
-        sentiments[si] = new
-        if new != sentiment:
+        new = value * 0.5 if place[first] < but_index else value * 1.5
+        values[first] = new
+        if new != value:
             heapq.heappop(heap)
-            heapq.heappush(positions.setdefault(new, []), si)
+            heapq.heappush(heaps.setdefault(new, []), first)
+    return sum(values)
 
 
 def _punctuation_emphasis(text: str) -> float:

@@ -61,8 +61,13 @@ CUE_LITERALS = {
     "urgency": ("urgent", "asap", "immediately", "right now", "emergency", "today"),
     "politeness": ("thank", "please", "appreciate", "kind regards", "no rush", "when you can"),
 }
-# scikit-learn's default token pattern (TfidfVectorizer.token_pattern), applied to lower-cased text.
-TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+# scikit-learn's default token pattern (TfidfVectorizer.token_pattern) is r"(?u)\b\w\w+\b": the
+# runs of 2+ word characters. This finds the same runs without the boundary checks: greedy \w
+# repetition ends at a run's end, and a left-to-right scan enters a run at its start; \b and \w
+# test the same characters (alphanumeric or "_").
+TOKEN_PATTERN = r"\w{2,}"
+# 1 + log(count), the sublinear term frequency, for the counts a short text has.
+SUBLINEAR_TF = [0.0] + [1.0 + math.log(count) for count in range(1, 256)]
 
 
 def clip_text(value: object, limit: int) -> str:
@@ -229,32 +234,38 @@ class TextEmbedding:
                     right_head: list[str]) -> dict[int, int]:
         """The n-gram counts of two token lists put end to end, from each one's counts and its
         last / first `ngram_max - 1` tokens: the sum of the counts plus the n-grams that span the join."""
-        joined = Counter(left)
-        joined.update(right)
+        joined = dict(left)
+        get = joined.get
+        for term, count in right.items():
+            joined[term] = get(term, 0) + count
         known = self.vocabulary.get
         for n in range(2, self.ngram_max + 1):
             for from_left in range(max(1, n - len(right_head)), min(n - 1, len(left_tail)) + 1):
                 gram = " ".join(left_tail[len(left_tail) - from_left:] + right_head[:n - from_left])
                 if (i := known(gram)) is not None:
-                    joined[i] += 1
+                    joined[i] = get(i, 0) + 1
         return joined
 
     def embed_counts(self, counted: dict[int, int]) -> np.ndarray | None:
         """The projection of n-gram counts (None when empty): tf (1 + log count when sublinear)
         times idf, l2-normalised, times the SVD components. Terms in index order; the weights in
-        plain floats and the projection summed row by row without BLAS (whose results can depend
-        on memory alignment), so every call on the same counts gives the same bits."""
+        plain floats (the squares summed one by one) and the projection summed row by row without
+        BLAS (whose results can depend on memory alignment), so every call on the same counts
+        gives the same bits. (1 + log count comes from a table for counts below 256: the same floats.)"""
         if not counted:
             return None
-        terms = sorted(counted)
+        items = sorted(counted.items())
         idf = self.idf_values
         if self.sublinear:
-            weights = [(1.0 + math.log(counted[t])) * idf[t] for t in terms]
+            tf = SUBLINEAR_TF
+            weights = [(tf[count] if count < 256 else 1.0 + math.log(count)) * idf[term] for term, count in items]
         else:
-            weights = [counted[t] * idf[t] for t in terms]
-        norm = math.sqrt(sum(w * w for w in weights))
-        scaled = np.array([w / norm for w in weights])
-        return (scaled[:, None] * self.projection[terms]).sum(axis=0)
+            weights = [count * idf[term] for term, count in items]
+        norm = math.sqrt(sum([w * w for w in weights]))
+        scaled = np.array(weights) / norm  # IEEE division, element by element: as w / norm in Python
+        rows = self.projection.take([term for term, _ in items], axis=0)  # (terms, components), C order
+        np.multiply(rows, scaled[:, None], out=rows)
+        return np.add.reduce(rows, axis=0)  # row after row, as ndarray.sum(axis=0)
 
 
 class TextPart:
