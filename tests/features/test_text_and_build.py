@@ -1,4 +1,5 @@
 import math
+import re
 import re._constants as re_constants
 import re._parser as re_parser
 from collections import Counter
@@ -159,6 +160,12 @@ def test_each_cue_match_holds_one_of_its_literals():
     for cue, pattern in CUE_PATTERNS.items():
         for way in required_runs(re_parser.parse(pattern)):
             assert any(literal in run for run in way for literal in CUE_LITERALS[cue]), (cue, way)
+
+
+def test_word_counts_are_the_runs_of_non_space_characters():
+    spaces = "".join(chr(c) for c in range(0x3100) if chr(c).isspace())
+    texts = hostile_texts(50) + [f"a{s}b{s}{s}c" for s in spaces] + [spaces, "x" + spaces + "y"]
+    np.testing.assert_array_equal(count_words(texts), [len(re.findall(r"\S+", t)) for t in texts])
 
 
 def test_cue_counts_equal_every_pattern_run_on_every_text():
