@@ -1,25 +1,26 @@
 """Text features of new texts: CPU per ticket of this checkout against a baseline commit, A B A B.
 
-    .venv/bin/python bench/text_bench.py [--models models/current] [--baseline main] [--rounds 4]
-                                         [--tickets 400]
+    .venv/bin/python bench/text_bench.py [--models models/current] [--baseline main] [--rounds 6]
+                                         [--tickets 200]
 
-Each round runs `OnlineFeatures.transform_many` in a fresh subprocess (niced), alternately on the
-baseline commit's code (`git archive` into a temporary folder) and on this checkout's, with the
-same bundle and the same generated tickets: a 6-word subject, a 60-word description and a
-20-word latest message drawn from the demo log's words, so every text is new to the worker's
-caches. Scenarios: single tickets and batches of 100, with all texts new, and with only the
-latest message new (the ticket's subject and description scored before, as on a real update);
-"cached" repeats texts already scored. Times are CPU seconds of the process (time.process_time)
-per ticket; the table shows the median over rounds and the ratio baseline / this checkout. Each
-worker also returns a digest of the feature rows it computed: the two code versions must agree
-bit for bit, or the bench says so.
+The baseline commit's code (`git archive` into a temporary folder) and this checkout's are both
+imported into this one (niced) process, the first under its own module objects (the package
+modules are imported from the baseline folder, set aside, and imported again from here; the
+packages import nothing inside functions, so each keeps its own code), so that the rounds
+alternate A B A B under the same load. Each arm loads the same bundle with its own loader and
+scores the same generated tickets through its own `OnlineFeatures.transform_many`: a 6-word
+subject, a 60-word description and a 20-word latest message drawn from the demo log's words,
+new in every round. Scenarios: single tickets and batches of 100, with all texts new, and with
+only the latest message new (the ticket's subject and description scored before, as on a real
+update); "cached" repeats texts already scored. Times are CPU seconds of the process
+(time.process_time) per ticket; the table shows the median over rounds and the ratio
+baseline / this checkout. The two arms' feature rows are compared bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import gc
 import os
 import random
 import statistics
@@ -30,6 +31,8 @@ import tempfile
 import time
 from io import BytesIO
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = [
@@ -68,41 +71,42 @@ def make_tickets(n: int, seed: int) -> tuple[list[dict], list[str]]:
     return tickets, [say(19, n + i) for i in range(n)]
 
 
-def run_worker(models: Path, n: int, seed: int) -> dict:
-    """CPU µs per ticket of each scenario, and a digest of the rows, with the code on sys.path."""
-    import numpy as np
+PACKAGES = ("features", "bundle", "serving", "training")
 
-    from bundle.model import load_bundle
-    from features.online import OnlineFeatures
 
-    bundle = load_bundle(models)
-    tickets, messages = make_tickets(n, seed)
-    fresh = [{**t, "last_customer_message": m} for t, m in zip(tickets, messages, strict=True)]
-    OnlineFeatures(bundle.builder).transform_many(make_tickets(150, seed + 1)[0][:100])  # warm up imports
-    results, digest = {}, hashlib.sha256()
+def import_arm(tree: Path) -> tuple:
+    """(load_bundle, OnlineFeatures) imported from the packages in `tree`, then set aside."""
+    for name in [m for m in sys.modules if m.split(".")[0] in PACKAGES]:
+        del sys.modules[name]
+    sys.path.insert(0, str(tree))
+    try:
+        from bundle.model import load_bundle
+        from features.online import OnlineFeatures
+    finally:
+        sys.path.remove(str(tree))
+    assert Path(sys.modules["features.text"].__file__).is_relative_to(tree), "imported from the wrong tree"
+    return load_bundle, OnlineFeatures
 
-    def time_singles(online, rows) -> float:
+
+def time_scenarios(online_class, builder, tickets: list[dict], updates: list[dict]) -> tuple[dict, list]:
+    """CPU µs per ticket of each scenario and the feature rows computed (in scenario order)."""
+    results, rows = {}, []
+
+    def run(key: str, calls) -> None:
         start = time.process_time()
-        out = [online.transform_many([t])[0] for t in rows]
-        elapsed = time.process_time() - start
-        digest.update(np.vstack(out).tobytes())
-        return elapsed / len(rows) * 1e6
+        out = [call() for call in calls]
+        results[key] = (time.process_time() - start) / len(tickets) * 1e6
+        rows.append(np.vstack([o[0] for o in out]))
 
-    def time_batches(online, rows) -> float:
-        start = time.process_time()
-        out = [online.transform_many(rows[i:i + 100])[0] for i in range(0, len(rows), 100)]
-        elapsed = time.process_time() - start
-        digest.update(np.vstack(out).tobytes())
-        return elapsed / len(rows) * 1e6
-
-    online = OnlineFeatures(bundle.builder)
-    results["single_new"] = time_singles(online, tickets)
-    results["single_message"] = time_singles(online, fresh)  # subject and description scored just above
-    results["single_cached"] = time_singles(online, fresh)
-    online = OnlineFeatures(bundle.builder)
-    results["batch_new"] = time_batches(online, tickets)
-    results["batch_message"] = time_batches(online, fresh)
-    return {"us": results, "digest": digest.hexdigest()}
+    online = online_class(builder)
+    run("single_new", [lambda t=t: online.transform_many([t]) for t in tickets])
+    run("single_message", [lambda t=t: online.transform_many([t]) for t in updates])  # tickets scored just above
+    run("single_cached", [lambda t=t: online.transform_many([t]) for t in updates])
+    online = online_class(builder)
+    batches = range(0, len(tickets), 100)
+    run("batch_new", [lambda i=i: online.transform_many(tickets[i:i + 100]) for i in batches])
+    run("batch_message", [lambda i=i: online.transform_many(updates[i:i + 100]) for i in batches])
+    return results, rows
 
 
 def export_tree(ref: str, target: Path) -> None:
@@ -115,40 +119,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=ROOT / "models" / "current", help="a model bundle folder")
     parser.add_argument("--baseline", default="main", help="git ref of the code to compare with")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per arm (A B A B ...)")
-    parser.add_argument("--tickets", type=int, default=400, help="tickets per scenario (a multiple of 100)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per arm (A B A B ...)")
+    parser.add_argument("--tickets", type=int, default=200, help="tickets per scenario and round (a multiple of 100)")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(run_worker(args.models.resolve(), args.tickets, args.seed)))
-        return
-    results: dict[str, list[dict]] = {"baseline": [], "this checkout": []}
+    os.nice(5)
     load_before = os.getloadavg()
+    tickets, messages = make_tickets(args.tickets * args.rounds, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         export_tree(args.baseline, Path(tmp))
-        trees = {"baseline": Path(tmp), "this checkout": ROOT}
-        for _ in range(args.rounds):
-            for arm, tree in trees.items():
-                command = ["nice", "-n", "5", sys.executable, str(Path(__file__).resolve()), "--worker",
-                           "--models", str(args.models.resolve()), "--tickets", str(args.tickets),
-                           "--seed", str(args.seed)]
-                done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=tree,
-                                      env={**os.environ, "PYTHONPATH": str(tree)})
-                results[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        arms = {"baseline": import_arm(Path(tmp)), "this checkout": import_arm(ROOT)}
+        builders = {arm: load(args.models.resolve()).builder for arm, (load, _) in arms.items()}
+        warm_up, _ = make_tickets(100, args.seed + 1)
+        for arm, (_, online_class) in arms.items():
+            online_class(builders[arm]).transform_many(warm_up)
+        results: dict[str, list[dict]] = {arm: [] for arm in arms}
+        identical = True
+        for r in range(args.rounds):
+            part = slice(r * args.tickets, (r + 1) * args.tickets)
+            updates = [{**t, "last_customer_message": m} for t, m in zip(tickets[part], messages[part], strict=True)]
+            rows = {}
+            for arm, (_, online_class) in arms.items():
+                gc.collect()
+                timings, rows[arm] = time_scenarios(online_class, builders[arm], tickets[part], updates)
+                results[arm].append(timings)
+            identical &= all(a.tobytes() == b.tobytes() for a, b in zip(*rows.values(), strict=True))
     load_after = os.getloadavg()
-    digests = {arm: {r["digest"] for r in runs} for arm, runs in results.items()}
     print(f"text features of new texts, CPU µs per ticket (time.process_time), median of {args.rounds} rounds "
-          f"per arm, A B A B; baseline {args.baseline}; {args.tickets} tickets per scenario")
+          f"per arm, A B A B in one process; baseline {args.baseline}; {args.tickets} tickets per scenario and round")
     print(f"{'scenario':<30}{'baseline':>10}{'this':>10}{'ratio':>8}   rounds (baseline | this)")
     for label, key in SCENARIOS:
-        old = [r["us"][key] for r in results["baseline"]]
-        new = [r["us"][key] for r in results["this checkout"]]
+        old = [r[key] for r in results["baseline"]]
+        new = [r[key] for r in results["this checkout"]]
         a, b = statistics.median(old), statistics.median(new)
         spread = " ".join(f"{v:.0f}" for v in old) + " | " + " ".join(f"{v:.0f}" for v in new)
         print(f"{label:<30}{a:>10.1f}{b:>10.1f}{a / b:>7.2f}x   {spread}")
-    same = len(digests["baseline"]) == 1 and digests["baseline"] == digests["this checkout"]
-    print(f"feature rows identical bit for bit across arms and rounds: {'yes' if same else 'NO'}")
+    print(f"feature rows identical bit for bit between the arms: {'yes' if identical else 'NO'}")
     print(f"load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} (2 cores)")
 

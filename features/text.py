@@ -23,7 +23,9 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
+from itertools import compress
+from operator import is_not
 
 import numpy as np
 import pandas as pd
@@ -45,9 +47,10 @@ CUE_PATTERNS = {
     "urgency": r"urgent|asap|immediately|right now|emergency|today",
     "politeness": r"thank|please|appreciate|kind regards|no rush|when you can",
 }
-# Per cue, substrings of which every match of its pattern contains at least one (each
-# alternative's run of plain characters: tests/features/test_text_and_build.py derives them from
-# the patterns). A text holding none of them has no match, so its pattern need not run.
+# Per cue, one literal for each top-level alternative of its pattern, in the same order: a
+# substring every match of that alternative contains (tests/features/test_text_and_build.py
+# derives them from the patterns). An alternative whose literal the text lacks cannot match
+# anywhere in it, so it can be left out of the alternation without changing any match.
 CUE_LITERALS = {
     "anger": ("unacceptable", "furious", "outrageous", "ridiculous", "disgust", "angry", "fed up", "appalling",
               "worst", "terrible", "joke"),
@@ -106,18 +109,53 @@ def count_cues(texts: Sequence[str]) -> np.ndarray:
 
 
 def count_cues_one(text: str) -> list[int]:
-    """Matches of each cue pattern (CUE_PATTERNS order) in the lower-cased text: `len(findall)`,
-    run only for the patterns one of whose CUE_LITERALS the text holds (0 for the others)."""
+    """Matches of each cue pattern (CUE_PATTERNS order) in the lower-cased text, `len(findall)`:
+    0 without running the pattern when the text holds none of its CUE_LITERALS, otherwise the
+    matches of the alternation of only the alternatives whose literal it holds (in their order,
+    so each position tries the same alternatives first: the same matches)."""
     lowered = text.lower()
+    holds = lowered.__contains__
     counts = []
-    for pattern, literals in compile_cue_checks():
-        for literal in literals:
-            if literal in lowered:
-                counts.append(len(pattern.findall(lowered)))
-                break
-        else:
-            counts.append(0)
+    for cue, literals in enumerate(compile_cue_literals()):
+        present = tuple(compress(range(len(literals)), map(holds, literals)))  # the alternatives that can match
+        counts.append(len(compile_cue_alternatives(cue, present).findall(lowered)) if present else 0)
     return counts
+
+
+def split_alternatives(pattern: str) -> list[str]:
+    """The top-level alternatives of a regular expression ("|" outside groups and classes; the
+    cue patterns escape no parenthesis, bracket or bar)."""
+    parts, depth, start, in_class = [], 0, 0, False
+    for i, char in enumerate(pattern):
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    return [*parts, pattern[start:]]
+
+
+@lru_cache(maxsize=1)
+def compile_cue_literals() -> tuple[tuple[str, ...], ...]:
+    """CUE_LITERALS in CUE_PATTERNS order; ValueError when a cue's literals do not pair with its alternatives."""
+    for cue, pattern in CUE_PATTERNS.items():
+        if len(split_alternatives(pattern)) != len(CUE_LITERALS[cue]):
+            raise ValueError(f"cue {cue!r}: {len(CUE_LITERALS[cue])} literals for "
+                             f"{len(split_alternatives(pattern))} alternatives")
+    return tuple(CUE_LITERALS[cue] for cue in CUE_PATTERNS)
+
+
+@lru_cache(maxsize=4096)  # bounded: a handful of alternative sets occur in practice
+def compile_cue_alternatives(cue: int, present: tuple[int, ...]) -> re.Pattern:
+    """The cue pattern at position `cue` with only the alternatives numbered in `present`."""
+    alternatives = split_alternatives(list(CUE_PATTERNS.values())[cue])
+    return re.compile("|".join(alternatives[k] for k in present))
 
 
 def count_words(texts: Sequence[str]) -> np.ndarray:
@@ -129,17 +167,6 @@ def count_words_one(text: str) -> int:
     """The runs of non-space characters (the matches of the pattern \\S+): what str.split() returns, as
     both split at the characters str.isspace() accepts."""
     return len(text.split())
-
-
-@lru_cache(maxsize=1)
-def compile_cue_patterns() -> tuple[re.Pattern, ...]:
-    return tuple(re.compile(p) for p in CUE_PATTERNS.values())
-
-
-@lru_cache(maxsize=1)
-def compile_cue_checks() -> tuple[tuple[re.Pattern, tuple[str, ...]], ...]:
-    """(compiled pattern, its literals) per cue, in CUE_PATTERNS order."""
-    return tuple(zip(compile_cue_patterns(), (CUE_LITERALS[c] for c in CUE_PATTERNS), strict=True))
 
 
 def score_sentiment_one(text: str) -> float:
@@ -186,9 +213,9 @@ class TextEmbedding:
     components alone, and without scikit-learn's per-call validation, which costs a live ticket
     more than the arithmetic. Training and serving both embed through this class, so they agree exactly.
 
-    A text's embedding depends only on the counts of its known n-grams (`count_terms`), so the
-    embedding of "ticket text. message" can also be built from the two parts' counts plus the
-    n-grams that span the join (`join_counts`): the same counts, so the same bits.
+    A text's embedding depends only on the counts of its known n-grams (`find_terms`), so the
+    embedding of "ticket text. message" can also be built from the two parts' terms plus the
+    n-grams that span the join (`join_terms`): the same counts, so the same bits.
     """
 
     def __init__(self, terms: list[str], idf: np.ndarray, components: np.ndarray, ngram_max: int,
@@ -223,28 +250,22 @@ class TextEmbedding:
 
     def embed(self, text: str) -> np.ndarray | None:
         """One text's projection (None when it has no known term): `embed_counts` of its n-gram counts."""
-        return self.embed_counts(self.count_terms(tokenize(text)))
+        return self.embed_counts(Counter(self.find_terms(tokenize(text))))
 
-    def count_terms(self, tokens: list[str]) -> dict[int, int]:
-        """{vocabulary index: count} of the known 1..ngram_max-grams of a token list."""
-        counted = Counter(map(self.vocabulary.get, make_ngrams(tokens, self.ngram_max)))
-        counted.pop(None, None)
-        return counted
+    def find_terms(self, tokens: list[str]) -> list[int]:
+        """The vocabulary indices of the known 1..ngram_max-grams of a token list, in n-gram order."""
+        return list(filter(partial(is_not, None), map(self.vocabulary.get, make_ngrams(tokens, self.ngram_max))))
 
-    def join_counts(self, left: dict[int, int], left_tail: list[str], right: dict[int, int],
-                    right_head: list[str]) -> dict[int, int]:
-        """The n-gram counts of two token lists put end to end, from each one's counts and its
-        last / first `ngram_max - 1` tokens: the sum of the counts plus the n-grams that span the join."""
-        joined = dict(left)
-        get = joined.get
-        for term, count in right.items():
-            joined[term] = get(term, 0) + count
+    def join_terms(self, left: list[int], left_tail: list[str], right: list[int], right_head: list[str]) -> list[int]:
+        """The known n-grams (`find_terms`) of two token lists put end to end, from each one's terms
+        and its last / first `ngram_max - 1` tokens: both lists, then the n-grams across the join."""
+        joined = left + right
         known = self.vocabulary.get
         for n in range(2, self.ngram_max + 1):
             for from_left in range(max(1, n - len(right_head)), min(n - 1, len(left_tail)) + 1):
                 gram = " ".join(left_tail[len(left_tail) - from_left:] + right_head[:n - from_left])
                 if (i := known(gram)) is not None:
-                    joined[i] = get(i, 0) + 1
+                    joined.append(i)
         return joined
 
     def embed_counts(self, counted: dict[int, int]) -> np.ndarray | None:
@@ -271,12 +292,12 @@ class TextEmbedding:
 
 class TextPart:
     """What one text field contributes to a row: its cue counts, sentiment and word count, and,
-    for the embedding of the joined text, its known n-gram counts and its first and last
+    for the embedding of the joined text, its known n-grams' vocabulary indices and its first and last
     `ngram_max - 1` tokens (`TextFeatures.score_part`, combined by `TextFeatures.combine_parts`)."""
 
     __slots__ = ("cues", "sentiment", "words", "terms", "head", "tail")
 
-    def __init__(self, cues: list[int], sentiment: float, words: int, terms: dict[int, int] | None,
+    def __init__(self, cues: list[int], sentiment: float, words: int, terms: list[int] | None,
                  head: list[str], tail: list[str]):
         self.cues, self.sentiment, self.words = cues, sentiment, words
         self.terms, self.head, self.tail = terms, head, tail
@@ -402,7 +423,7 @@ class TextFeatures:
         terms, head, tail = None, [], []
         if embedding is not None:
             tokens = tokenize(text)
-            terms = embedding.count_terms(tokens)
+            terms = embedding.find_terms(tokens)
             keep = self.ngram_max - 1
             head, tail = tokens[:keep], (tokens[max(0, len(tokens) - keep):] if keep else [])
         return TextPart(count_cues_one(text), score_sentiment_one(text), count_words_one(text),
@@ -416,8 +437,8 @@ class TextFeatures:
         row = [*ticket.cues, *message.cues, ticket.sentiment, message.sentiment, ticket.words]
         embedding = self.embedding
         if embedding is not None:
-            projected = embedding.embed_counts(embedding.join_counts(ticket.terms, ticket.tail, message.terms,
-                                                                     message.head))
+            projected = embedding.embed_counts(Counter(embedding.join_terms(ticket.terms, ticket.tail,
+                                                                            message.terms, message.head)))
             row += [0.0] * len(self.components_) if projected is None else projected.tolist()
         return row
 

@@ -19,10 +19,11 @@ from features.text import (
     CUE_PATTERNS,
     TextFeatures,
     build_analyzer,
-    compile_cue_patterns,
+    compile_cue_literals,
     count_cues,
     count_words,
     score_sentiment,
+    split_alternatives,
 )
 from tests.features.hostile_text import hostile_texts
 from tests.helpers import make_log, make_ticket
@@ -154,12 +155,17 @@ def required_runs(sequence) -> list[list[str]]:
     return ways
 
 
-def test_each_cue_match_holds_one_of_its_literals():
-    """CUE_LITERALS are sound: every way a cue pattern can match contains one of its literals,
-    so skipping the pattern when the text holds none of them loses no match."""
+def test_each_cue_alternative_holds_its_literal():
+    """CUE_LITERALS are sound: the patterns split into their top-level alternatives, one literal
+    each, and every way an alternative can match contains its literal, so an alternative whose
+    literal the text lacks can be left out of the alternation."""
+    assert len(compile_cue_literals()) == len(CUE_PATTERNS)
     for cue, pattern in CUE_PATTERNS.items():
-        for way in required_runs(re_parser.parse(pattern)):
-            assert any(literal in run for run in way for literal in CUE_LITERALS[cue]), (cue, way)
+        alternatives = split_alternatives(pattern)
+        assert "|".join(alternatives) == pattern and len(alternatives) == len(CUE_LITERALS[cue]) > 1
+        for alternative, literal in zip(alternatives, CUE_LITERALS[cue], strict=True):
+            for way in required_runs(re_parser.parse(alternative)):
+                assert any(literal in run for run in way), (cue, alternative, literal, way)
 
 
 def test_word_counts_are_the_runs_of_non_space_characters():
@@ -174,7 +180,8 @@ def test_cue_counts_equal_every_pattern_run_on_every_text():
     ways = [sep.join(way) for p in CUE_PATTERNS.values() for way in required_runs(re_parser.parse(p))
             for sep in (" ", "1")]
     texts = hostile_texts() + ways + [t.upper() for t in hostile_texts()[:100]]
-    expected = np.array([[len(p.findall(t.lower())) for p in compile_cue_patterns()] for t in texts], dtype=float)
+    patterns = [re.compile(p) for p in CUE_PATTERNS.values()]
+    expected = np.array([[len(p.findall(t.lower())) for p in patterns] for t in texts], dtype=float)
     np.testing.assert_array_equal(count_cues(texts), expected)
     assert (expected > 0).sum(axis=0).min() >= 5, "every cue should be found in several texts"
 
@@ -242,5 +249,5 @@ def test_row_from_parts_equals_the_joined_text_bit_for_bit(fitted_texts):
         assert batch.tobytes() == np.vstack([text.transform_one(t, m) for t, m in zip(tickets, messages,
                                                                                     strict=True)]).tobytes()
     text = fitted_texts[2]
-    crossing = text.embedding.join_counts({}, ["refund"], {}, ["router"])
-    assert crossing == {text.embedding.vocabulary["refund router"]: 1}, "the bigram across the join is counted"
+    crossing = text.embedding.join_terms([], ["refund"], [], ["router"])
+    assert crossing == [text.embedding.vocabulary["refund router"]], "the bigram across the join is counted"
