@@ -21,6 +21,8 @@ import math
 import re
 import string
 from functools import lru_cache
+from itertools import compress, repeat
+from operator import is_not
 
 from vaderSentiment import vaderSentiment as vader
 
@@ -77,11 +79,9 @@ class LinearVader:
         if text.isascii():
             # ASCII lower-casing maps character for character and leaves punctuation alone, so
             # stripping the lower-cased token gives the lower-cased stripped word.
-            lower = [token if len(stripped := token.strip(_PUNCTUATION)) <= 2 else stripped
-                     for token in text.lower().split()]
+            lower = _strip_punc_if_words(text.lower().split())
         else:
-            lower = [(token if len(stripped := token.strip(_PUNCTUATION)) <= 2 else stripped).lower()
-                     for token in tokens]
+            lower = list(map(str.lower, _strip_punc_if_words(tokens)))
         scored = self.scored
         if scored.isdisjoint(lower):
             return 0.0
@@ -146,6 +146,17 @@ class LinearVader:
             if not IDIOM_WORDS.isdisjoint(lower[i - 3:i + 3]):
                 valence = _special_idioms_check(valence, lower, i)
         return _least_check(valence, lower, i, lexicon)
+
+
+def _strip_punc_if_words(tokens: list[str]) -> list[str]:
+    """`_strip_punc_if_word` of each token: stripped in one C-level pass, then the few tokens
+    that lost punctuation and came out with 2 characters or fewer put back (str.strip returns
+    the same object when there is nothing to strip)."""
+    words = list(map(str.strip, tokens, repeat(_PUNCTUATION, len(tokens))))
+    for i in compress(range(len(tokens)), map(is_not, words, tokens)):
+        if len(words[i]) <= 2:
+            words[i] = tokens[i]
+    return words
 
 
 def _strip_punc_if_word(token: str) -> str:

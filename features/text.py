@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache, partial
 from itertools import compress
-from operator import is_not
+from operator import is_not, mul
 
 import numpy as np
 import pandas as pd
@@ -276,16 +276,18 @@ class TextEmbedding:
         gives the same bits. (1 + log count comes from a table for counts below 256: the same floats.)"""
         if not counted:
             return None
-        items = sorted(counted.items())
-        idf = self.idf_values
-        if self.sublinear:
-            tf = SUBLINEAR_TF
-            weights = [(tf[count] if count < 256 else 1.0 + math.log(count)) * idf[term] for term, count in items]
+        terms = sorted(counted)
+        counts = list(map(counted.__getitem__, terms))
+        idf = map(self.idf_values.__getitem__, terms)
+        if not self.sublinear:
+            weights = list(map(mul, counts, idf))
+        elif max(counts) < len(SUBLINEAR_TF):
+            weights = list(map(mul, map(SUBLINEAR_TF.__getitem__, counts), idf))
         else:
-            weights = [count * idf[term] for term, count in items]
-        norm = math.sqrt(sum([w * w for w in weights]))
+            weights = [(1.0 + math.log(count)) * w for count, w in zip(counts, idf, strict=True)]
+        norm = math.sqrt(sum(map(mul, weights, weights)))
         scaled = np.array(weights) / norm  # IEEE division, element by element: as w / norm in Python
-        rows = self.projection.take([term for term, _ in items], axis=0)  # (terms, components), C order
+        rows = self.projection.take(terms, axis=0)  # (terms, components), C order
         np.multiply(rows, scaled[:, None], out=rows)
         return np.add.reduce(rows, axis=0)  # row after row, as ndarray.sum(axis=0)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from vaderSentiment.vaderSentiment import BOOSTER_DICT, NEGATE, SPECIAL_CASES, SentimentIntensityAnalyzer
 
-from features.sentiment import load_linear_vader
+from features.sentiment import _strip_punc_if_word, _strip_punc_if_words, load_linear_vader
 from features.synthetic import generate_event_log
 from tests.features.hostile_text import hostile_texts
 
@@ -109,6 +109,11 @@ def test_work_grows_linearly_with_the_number_of_words(unit):
     large = count_lines(vader.compound_score, unit * 400)
     assert small > 1000
     assert large <= 4.4 * small, f"{large} lines for 4x the words vs {small}: not linear"
+
+
+def test_punctuation_is_stripped_as_vader_strips_it():
+    tokens = [t for text in hostile_texts(100) for t in text.split()] + ["no.", "'a'", "!!", "(ok)", "a.b", "..."]
+    assert _strip_punc_if_words(tokens) == [_strip_punc_if_word(t) for t in tokens]
 
 
 def test_compound_equals_vader_on_hostile_texts(reference):

@@ -214,7 +214,8 @@ def reference_embed(embedding, analyzer, text: str):
 
 
 def test_fast_analyzer_and_embedding_equal_scikit_learn_bit_for_bit(fitted_texts):
-    texts = hostile_texts(150) + ["refund router down again", "ΟΔΟΣ ΟΔΟΣ é x1 _a refund refund"]
+    texts = hostile_texts(150) + ["refund router down again", "ΟΔΟΣ ΟΔΟΣ é x1 _a refund refund",
+                                  "refund " * 300 + "router " * 255]  # counts past the 1 + log table
     for n, text in fitted_texts.items():
         analyzer, embedding = build_analyzer(n), text.embedding
         for t in texts:
