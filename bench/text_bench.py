@@ -1,4 +1,4 @@
-"""Text features of new texts: CPU per ticket of this checkout against a baseline commit, A B A B.
+"""Text features of new texts: CPU per ticket of this checkout against a baseline commit, alternating rounds.
 
     .venv/bin/python bench/text_bench.py [--models models/current] [--baseline main] [--rounds 6]
                                          [--tickets 200]
@@ -8,9 +8,9 @@ imported into this one (niced) process, the first under its own module objects (
 modules are imported from the baseline folder, set aside, and imported again from here; the
 packages import nothing inside functions, so each keeps its own code), so that the rounds
 alternate under the same load: A B, B A, A B, ... Each arm loads the same bundle with its own loader and
-scores the same generated tickets through its own `OnlineFeatures.transform_many`: a 6-word
-subject, a 60-word description and a 20-word latest message drawn from the demo log's words,
-new in every round. Scenarios: single tickets and batches of 100, with all texts new, and with
+scores the same generated tickets through its own `OnlineFeatures.transform_many`: a subject,
+description and latest message of 5, 59 and 19 words drawn from the demo log's words, each
+ending in a unique "(ref N)" (7, 61 and 21 words in all), new in every round. Scenarios: single tickets and batches of 100, with all texts new, and with
 only the latest message new (the ticket's subject and description scored before, as on a real
 update); "cached" repeats texts already scored. Times are CPU seconds of the process
 (time.process_time) per ticket; the table shows the median over rounds and the ratio
@@ -119,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=ROOT / "models" / "current", help="a model bundle folder")
     parser.add_argument("--baseline", default="main", help="git ref of the code to compare with")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds per arm (A B A B ...)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per arm (A B, B A, ...)")
     parser.add_argument("--tickets", type=int, default=200, help="tickets per scenario and round (a multiple of 100)")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
