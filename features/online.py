@@ -29,15 +29,16 @@ from features.schema import (
     normalize_category,
     normalize_priority_value,
 )
-from features.text import TEXT_FIELDS, clip_text
+from features.text import TEXT_FIELDS, TextPart, clip_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_HOUR = 3_600_000_000_000
 _PRIORITY_RANK = {name: float(i) for i, name in enumerate(PRIORITY_ORDER)}
 TEXT_CACHE_ENTRIES = 32_768
-# The ticket-text part cache is bounded by stored n-gram counts (TextPart.size), not entries: a
-# 10,000-character description holds ~100 times the terms of a short one. About 60 bytes a term.
-TICKET_PART_CACHE_TERMS = 262_144
+# The ticket-text part cache is bounded by memory (TextPart.size, 8-byte units), not entries: a
+# 10,000-character description holds ~30 times the terms of a 60-word one. 2**21 units is about
+# 16 MB: some 14,000 ticket texts of 60 words, or 1,100 of 10,000 characters.
+TICKET_PART_CACHE_UNITS = 2_097_152
 
 
 def _ns(moment: datetime) -> int:
@@ -53,10 +54,14 @@ def _parse(value: object) -> datetime | None:
 
 
 class OnlineFeatures:
-    """Compiled from a fitted FeatureBuilder; `transform_many(tickets)` -> float64 matrix in feature order."""
+    """Compiled from a fitted FeatureBuilder; `transform_many(tickets)` -> float64 matrix in feature order.
+
+    `text_cache_entries` bounds the cache of text-feature rows (one per ticket text and latest
+    message), `ticket_part_units` the cache of ticket texts' parts (TextPart.size units, ~8 bytes).
+    """
 
     def __init__(self, builder: FeatureBuilder, text_cache_entries: int = TEXT_CACHE_ENTRIES,
-                 ticket_part_terms: int = TICKET_PART_CACHE_TERMS):
+                 ticket_part_units: int = TICKET_PART_CACHE_UNITS):
         self.builder = builder
         self.names = list(builder.feature_names_)
         self.position = {name: i for i, name in enumerate(self.names)}
@@ -102,8 +107,8 @@ class OnlineFeatures:
         # (Settings.watch_text_cache_entries) so that only new texts are computed again.
         self.text_cache: LRUCache = LRUCache(maxsize=max(1, text_cache_entries))
         # When only the latest message is new (the common update), the ticket text's share of the
-        # row (features.text.TextPart: cues, sentiment, words, n-gram counts) comes from this cache.
-        self.ticket_part_cache: LRUCache = LRUCache(maxsize=max(1, ticket_part_terms), getsizeof=_part_size)
+        # row (features.text.TextPart: cues, sentiment, words, known n-grams) comes from this cache.
+        self.ticket_part_cache: LRUCache = LRUCache(maxsize=max(1, ticket_part_units), getsizeof=_part_size)
         self.text_lock = threading.Lock()
 
     def text_features(self, ticket_texts: list[str], last_messages: list[str]) -> np.ndarray:
@@ -124,12 +129,10 @@ class OnlineFeatures:
                     out[i] = row
         if missing:
             text = self.text
-            parts: dict[str, object] = {}
+            digests = {ticket_text: _digest(ticket_text) for ticket_text, _ in first.values()}
             with self.text_lock:
-                for ticket_text, _ in first.values():
-                    if ticket_text not in parts:
-                        parts[ticket_text] = self.ticket_part_cache.get(_digest(ticket_text))
-            new_parts = {}
+                parts: dict[str, TextPart | None] = {t: self.ticket_part_cache.get(d) for t, d in digests.items()}
+            new_parts: dict[str, TextPart] = {}
             rows = []
             for ticket_text, last_message in first.values():
                 part = parts[ticket_text]
@@ -140,7 +143,7 @@ class OnlineFeatures:
             with self.text_lock:
                 for ticket_text, part in new_parts.items():
                     if part.size <= self.ticket_part_cache.maxsize:
-                        self.ticket_part_cache[_digest(ticket_text)] = part
+                        self.ticket_part_cache[digests[ticket_text]] = part
                 for key, row in zip(first, rows, strict=True):
                     out[missing[key]] = row
                     self.text_cache[key] = row.copy()

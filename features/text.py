@@ -306,8 +306,9 @@ class TextPart:
 
     @property
     def size(self) -> int:
-        """A rough measure of the part's memory, in stored terms (for caches bounded by content)."""
-        return 1 + (len(self.terms) if self.terms else 0)
+        """The part's memory in units of 8 bytes, roughly (for caches bounded by content): a
+        list slot per term plus about 640 bytes for the rest (measured on 60-word texts)."""
+        return 80 + (len(self.terms) if self.terms else 0)
 
 
 class TextFeatures:
