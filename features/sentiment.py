@@ -7,10 +7,12 @@ vaderSentiment package (pinned), whose lexicon files and rule constants are read
 vaderSentiment's `polarity_scores` is quadratic in the number of words: for every lexicon word
 it lower-cases the whole text again (up to four times, in `_negation_check` and
 `_special_idioms_check`), and its "but" rule looks each score up with `list.index`. This module
-applies the same rules in the same order to words lower-cased once, and replays the "but" rule
-with a first-position index per value, so `compound_score(text)` equals
+applies the same rules in the same order to words lower-cased once, only around the words the
+lexicon scores (most words are not), and replays the "but" rule over the non-zero scores with a
+first-position index per value, so `compound_score(text)` equals
 `SentimentIntensityAnalyzer().polarity_scores(text)["compound"]` on every text (checked against
-the package in tests/features/test_sentiment.py), in O(n log n) at worst and O(n) without "but".
+the package in tests/features/test_sentiment.py, on its examples, generated word salads and
+hostile texts), in O(n log n) at worst and O(n) without "but".
 Only the compound score is computed: it is the one the features use.
 """
 

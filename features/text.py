@@ -12,6 +12,13 @@ linear in what is read: the cue patterns match without nested repetition (a digi
 entered at its start only), VADER runs in linear time (features.sentiment) and the embedding
 is one pass over the tokens.
 
+New texts are cheap without changing a value (tests/features/test_text_and_build.py compares
+each shortcut with the plain computation bit for bit): a cue pattern runs with only the
+alternatives whose literal the text holds (none: no run), the embedding's tokens and n-grams
+are scikit-learn's rebuilt without its per-call overhead, and a row can be assembled from the
+ticket text's part and the latest message's (`TextFeatures.score_part`, `combine_parts`), so
+features.online keeps a ticket text's part and scores only the new message on an update.
+
 The learned state (the vocabulary, idf weights and SVD components) is plain data:
 `state()` returns JSON-ready values and float64 arrays, `TextFeatures.from_state` rebuilds
 the same object from them (the model bundle stores them as JSON and .npz, never a pickle).
