@@ -29,12 +29,16 @@ from features.schema import (
     normalize_category,
     normalize_priority_value,
 )
-from features.text import TEXT_FIELDS, clip_text
+from features.text import TEXT_FIELDS, TextPart, clip_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_HOUR = 3_600_000_000_000
 _PRIORITY_RANK = {name: float(i) for i, name in enumerate(PRIORITY_ORDER)}
 TEXT_CACHE_ENTRIES = 32_768
+# The ticket-text part cache is bounded by memory (TextPart.size, 8-byte units), not entries: a
+# 10,000-character description holds ~30 times the terms of a 60-word one. 2**21 units is about
+# 16 MB: some 14,000 ticket texts of 60 words, or 1,100 of 10,000 characters.
+TICKET_PART_CACHE_UNITS = 2_097_152
 
 
 def _ns(moment: datetime) -> int:
@@ -50,9 +54,14 @@ def _parse(value: object) -> datetime | None:
 
 
 class OnlineFeatures:
-    """Compiled from a fitted FeatureBuilder; `transform_many(tickets)` -> float64 matrix in feature order."""
+    """Compiled from a fitted FeatureBuilder; `transform_many(tickets)` -> float64 matrix in feature order.
 
-    def __init__(self, builder: FeatureBuilder, text_cache_entries: int = TEXT_CACHE_ENTRIES):
+    `text_cache_entries` bounds the cache of text-feature rows (one per ticket text and latest
+    message), `ticket_part_units` the cache of ticket texts' parts (TextPart.size units, ~8 bytes).
+    """
+
+    def __init__(self, builder: FeatureBuilder, text_cache_entries: int = TEXT_CACHE_ENTRIES,
+                 ticket_part_units: int = TICKET_PART_CACHE_UNITS):
         self.builder = builder
         self.names = list(builder.feature_names_)
         self.position = {name: i for i, name in enumerate(self.names)}
@@ -97,11 +106,15 @@ class OnlineFeatures:
         # The queue watcher re-scores every open ticket each tick: it keeps one entry per open ticket
         # (Settings.watch_text_cache_entries) so that only new texts are computed again.
         self.text_cache: LRUCache = LRUCache(maxsize=max(1, text_cache_entries))
+        # When only the latest message is new (the common update), the ticket text's share of the
+        # row (features.text.TextPart: cues, sentiment, words, known n-grams) comes from this cache.
+        self.ticket_part_cache: LRUCache = LRUCache(maxsize=max(1, ticket_part_units), getsizeof=_part_size)
         self.text_lock = threading.Lock()
 
     def text_features(self, ticket_texts: list[str], last_messages: list[str]) -> np.ndarray:
-        """(n, text features): each distinct (ticket text, latest message) computed once per worker
-        (the same values as computing it again: tests/serving/test_parity.py)."""
+        """(n, text features): each distinct (ticket text, latest message) computed once per worker,
+        and each distinct ticket text's part once while it stays in `ticket_part_cache` (the same
+        values as computing it all again: tests/serving/test_parity.py)."""
         out = np.empty((len(ticket_texts), len(self.text_columns)))
         missing: dict[bytes, list[int]] = {}
         first: dict[bytes, tuple[str, str]] = {}
@@ -115,9 +128,22 @@ class OnlineFeatures:
                 else:
                     out[i] = row
         if missing:
-            pairs = list(first.values())
-            rows = self.text.transform_texts([p[0] for p in pairs], [p[1] for p in pairs])
+            text = self.text
+            digests = {ticket_text: _digest(ticket_text) for ticket_text, _ in first.values()}
             with self.text_lock:
+                parts: dict[str, TextPart | None] = {t: self.ticket_part_cache.get(d) for t, d in digests.items()}
+            new_parts: dict[str, TextPart] = {}
+            rows = []
+            for ticket_text, last_message in first.values():
+                part = parts[ticket_text]
+                if part is None:
+                    part = parts[ticket_text] = new_parts[ticket_text] = text.score_part(ticket_text)
+                rows.append(text.combine_parts(part, text.score_part(last_message)))
+            rows = np.array(rows, dtype="float64")
+            with self.text_lock:
+                for ticket_text, part in new_parts.items():
+                    if part.size <= self.ticket_part_cache.maxsize:
+                        self.ticket_part_cache[digests[ticket_text]] = part
                 for key, row in zip(first, rows, strict=True):
                     out[missing[key]] = row
                     self.text_cache[key] = row.copy()
@@ -295,6 +321,15 @@ class OnlineFeatures:
                 return UNSEEN if raw_categories[i][j] is not None else MISSING
             return self.category_names[j][int(value)]
         return MISSING if np.isnan(value) else float(value)
+
+
+def _digest(text: str) -> bytes:
+    """A text's cache key: 16 bytes however long the text."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _part_size(part) -> int:
+    return part.size
 
 
 def _entity_key(ticket: dict, columns: tuple[str, ...], normalize: bool = False) -> str | None:

@@ -7,10 +7,12 @@ vaderSentiment package (pinned), whose lexicon files and rule constants are read
 vaderSentiment's `polarity_scores` is quadratic in the number of words: for every lexicon word
 it lower-cases the whole text again (up to four times, in `_negation_check` and
 `_special_idioms_check`), and its "but" rule looks each score up with `list.index`. This module
-applies the same rules in the same order to words lower-cased once, and replays the "but" rule
-with a first-position index per value, so `compound_score(text)` equals
+applies the same rules in the same order to words lower-cased once, only around the words the
+lexicon scores (most words are not), and replays the "but" rule over the non-zero scores with a
+first-position index per value, so `compound_score(text)` equals
 `SentimentIntensityAnalyzer().polarity_scores(text)["compound"]` on every text (checked against
-the package in tests/features/test_sentiment.py), in O(n log n) at worst and O(n) without "but".
+the package in tests/features/test_sentiment.py, on its examples, generated word salads and
+hostile texts), in O(n log n) at worst and O(n) without "but".
 Only the compound score is computed: it is the one the features use.
 """
 
@@ -21,6 +23,8 @@ import math
 import re
 import string
 from functools import lru_cache
+from itertools import compress, repeat
+from operator import is_not
 
 from vaderSentiment import vaderSentiment as vader
 
@@ -28,6 +32,8 @@ B_INCR, C_INCR, N_SCALAR = vader.B_INCR, vader.C_INCR, vader.N_SCALAR
 BOOSTER_DICT = vader.BOOSTER_DICT
 SPECIAL_CASES = vader.SPECIAL_CASES
 NEGATE = frozenset(vader.NEGATE)
+# Every word of the multi-word special cases and boosters: the idiom rules can only match around one.
+IDIOM_WORDS = frozenset(w for phrase in [*SPECIAL_CASES, *BOOSTER_DICT] if " " in phrase for w in phrase.split(" "))
 _PUNCTUATION = string.punctuation
 
 
@@ -40,9 +46,14 @@ class LinearVader:
         # polarity_scores replaces emojis one character at a time, so only one-character keys can match.
         self.emojis = {k: v for k, v in analyzer.emojis.items() if len(k) == 1}
         self.emoji_chars = frozenset(self.emojis)
+        self.emojis_non_ascii = not any(k.isascii() for k in self.emoji_chars)
+        # The words VADER scores: lexicon words that are not boosters (polarity_scores gives the rest 0).
+        self.scored = frozenset(w for w in self.lexicon if w not in BOOSTER_DICT)
 
     def replace_emojis(self, text: str) -> str:
         """Each emoji by its description, a space before it unless it follows a space or starts the text."""
+        if text.isascii() and self.emojis_non_ascii:  # isascii is a flag lookup: no pass over the text
+            return text
         present = self.emoji_chars.intersection(text)  # one pass in C; most texts have none
         if not present:
             return text
@@ -56,29 +67,37 @@ class LinearVader:
         return pattern.sub(describe, text)
 
     def compound_score(self, text: str) -> float:
-        """VADER's normalised, rounded compound score in [-1, 1] (0.0 for text without sentiment words)."""
+        """VADER's normalised, rounded compound score in [-1, 1] (0.0 for text without sentiment words).
+
+        Words that VADER does not score (neither in the lexicon nor a booster) are only looked
+        at as neighbours of scored words, so a text costs one pass of set look-ups plus the work
+        around its scored words. Two facts make the shortcuts exact: a word's isupper() is its
+        token's (the punctuation stripped is uncased), and the 0 sentiments of unscored words
+        change neither the sum (x + 0 is x; a sum of zeros is 0.0) nor, under the "but" rule,
+        any non-zero value, so a text without a scored word is 0.0 and only non-zero values
+        go through the "but" rule and the sum (`_but_sum`)."""
         text = self.replace_emojis(text).strip()
-        words = [_strip_punc_if_word(token) for token in text.split()]
-        if not words:
+        tokens = text.split()
+        if text.isascii():
+            # ASCII lower-casing maps character for character and leaves punctuation alone, so
+            # stripping the lower-cased token gives the lower-cased stripped word.
+            lower = _strip_punc_if_words(text.lower().split())
+        else:
+            lower = list(map(str.lower, _strip_punc_if_words(tokens)))
+        scored = self.scored
+        if scored.isdisjoint(lower):
             return 0.0
-        lower = [w.lower() for w in words]
-        n = len(words)
-        allcaps = sum(1 for w in words if w.isupper())
+        n = len(tokens)
+        allcaps = sum(map(str.isupper, tokens))
         is_cap_diff = 0 < n - allcaps < n
-        lexicon = self.lexicon
-        sentiments: list[float] = []
-        append = sentiments.append
-        for i, item_lower in enumerate(lower):
-            if item_lower not in lexicon or item_lower in BOOSTER_DICT:
-                append(0)
+        valence = self._valence
+        sentiments: list[tuple[int, float]] = []  # (position, sentiment) of the non-zero ones
+        for i in [i for i, item_lower in enumerate(lower) if item_lower in scored]:
+            if lower[i] == "kind" and i < n - 1 and lower[i + 1] == "of":
                 continue
-            if item_lower == "kind" and i < n - 1 and lower[i + 1] == "of":
-                append(0)
-                continue
-            append(self._valence(words, lower, i, is_cap_diff))
-        if "but" in lower:
-            _but_check(lower.index("but"), sentiments)
-        sum_s = float(sum(sentiments))
+            if value := valence(tokens, lower, i, is_cap_diff):
+                sentiments.append((i, value))
+        sum_s = float(_but_sum(lower.index("but") if "but" in lower else None, sentiments))
         emphasis = _punctuation_emphasis(text)
         if sum_s > 0:
             sum_s += emphasis
@@ -87,7 +106,13 @@ class LinearVader:
         return round(_normalize(sum_s), 4)
 
     def _valence(self, words: list[str], lower: list[str], i: int, is_cap_diff: bool) -> float:
-        """SentimentIntensityAnalyzer.sentiment_valence for a lexicon word at position i."""
+        """SentimentIntensityAnalyzer.sentiment_valence for a lexicon word at position i (`words`
+        may be the unstripped tokens: only their isupper() is read, and `lower` the stripped words).
+
+        The package's loop over the three preceding words, unrolled: each step adds the word's
+        booster scalar (0.0 for a non-booster, added all the same so that a -0.0 becomes 0.0 as
+        there), then applies the negation rules; the idiom rules run only when a word around
+        position i occurs in an idiom (otherwise none of their look-ups can match)."""
         lexicon = self.lexicon
         item_lower = lower[i]
         n = len(lower)
@@ -97,21 +122,43 @@ class LinearVader:
         if (i > 0 and lower[i - 1] == "no") or (i > 1 and lower[i - 2] == "no") \
                 or (i > 2 and lower[i - 3] == "no" and lower[i - 1] in ("or", "nor")):
             valence = lexicon[item_lower] * N_SCALAR
-        if words[i].isupper() and is_cap_diff:
+        if is_cap_diff and words[i].isupper():
             valence = valence + C_INCR if valence > 0 else valence - C_INCR
-        for start_i in range(3):
-            j = i - (start_i + 1)
-            if i > start_i and lower[j] not in lexicon:
-                s = _scalar_inc_dec(words[j], lower[j], valence, is_cap_diff)
-                if start_i == 1 and s != 0:
-                    s = s * 0.95
-                if start_i == 2 and s != 0:
-                    s = s * 0.9
-                valence = valence + s
-                valence = _negation_check(valence, lower, start_i, i)
-                if start_i == 2:
-                    valence = _special_idioms_check(valence, lower, i)
+        if i > 0 and (w1 := lower[i - 1]) not in lexicon:
+            valence = valence + (_scalar_inc_dec(words[i - 1], w1, valence, is_cap_diff) if w1 in BOOSTER_DICT else 0.0)
+            if w1 in NEGATE or "n't" in w1:  # _negated(w1): lower-casing again changes no lower-case text
+                valence = valence * N_SCALAR
+        if i > 1 and (w2 := lower[i - 2]) not in lexicon:
+            s = _scalar_inc_dec(words[i - 2], w2, valence, is_cap_diff) if w2 in BOOSTER_DICT else 0.0
+            if s != 0:
+                s = s * 0.95
+            valence = valence + s
+            if w2 == "never" and (lower[i - 1] == "so" or lower[i - 1] == "this"):
+                valence = valence * 1.25
+            elif w2 == "without" and lower[i - 1] == "doubt":
+                pass
+            elif w2 in NEGATE or "n't" in w2:
+                valence = valence * N_SCALAR
+        if i > 2 and (w3 := lower[i - 3]) not in lexicon:
+            s = _scalar_inc_dec(words[i - 3], w3, valence, is_cap_diff) if w3 in BOOSTER_DICT else 0.0
+            if s != 0:
+                s = s * 0.9
+            valence = valence + s
+            valence = _negation_check(valence, lower, 2, i)
+            if not IDIOM_WORDS.isdisjoint(lower[i - 3:i + 3]):
+                valence = _special_idioms_check(valence, lower, i)
         return _least_check(valence, lower, i, lexicon)
+
+
+def _strip_punc_if_words(tokens: list[str]) -> list[str]:
+    """`_strip_punc_if_word` of each token: stripped in one C-level pass, then the few tokens
+    that lost punctuation and came out with 2 characters or fewer put back (str.strip returns
+    the same object when there is nothing to strip)."""
+    words = list(map(str.strip, tokens, repeat(_PUNCTUATION, len(tokens))))
+    for i in compress(range(len(tokens)), map(is_not, words, tokens)):
+        if len(words[i]) <= 2:
+            words[i] = tokens[i]
+    return words
 
 
 def _strip_punc_if_word(token: str) -> str:
@@ -189,30 +236,38 @@ def _least_check(valence: float, lower: list[str], i: int, lexicon: dict[str, fl
     return valence
 
 
-def _but_check(but_index: int, sentiments: list[float]) -> None:
-    """vaderSentiment's "but" rule, in place, with its exact behaviour.
+def _but_sum(but_index: int | None, sentiments: list[tuple[int, float]]) -> float:
+    """The sum of the sentiments after vaderSentiment's "but" rule, from the (position, value)
+    pairs of the non-zero sentiments in position order (0 when there are none).
 
     The package walks the list by position and, for the value at each position, rescales the
     FIRST position holding an equal value (`list.index`): halved before the first "but",
-    times 1.5 after it. Here the first position of each value comes from a heap per value
-    (stale entries skipped), instead of a scan from the start.
+    times 1.5 after it. A zero stays zero and equals no non-zero value, so the zeros are
+    left out. Here the first position of each value comes from a heap per value (stale
+    entries skipped) instead of a scan from the start, so the rule is O(k log k) in the k
+    non-zero values. The sum is taken in position order, as the package's.
     """
-    positions: dict[float, list[int]] = {}
-    for k, value in enumerate(sentiments):
-        positions.setdefault(value, []).append(k)  # ascending: already heaps
-    for k in range(len(sentiments)):
-        sentiment = sentiments[k]
-        heap = positions[sentiment]
-        while sentiments[heap[0]] != sentiment:
+    values = [value for _, value in sentiments]
+    if but_index is None:
+        return sum(values)
+    place = [position for position, _ in sentiments]
+    heaps: dict[float, list[int]] = {}
+    for k, value in enumerate(values):
+        heaps.setdefault(value, []).append(k)  # ascending: already heaps
+    for k in range(len(values)):
+        value = values[k]
+        heap = heaps[value]
+        while values[heap[0]] != value:
             heapq.heappop(heap)
-        si = heap[0]
-        if si == but_index:
+        first = heap[0]
+        if place[first] == but_index:
             continue
-        new = sentiment * 0.5 if si < but_index else sentiment * 1.5
-        sentiments[si] = new
-        if new != sentiment:
+        new = value * 0.5 if place[first] < but_index else value * 1.5
+        values[first] = new
+        if new != value:
             heapq.heappop(heap)
-            heapq.heappush(positions.setdefault(new, []), si)
+            heapq.heappush(heaps.setdefault(new, []), first)
+    return sum(values)
 
 
 def _punctuation_emphasis(text: str) -> float:

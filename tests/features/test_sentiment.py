@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 from vaderSentiment.vaderSentiment import BOOSTER_DICT, NEGATE, SPECIAL_CASES, SentimentIntensityAnalyzer
 
-from features.sentiment import load_linear_vader
+from features.sentiment import _strip_punc_if_word, _strip_punc_if_words, load_linear_vader
 from features.synthetic import generate_event_log
+from tests.features.hostile_text import hostile_texts
 
 # The package's own examples (vaderSentiment.py's __main__), which exercise each of its rules.
 PACKAGE_EXAMPLES = [
@@ -107,3 +109,22 @@ def test_work_grows_linearly_with_the_number_of_words(unit):
     large = count_lines(vader.compound_score, unit * 400)
     assert small > 1000
     assert large <= 4.4 * small, f"{large} lines for 4x the words vs {small}: not linear"
+
+
+def test_punctuation_is_stripped_as_vader_strips_it():
+    tokens = [t for text in hostile_texts(100) for t in text.split()] + ["no.", "'a'", "!!", "(ok)", "a.b", "..."]
+    assert _strip_punc_if_words(tokens) == [_strip_punc_if_word(t) for t in tokens]
+
+
+def test_compound_equals_vader_on_hostile_texts(reference):
+    """The shortcuts (unscored words skipped, the ASCII path, "but" over non-zero values only) on
+    emoji, unicode case mappings, negations, repeated "but", punctuation, empty and long texts.
+    Compared as floats and by sign, so a -0.0 for 0.0 would show too."""
+    vader = load_linear_vader()
+    texts = hostile_texts()
+    texts += [t + " é" for t in texts[:200]]  # the same words through the non-ASCII path
+    scores = [(reference.polarity_scores(t)["compound"], vader.compound_score(t)) for t in texts]
+    differ = [(t[:80], a, b) for t, (a, b) in zip(texts, scores, strict=True)
+              if a != b or math.copysign(1, a) != math.copysign(1, b)]
+    assert not differ, f"{len(differ)} texts score differently, e.g. {differ[:3]}"
+    assert sum(a != 0 for a, _ in scores) > 200, "most texts should carry sentiment"

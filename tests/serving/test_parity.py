@@ -12,6 +12,7 @@ from features.online import OnlineFeatures
 from features.schema import CANONICAL_COLUMNS
 from features.synthetic import generate_event_log
 from serving.schemas import Ticket
+from tests.features.hostile_text import hostile_texts
 from tests.serving.conftest import AUTH
 from training.registry import to_wire_format
 
@@ -146,3 +147,31 @@ def test_a_bundle_fitted_before_normalisation_is_served_as_it_was_trained(bundle
                                   expected["channel"].cat.codes.replace(-1, np.nan).to_numpy(dtype=float))
     shouted = online.transform_many([messy(t) for t in tickets])[0]
     assert np.isnan(shouted[:, channel]).all(), "an old bundle never saw 'Email': it stays unseen"
+
+
+def test_a_new_message_on_a_known_ticket_text_gives_the_cold_row(bundle, generated_tickets, monkeypatch):
+    """The ticket-text part cache: a ticket scored once, then sent again with a new latest message,
+    gets exactly (bit for bit) the row a fresh worker computes, on the single and batch paths, with
+    hostile texts; only the new messages are scored again."""
+    hostile = hostile_texts(80)
+    tickets = [{**t, "description": hostile[i] if i % 3 == 0 else t.get("description"),
+                "last_customer_message": hostile[-1 - i][:500]}
+               for i, t in enumerate(generated_tickets[::20][:40])]
+    updates = [{**t, "last_customer_message": hostile[i + 1]} for i, t in enumerate(tickets)]
+    warm = OnlineFeatures(bundle.builder)
+    for t in tickets[:20]:
+        warm.transform_many([t])
+    warm.transform_many(tickets[20:])
+    assert len(warm.ticket_part_cache) == len({warm.ticket_texts(t)[0] for t in tickets})
+    scored = []
+    score_part = warm.text.score_part
+    monkeypatch.setattr(warm.text, "score_part", lambda text: scored.append(text) or score_part(text))
+    got = np.vstack([warm.transform_many([t])[0] for t in updates[:20]] + [warm.transform_many(updates[20:])[0]])
+    assert scored == [u["last_customer_message"] for u in updates], "the ticket texts came from the cache"
+    monkeypatch.undo()
+    cold = OnlineFeatures(bundle.builder)
+    want = np.vstack([cold.transform_many([t])[0] for t in updates[:20]]
+                     + [OnlineFeatures(bundle.builder).transform_many(updates[20:])[0]])
+    assert got.tobytes() == want.tobytes()
+    text_features = cold.text.transform_texts(*zip(*[cold.ticket_texts(u) for u in updates], strict=True))
+    assert got[:, cold.text_columns].tobytes() == text_features.astype(np.float32).astype(np.float64).tobytes()
