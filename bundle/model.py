@@ -357,7 +357,7 @@ class ModelBundle:
     def score_labels_one(self, row: np.ndarray, n_reasons: int) -> dict[str, LabelScores]:
         """`LabelModel.score` of every label for one feature row (float64, 1-D), with path reasons,
         computed for all labels at once (StackedPaths); the same values, bit for bit
-        (tests/serving/test_parity.py). Needs every label to have at least `n_reasons` features."""
+        (tests/serving/test_reasons.py). Needs every label to have at least `n_reasons` features."""
         stacked = self.stacked_paths
         raw, sums = stacked.explain_one(row)
         n_features = stacked.n_features
