@@ -80,15 +80,19 @@ def score_many(bundle: ModelBundle, online: OnlineFeatures, tickets: list[dict],
 def describe_label_scores(label: LabelModel, scores: LabelScores, online: OnlineFeatures, features: np.ndarray,
                           shown: list[dict[int, object]]) -> list[dict]:
     """Per ticket, one label's entry of the response's `escalation.types`."""
+    top = scores.top
+    probability, bands, escalate_now = scores.probability.tolist(), scores.band.tolist(), scores.escalate_now.tolist()
+    kind = label.escalation_type
+    if not top.shape[1]:  # scored without reasons
+        return [{"escalation_type": kind, "probability": p, "band": b, "escalate_now": e, "reasons": []}
+                for p, b, e in zip(probability, bands, escalate_now, strict=True)]
     columns = label.column_list(len(online.names))
     names, titles = label.features, label.feature_titles
-    top = scores.top
     picked = top.tolist()
     rows = np.arange(len(top))[:, None]
     effects = np.take_along_axis(scores.contributions, top, axis=1).tolist()
     values = features[rows, np.asarray(columns, dtype=np.intp)[top]].tolist() if top.size else [[] for _ in picked]
     categories = online.category_names
-    probability, bands, escalate_now = scores.probability.tolist(), scores.band.tolist(), scores.escalate_now.tolist()
     out = []
     for i, (ticket_top, ticket_effects, ticket_values) in enumerate(zip(picked, effects, values, strict=True)):
         reasons_out = []
@@ -100,6 +104,6 @@ def describe_label_scores(label: LabelModel, scores: LabelScores, online: Online
                 shown_value = categories[column][int(value)] if column in categories else value
             reasons_out.append({"feature": names[j], "label": titles[j], "value": shown_value,
                                 "effect": round(effect, 4), "direction": "raises risk" if effect > 0 else "lowers risk"})
-        out.append({"escalation_type": label.escalation_type, "probability": probability[i], "band": bands[i],
+        out.append({"escalation_type": kind, "probability": probability[i], "band": bands[i],
                     "escalate_now": escalate_now[i], "reasons": reasons_out})
     return out

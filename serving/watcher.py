@@ -31,6 +31,7 @@ from features.settings import Settings
 from serving.alerts import AlertStore, Sighting, line_trigger
 from serving.delivery import deliver
 from serving.destinations import Destinations
+from serving.gc_pause import paused_collection
 from serving.policy import EscalationMatrix
 from serving.scoring import score_states
 from serving.store.tickets import TicketStore
@@ -113,7 +114,12 @@ class Watcher:
              observe: Callable[[list[dict], list[dict]], None] | None = None) -> TickReport:
         """Re-score every open ticket as of `now` (default: the current time) and update alerts.
 
-        `observe(states, scores)`, when given, sees each batch (the replay backtest records them)."""
+        `observe(states, scores)`, when given, sees each batch (the replay backtest records them).
+        The cyclic garbage collector is paused meanwhile (serving.gc_pause)."""
+        with paused_collection():
+            return self._tick(now, observe)
+
+    def _tick(self, now: datetime | None, observe: Callable[[list[dict], list[dict]], None] | None) -> TickReport:
         started = time.perf_counter()
         wall_clock = now is None
         now = now or datetime.now(UTC)

@@ -102,6 +102,18 @@ def test_every_label_at_once_equals_each_label_alone(bundle, features):
                                               err_msg=f"{label.name}.{name}")
 
 
+def test_scores_without_reasons_equal_the_path_sums_bit_for_bit(bundle, features):
+    """reasons="none" takes LightGBM's predict(); the path sums (reasons="path") must give the same
+    raw score, probability, band and escalate_now for every label, bit for bit, or the watcher's
+    cheap pass and its explained pass could disagree about which side of the line a ticket is."""
+    for label in bundle.labels:
+        cheap, explained = label.score(features, 3, "none"), label.score(features, 3, "path")
+        for name in ("raw", "probability", "band", "escalate_now"):
+            np.testing.assert_array_equal(getattr(cheap, name), getattr(explained, name),
+                                          err_msg=f"{label.name}.{name}")
+        assert cheap.top.shape == (len(features), 0)
+
+
 def test_shap_reasons_are_lightgbm_pred_contrib(bundle, features, primary_features, wire_tickets):
     """reasons="shap" names the top TreeSHAP features, on the fast path and in ModelBundle.score."""
     scored = bundle.score_features(features, reasons="shap")
