@@ -9,15 +9,17 @@ tickets, cloned under new ids, as of their last update), then times, A B A B:
 Prints seconds, tickets/s and the ratio A/B per round, then the first tick and the median steady
 tick; the goal is A < 30 s for 100,000 tickets on 2 cores. With --fresh-texts every ticket has its own texts: round 1's tick
 is the worst case (the watcher's text cache is cold, every text is computed), later rounds are a
-steady tick (only changed texts would be computed). Needs the demo model (`make train`).
+steady tick: before each, --new-messages (default 10 %) of the tickets get a new customer message
+through the store, so those texts are computed again, as between two real ticks. Needs the demo model (`make train`).
 
-    .venv/bin/python bench/watch_bench.py [--tickets 100000] [--rounds 2] [--batch 2000] [--fresh-texts]
+    .venv/bin/python bench/watch_bench.py [--tickets 100000] [--rounds 2] [--batch 2000] [--fresh-texts] [--new-messages 0.1]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -68,6 +70,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--fresh-texts", action="store_true",
                         help="every ticket its own texts (the worst case: round 1 computes every text)")
+    parser.add_argument("--new-messages", type=float, default=0.1,
+                        help="share of the tickets that get a new customer message (a partial event, through "
+                             "the store) before each round after the first: their texts are computed again")
     args = parser.parse_args()
     shm = Path("/dev/shm")
     scratch = Path(tempfile.mkdtemp(prefix="watch-bench-", dir=shm if shm.is_dir() else None))
@@ -91,8 +96,18 @@ def main() -> None:
         now = max(pd.Timestamp(t["event_time"]) for t in tickets).to_pydatetime().astimezone(UTC)
         states = [s for batch in store.iter_open_tickets(args.batch) for s in batch]
         rows = []
+        rng = random.Random(7)
         for round_ in range(args.rounds):
             now += timedelta(minutes=5)
+            n_new = int(args.new_messages * len(tickets)) if round_ else 0
+            if n_new:  # as the service records them between ticks (not timed)
+                chosen = rng.sample(range(len(tickets)), n_new)
+                sent = (now - timedelta(minutes=1)).isoformat()
+                messages = [{"ticket_id": tickets[i]["ticket_id"], "event_time": sent,
+                             "customer_message": f"still waiting, round {round_}, order {i}"} for i in chosen]
+                for i in range(0, n_new, 5000):
+                    store.record_events(messages[i:i + 5000], "bench")
+                states = [s for batch in store.iter_open_tickets(args.batch) for s in batch]
             t0 = time.perf_counter()
             report = watcher.tick(now)
             a = time.perf_counter() - t0
