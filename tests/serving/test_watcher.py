@@ -124,3 +124,24 @@ def test_the_tick_explains_exactly_the_tickets_above_the_line(store_setup, wire_
     assert watcher.tick(now).alerts_raised > 0
     raised = [a for t in wire_tickets for a in watcher.alerts.alerts_for_ticket(str(t["ticket_id"]))]
     assert raised and all(alert["reasons"] for alert in raised)
+
+
+def test_a_tick_runs_with_the_cyclic_collector_paused(store_setup, wire_tickets):
+    """serving.gc_pause around the tick: off while batches are scored, as it was afterwards."""
+    import gc
+
+    settings, engine, holder = store_setup
+    watcher = Watcher(settings, engine, lambda: holder.live, load_policy(settings.resolved_policy_path),
+                      Destinations())
+    watcher.tickets.record_events(wire_tickets, "test")
+    seen: list[bool] = []
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        now = max(as_utc(t["event_time"]) for t in wire_tickets) + timedelta(hours=1)
+        report = watcher.tick(now, observe=lambda states, scores: seen.append(gc.isenabled()))
+        assert report.ran and report.tickets == len(wire_tickets)
+        assert seen and not any(seen), "the collector ran during the tick"
+        assert gc.isenabled(), "the tick did not restore the collector"
+    finally:
+        (gc.enable if was else gc.disable)()
