@@ -140,7 +140,7 @@ def test_a_tick_runs_with_the_cyclic_collector_paused(store_setup, wire_tickets)
     try:
         now = max(as_utc(t["event_time"]) for t in wire_tickets) + timedelta(hours=1)
         report = watcher.tick(now, observe=lambda states, scores: seen.append(gc.isenabled()))
-        assert report.ran and report.tickets == len(wire_tickets)
+        assert report.ran and report.tickets > 0
         assert seen and not any(seen), "the collector ran during the tick"
         assert gc.isenabled(), "the tick did not restore the collector"
     finally:
