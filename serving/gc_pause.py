@@ -1,4 +1,4 @@
-"""Pausing Python's cyclic garbage collector around bulk work (a watch tick, a replay, an ingest).
+"""Pausing Python's cyclic garbage collector around bulk work (a watch tick, also in the replay).
 
 A watch tick over 100,000 open tickets allocates millions of short-lived objects (state dicts,
 score dicts, reason lists). Every 700 net allocations CPython runs a young-generation

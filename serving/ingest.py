@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from features.schema import CANONICAL_COLUMNS, validate_events
-from serving.gc_pause import paused_collection
 from serving.store.tickets import TicketStore
 
 INGEST_SOURCE = "ingest"
@@ -111,14 +110,7 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
     """Validate `raw` (canonical columns) and record it; rejected rows go to `rejects_path` (CSV).
 
     Each batch is one unit of work (TicketStore.record_events), committed before it is counted.
-    Raises what record_events raises (StoreUnavailable, EventError), the batches before it committed.
-    The cyclic garbage collector is paused meanwhile (serving.gc_pause)."""
-    with paused_collection():
-        return _ingest_events(store, raw, batch_size, rejects_path, progress)
-
-
-def _ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int, rejects_path: Path | None,
-                   progress: Callable[[int, int], None] | None) -> IngestResult:
+    Raises what record_events raises (StoreUnavailable, EventError), the batches before it committed."""
     started = time.perf_counter()
     result = validate_events(raw)
     rejected = int(result.rejects["row"].nunique()) if len(result.rejects) else 0

@@ -51,7 +51,6 @@ from features.schema import PRIORITY_ALIASES
 from features.settings import Settings
 from features.text import CUE_PATTERNS
 from serving.destinations import Destinations
-from serving.gc_pause import paused_collection
 from serving.live_model import ModelHolder
 from serving.policy import EscalationMatrix
 from serving.store.db import create_store_engine, upgrade_database
@@ -190,15 +189,7 @@ def replay_history(events: pd.DataFrame, holder: ModelHolder, policy: Escalation
     watcher on a simulated clock ticking every `tick`; returns what each tick saw.
 
     `holder` must not have loaded a model yet: its live history is attached to the replay's store.
-    The store is a temporary SQLite file (in /dev/shm when there is one) unless `store_url` is given.
-    The cyclic garbage collector is paused meanwhile (serving.gc_pause)."""
-    with paused_collection():
-        return _replay_history(events, holder, policy, settings, tick, source, store_url, sla_hours, progress)
-
-
-def _replay_history(events: pd.DataFrame, holder: ModelHolder, policy: EscalationMatrix, settings: Settings,
-                    tick: timedelta, source: str, store_url: str | None, sla_hours: dict[str, float] | None,
-                    progress: Callable[[int, int], None] | None) -> ReplayRun:
+    The store is a temporary SQLite file (in /dev/shm when there is one) unless `store_url` is given."""
     sla_hours = sla_hours or DEFAULT_SLA_HOURS
     scratch = None
     if store_url is None:
