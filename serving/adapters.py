@@ -134,6 +134,25 @@ def _id(value: Any) -> str | None:
     return str(value).strip()
 
 
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
+
+
+def _flag(record: _Record, key: str, value: Any, missing: bool | None, unknown: bool | None) -> bool | None:
+    """A vendor's true/false: JSON booleans, 0/1, and "true"/"false"/"1"/"0"/"yes"/"no" as text (any
+    case). Missing (null) -> `missing`; anything else -> `unknown`, with a warning naming the field."""
+    if value is None:
+        return missing
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    shown = "not set" if unknown is None else str(unknown).lower()
+    record.warn(key, _shown(value) if not isinstance(value, str) else "(text)", f"expected true or false; read as {shown}")
+    return unknown
+
+
 def _text(value: Any) -> str | None:
     if _blank(value) or not isinstance(value, str | int | float) or isinstance(value, bool):
         return None
@@ -437,13 +456,23 @@ def _adapt_zendesk_event(record: _Record, body: dict, ctx: _Context) -> dict:
     if isinstance(current, dict):
         current = current.get("id", current.get("value"))
     if kind == "comment_added":
-        comment = change.get("comment") if isinstance(change.get("comment"), dict) else {}
+        comment = change.get("comment")
+        if not isinstance(comment, dict):
+            where = "event.comment" if isinstance(body.get("event"), dict) else "event"
+            shown = body.get("event") if where == "event" else comment
+            record.warn(where, f"({type(shown).__name__})",
+                        "expected an object with the comment (body, is_public, author); the comment was not recorded")
+            comment = {}
         author = comment.get("author") if isinstance(comment.get("author"), dict) else {}
         body_text = _text(comment.get("body"))
-        is_staff = author.get("is_staff")
-        if is_staff is None:  # older payloads: the requester is the customer
+        if comment and comment.get("body") is not None and body_text is None and not _blank(comment.get("body")):
+            record.warn("event.comment.body", f"({type(comment.get('body')).__name__})",
+                        "expected the comment's text; the comment was not recorded")
+        is_staff = _flag(record, "event.comment.author.is_staff", author.get("is_staff"), None, None)
+        if is_staff is None:  # older payloads, or unreadable: the requester is the customer
             is_staff = _id(author.get("id")) not in (None, event.get("customer_id"))
-        if comment.get("is_public", True) and body_text:
+        # A comment whose visibility cannot be read is kept out: a private note never counts as the customer's.
+        if _flag(record, "event.comment.is_public", comment.get("is_public"), True, False) and body_text:
             key = "agent_message" if is_staff else "customer_message"
             event[key] = body_text
             event["event_type"] = "agent_reply" if is_staff else "customer_reply"

@@ -138,6 +138,51 @@ def test_zendesk_event_webhooks_are_partial_events():
     assert adapt("zendesk", load("zendesk_event_assignee_changed.json"))[0]["agent_id"] == "8447388090777"
 
 
+@pytest.mark.parametrize("is_public, is_staff, expected", [
+    ("false", False, None),            # a private note sent with a text flag: no message at all
+    ("FALSE", None, None),
+    (0, False, None),
+    ("true", "false", "customer_message"),  # the customer's public comment, flags as text
+    ("1", "true", "agent_message"),
+    (True, "no", "customer_message"),
+])
+def test_zendesk_comment_flags_sent_as_text_are_read_as_meant(is_public, is_staff, expected):
+    """Flags arrive as JSON booleans, 0/1 or text from webhook templates; "false" is not true."""
+    body = load("zendesk_event_comment_customer.json")
+    body["event"]["comment"]["is_public"] = is_public
+    if is_staff is None:
+        del body["event"]["comment"]["author"]["is_staff"]
+    else:
+        body["event"]["comment"]["author"]["is_staff"] = is_staff
+    [event] = adapt("zendesk", body)
+    messages = {key for key in ("customer_message", "agent_message") if key in event}
+    assert messages == ({expected} if expected else set()), event
+
+
+def test_zendesk_comment_flags_and_shapes_it_cannot_read_are_warned_by_field(clients):
+    """An unreadable visibility keeps the comment out (a private note never counts as the customer's);
+    a comment that is not an object is reported, never silently dropped; no ticket text in warnings."""
+    client = clients()
+    body = load("zendesk_event_comment_customer.json")
+    body["event"]["comment"]["is_public"] = "maybe"
+    response = post(client, "zendesk", body)
+    assert response.status_code == 200, response.get_json()
+    warnings = {w["field"]: w for w in response.get_json()["warnings"]}
+    assert "event.comment.is_public" in warnings and "false" in warnings["event.comment.is_public"]["message"]
+    assert "customer_message" not in adapt("zendesk", body)[0]
+
+    for change, field in (({"comment": "This is the third time I write"}, "event.comment"),
+                          ({"comment": ["This is the third time"]}, "event.comment"),
+                          ("This is the third time I write", "event")):
+        body = load("zendesk_event_comment_customer.json")
+        body["event"] = change
+        response = post(client, "zendesk", body)
+        assert response.status_code == 200, response.get_json()
+        fields = {w["field"]: w["message"] for w in response.get_json()["warnings"]}
+        assert field in fields and "not recorded" in fields[field], fields
+        assert "third time" not in response.get_data(as_text=True), "ticket text never in a warning"
+
+
 def test_zendesk_event_without_creation_time_needs_the_store(clients):
     body = load("zendesk_event_comment_customer.json")
     del body["detail"]["created_at"]
