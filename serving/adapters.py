@@ -45,7 +45,7 @@ from features.settings import Settings
 from serving.integration_mapping import IntegrationMapping, Source, VendorMapping, load_integration_mapping
 
 SYSTEMS = ("zendesk", "servicenow", "freshdesk")
-MIN_YEAR, MAX_YEAR = 1900, 2200
+MIN_YEAR, MAX_YEAR = 1990, 2200  # a ticket from 1970 is a number read as epoch seconds
 # Keys of a canonical event that are not ticket fields (the store's merge reads them).
 EVENT_KEYS = ("source_event_id", "partial", "customer_message", "agent_message")
 _SHOWN_CHARS = 60

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -18,7 +19,7 @@ from pydantic import (
 from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
 
 PRIORITY_VALUES = (*PRIORITY_ORDER, *PRIORITY_ALIASES)
-MIN_YEAR, MAX_YEAR = 1900, 2200
+MIN_YEAR, MAX_YEAR = 1990, 2200  # a ticket from 1970 is a number read as epoch seconds
 # Names of an importer's extra log columns (a mapping's `extra:`, e.g. opened_by, location).
 ExtraName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 ExtraValue = Annotated[str, StringConstraints(max_length=256)]
@@ -81,11 +82,14 @@ class Ticket(BaseModel):
             raise ValueError(f"time {value.isoformat()} is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
-    @model_validator(mode="after")
-    def check_update_after_creation(self) -> Ticket:
-        if self.event_time < self.created_at:
-            raise ValueError("event_time is before created_at")
-        return self
+    @field_validator("created_at")
+    @classmethod
+    def check_update_after_creation(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """An update cannot come before its ticket's creation (reported on created_at, naming both)."""
+        event_time = info.data.get("event_time")  # absent when event_time itself was invalid
+        if event_time is not None and event_time < value:
+            raise ValueError("created_at is after event_time: the update cannot come before the ticket's creation")
+        return value
 
     @field_validator("priority")
     @classmethod

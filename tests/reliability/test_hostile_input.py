@@ -55,7 +55,7 @@ def hostile_cases(ticket: dict) -> list[tuple[str, bytes, str, set[int]]]:
         ("time in year 9999", as_json({**t, "event_time": "9999-12-31T23:59:59-01:00"}), "application/json", {422}),
         ("time in 2150", as_json({**t, "event_time": "2150-01-01T00:00:00Z", "sla_due_at": "2150-01-02T00:00:00Z"}),
          "application/json", {200}),
-        ("epoch zero", as_json({**t, "created_at": "1970-01-01T00:00:00Z"}), "application/json", {200}),
+        ("epoch zero", as_json({**t, "created_at": "1970-01-01T00:00:00Z"}), "application/json", {422}),
         ("unparseable time", as_json({**t, "created_at": "next tuesday"}), "application/json", {422}),
         ("update before creation", as_json({**t, "event_time": "2000-01-01T00:00:00Z"}), "application/json", {422}),
         ("unknown categories", as_json(unknown), "application/json", {200}),

@@ -72,11 +72,21 @@ def test_invalid_ticket_names_every_bad_field(client, ticket, fields):
     assert {d["field"] for d in body["details"]} == fields
 
 
-def test_update_before_creation_is_422(client):
+def test_update_before_creation_is_422(client, wire_tickets):
     ticket = {"ticket_id": "A", "event_time": "2025-01-01T00:00:00Z", "created_at": "2025-01-02T00:00:00Z"}
     response = client.post("/v1/score", json=ticket, headers=AUTH)
     assert response.status_code == 422
-    assert "event_time is before created_at" in response.get_json()["details"][0]["message"]
+    [detail] = response.get_json()["details"]
+    assert detail["field"] == "created_at" and "after event_time" in detail["message"], detail
+    batch = client.post("/v1/score", json={"tickets": [wire_tickets[0], ticket]}, headers=AUTH).get_json()
+    assert [(e["index"], e["field"]) for e in batch["errors"]] == [(1, "created_at")], batch
+
+
+def test_a_time_read_from_a_small_number_is_422(client):
+    """12 would be read as 1970-01-01T00:00:12 (epoch seconds): not a ticket's time."""
+    response = client.post("/v1/score", json={"ticket_id": "A", "event_time": 13, "created_at": 12}, headers=AUTH)
+    assert response.status_code == 422
+    assert {d["field"] for d in response.get_json()["details"]} == {"event_time", "created_at"}
 
 
 def test_batch_scores_the_good_tickets_and_names_the_bad_ones(client, wire_tickets):
