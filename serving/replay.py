@@ -287,13 +287,20 @@ def first_alerts(obs: pd.DataFrame, fires: np.ndarray) -> pd.DataFrame:
 
 
 def threshold_for_volume(obs: pd.DataFrame, column: str, volume: int) -> float:
-    """The value of `column` at which a `>=` rule raises `volume` alerts (one per episode): the
-    volume-th largest episode maximum (the rule can raise at most one alert per episode)."""
-    peaks = obs.groupby("episode")[column].max().replace([np.inf], np.finfo(float).max).dropna()
-    peaks = np.sort(peaks.to_numpy())[::-1]
+    """The value of `column` at which a `>=` rule raises the number of alerts nearest `volume` (one
+    per episode, so the count at a value is the number of episode maxima at or above it).
+
+    Calibrated probabilities repeat (an isotonic map is a step function), so the volume-th largest
+    maximum can be shared by many episodes: the value whose count is nearest `volume` is taken,
+    the smaller count on a tie, and callers report the count the rule really raises."""
+    peaks = obs.groupby("episode")[column].max().replace([np.inf], np.finfo(float).max).dropna().to_numpy()
     if len(peaks) == 0 or volume <= 0:
         return math.inf
-    return float(peaks[min(volume, len(peaks)) - 1])
+    ascending = np.sort(peaks)
+    values = np.unique(ascending)
+    counts = len(ascending) - np.searchsorted(ascending, values, side="left")
+    best = np.lexsort((counts, np.abs(counts - volume)))[0]
+    return float(values[best])
 
 
 @dataclass(frozen=True)
@@ -362,7 +369,7 @@ def evaluate_replay(run: ReplayRun, escalations: pd.DataFrame, volumes: tuple[fl
         results.append(score_rule("supervisor request", "customer's latest message asks", supervisor, run,
                                   escalations))
         cut = threshold_for_volume(obs, "probability", len(supervisor))
-        results.append(score_rule("model", f"probability >= {cut:.3f} (supervisor rule's volume)",
+        results.append(score_rule("model", f"probability >= {cut:.3f} (supervisor volume)",
                                   first_alerts(obs, obs["probability"].to_numpy() >= cut), run, escalations))
     else:
         results.append(RuleResult("supervisor request", "no customer message asks (or no message text)",

@@ -55,6 +55,7 @@ def test_one_alert_per_open_period_and_lead_times():
     assert result.lead_hours == (4.0, 4.0, 4.0)  # first alert at 1h, escalation at 5h
     # matched volume: the SLA rule's threshold for 2 alerts is the 2nd largest episode peak
     assert threshold_for_volume(obs, "sla_share", 2) == pytest.approx(0.4)
+
     table = evaluate_replay(run, escalations, volumes=(1.0,))
     model, sla = table[0], table[1]
     assert model.alerts == 3 and sla.alerts == 3 and sla.threshold.endswith("of SLA elapsed")
@@ -162,3 +163,14 @@ def test_replay_cli_refuses_a_bad_tick(serving_models_dir, small_events_path):
     result = CliRunner().invoke(main, ["replay", "--data", str(small_events_path), "--tick", "often",
                                        "--model", str(serving_models_dir / "current")])
     assert result.exit_code != 0 and "not a duration" in result.output
+
+
+def test_volume_threshold_takes_the_count_nearest_the_target_when_values_repeat():
+    """Calibrated probabilities repeat: the 2nd largest maximum (0.5) is shared by four episodes, so
+    `>= 0.5` would raise 5 alerts for a target of 2; 0.9 raises 1, the nearest count."""
+    obs = pd.DataFrame({"episode": range(6), "probability": [0.9, 0.5, 0.5, 0.5, 0.5, 0.2]})
+    assert threshold_for_volume(obs, "probability", 2) == 0.9
+    assert threshold_for_volume(obs, "probability", 4) == 0.5   # 5 is nearer 4 than 1
+    assert threshold_for_volume(obs, "probability", 6) == 0.2
+    assert threshold_for_volume(obs, "probability", 60) == 0.2
+    assert threshold_for_volume(obs.iloc[:0], "probability", 2) == float("inf")
