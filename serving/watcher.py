@@ -153,7 +153,8 @@ class Watcher:
                     for ticket_id, (state, is_open) in states.items()]
         self.alerts.apply_sightings(outcomes, now)
         report = TickReport(True, n_tickets, n_raised, len(outcomes), time.perf_counter() - started)
-        log.info("watch tick: %d open tickets re-scored, %d alerts raised, %d outcomes checked in %.1f s",
+        log.info("watch tick: %d open tickets re-scored (their alerts raised, ended or closed by outcome), "
+                 "%d alerts raised, %d tickets with alerts that left the open queue checked in %.1f s",
                  report.tickets, report.alerts_raised, report.outcomes_checked, report.seconds)
         return report
 
