@@ -94,7 +94,8 @@ def post_feedback():
     monitor = require_monitor()
     body = read_json()
     if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "expected a JSON object with ticket_id and verdict")
+        message = "expected a JSON object with ticket_id and verdict"
+        raise ApiError(422, "invalid_request", message, [{"field": "(body)", "message": message}])
     try:
         feedback = Feedback.model_validate(body)
     except ValidationError as exc:

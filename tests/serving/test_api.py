@@ -146,12 +146,19 @@ def test_wrong_shape_is_422(client, body):
     response = client.post("/v1/score", json=body, headers=AUTH)
     assert response.status_code == 422
     assert response.is_json
+    assert response.get_json()["details"], "the error names what is wrong in details too"
 
 
 def test_malformed_json_is_400(client):
     response = client.post("/v1/score", data=b'{"ticket_id": ', content_type="application/json", headers=AUTH)
     assert response.status_code == 400
     assert response.get_json()["error"] == "bad_request"
+    assert response.get_json()["details"][0]["field"] == "(body)"
+    for path in ("/v1/events", "/v1/feedback"):
+        shape = client.post(path, json=[1, 2, 3], headers=AUTH)
+        assert shape.status_code in (404, 422), (path, shape.get_json())
+        if shape.status_code == 422:
+            assert shape.get_json()["details"][0]["field"] == "(body)", (path, shape.get_json())
 
 
 def test_other_content_type_is_415(client):
