@@ -43,9 +43,9 @@ from zoneinfo import ZoneInfo
 from features.schema import normalize_category
 from features.settings import Settings
 from serving.integration_mapping import IntegrationMapping, Source, VendorMapping, load_integration_mapping
+from serving.schemas import MAX_YEAR, MIN_YEAR
 
 SYSTEMS = ("zendesk", "servicenow", "freshdesk")
-MIN_YEAR, MAX_YEAR = 1990, 2200  # a ticket from 1970 is a number read as epoch seconds
 # Keys of a canonical event that are not ticket fields (the store's merge reads them).
 EVENT_KEYS = ("source_event_id", "partial", "customer_message", "agent_message")
 _SHOWN_CHARS = 60
@@ -458,14 +458,14 @@ def _adapt_zendesk_event(record: _Record, body: dict, ctx: _Context) -> dict:
     if kind == "comment_added":
         comment = change.get("comment")
         if not isinstance(comment, dict):
-            where = "event.comment" if isinstance(body.get("event"), dict) else "event"
-            shown = body.get("event") if where == "event" else comment
-            record.warn(where, f"({type(shown).__name__})",
+            where, sent = (("event.comment", comment) if isinstance(body.get("event"), dict)
+                           else ("event", body.get("event")))
+            record.warn(where, f"({type(sent).__name__})",
                         "expected an object with the comment (body, is_public, author); the comment was not recorded")
             comment = {}
         author = comment.get("author") if isinstance(comment.get("author"), dict) else {}
         body_text = _text(comment.get("body"))
-        if comment and comment.get("body") is not None and body_text is None and not _blank(comment.get("body")):
+        if body_text is None and not _blank(comment.get("body")):
             record.warn("event.comment.body", f"({type(comment.get('body')).__name__})",
                         "expected the comment's text; the comment was not recorded")
         is_staff = _flag(record, "event.comment.author.is_staff", author.get("is_staff"), None, None)

@@ -41,13 +41,13 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging() -> None:
-    """JSON lines on stderr for the service's logger (idempotent; other loggers are left alone)."""
-    if not any(isinstance(h.formatter, JsonFormatter) for h in log.handlers):
+def configure_logging(logger: logging.Logger = log) -> None:
+    """JSON lines on stderr for `logger` (default the service's; idempotent; other loggers are left alone)."""
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def create_app(settings: Settings | None = None, load_model: bool = True) -> Flask:

@@ -182,7 +182,7 @@ def watch(once: bool, interval: str | None, parent_pid: int | None) -> None:
     import threading
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as under gunicorn: LightGBM on small batches, no oversubscription
-    from serving.app import JsonFormatter
+    from serving.app import configure_logging
     from serving.destinations import DestinationError, load_destinations
     from serving.live_model import ModelHolder
     from serving.policy import PolicyError, load_policy
@@ -193,12 +193,8 @@ def watch(once: bool, interval: str | None, parent_pid: int | None) -> None:
 
     # The watcher's log lines are JSON, like the service's beside it (no ticket text in either).
     ours = logging.getLogger("escalation_risk")
-    if not any(isinstance(h.formatter, JsonFormatter) for h in ours.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        ours.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    ours.propagate = False
+    configure_logging(ours)
+    ours.propagate = False  # not again in plain text through the root logger
     settings = Settings()
     if interval is not None:
         try:

@@ -21,6 +21,11 @@ class ApiError(Exception):
         self.status, self.error, self.message, self.details = status, error, message, details or []
         self.headers = headers or {}
 
+    @classmethod
+    def for_body(cls, status: int, error: str, message: str) -> ApiError:
+        """An error about the request body as a whole (not JSON, not an object): `details` names "(body)"."""
+        return cls(status, error, message, [{"field": "(body)", "message": message}])
+
 
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,

@@ -94,8 +94,7 @@ def post_feedback():
     monitor = require_monitor()
     body = read_json()
     if not isinstance(body, dict):
-        message = "expected a JSON object with ticket_id and verdict"
-        raise ApiError(422, "invalid_request", message, [{"field": "(body)", "message": message}])
+        raise ApiError.for_body(422, "invalid_request", "expected a JSON object with ticket_id and verdict")
     try:
         feedback = Feedback.model_validate(body)
     except ValidationError as exc:

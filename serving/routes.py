@@ -67,8 +67,7 @@ def read_json() -> object:
     try:
         return loads_keeping_long_integers(data) if _LONG_DIGITS.search(data) else orjson.loads(data)
     except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
-        message = f"body is not valid JSON: {str(exc)[:200]}"
-        raise ApiError(400, "bad_request", message, [{"field": "(body)", "message": message}]) from exc
+        raise ApiError.for_body(400, "bad_request", f"body is not valid JSON: {str(exc)[:200]}") from exc
 
 
 def _refuse_constant(name: str) -> object:
@@ -113,8 +112,7 @@ def parse_tickets(body: object, strict: bool = True) -> tuple[list[Ticket], bool
     back as errors [{index, ticket_id, field, message}] and the rest are scored.
     """
     if not isinstance(body, dict):
-        message = "expected a JSON object: a ticket or {\"tickets\": [...]}"
-        raise ApiError(422, "invalid_request", message, [{"field": "(body)", "message": message}])
+        raise ApiError.for_body(422, "invalid_request", "expected a JSON object: a ticket or {\"tickets\": [...]}")
     settings = current_app.extensions["settings"]
     if "tickets" not in body:
         try:

@@ -86,8 +86,7 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[dict]:
 def parse_events(body: object) -> tuple[list[dict], bool]:
     """One event or {"events": [...]} up to the batch maximum, as dicts of the fields sent."""
     if not isinstance(body, dict):
-        message = "expected a JSON object: an event or {\"events\": [...]}"
-        raise ApiError(422, "invalid_request", message, [{"field": "(body)", "message": message}])
+        raise ApiError.for_body(422, "invalid_request", "expected a JSON object: an event or {\"events\": [...]}")
     if "events" not in body:
         try:
             return [TicketEvent.model_validate(body).model_dump(exclude_unset=True)], False
