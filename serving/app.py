@@ -13,6 +13,7 @@ import orjson
 from flask import Flask, Response, g, request
 
 from features.settings import Settings
+from serving.background import BackgroundThreads
 from serving.errors import error_response, register_error_handlers
 from serving.integration_mapping import load_integration_mapping
 from serving.live_model import ModelHolder, WorkerFleet
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     app.extensions["integration_mapping"] = load_integration_mapping(settings.resolved_integration_mapping_path)
     metrics = app.extensions["metrics"] = ServiceMetrics(settings.prometheus_multiproc_dir)
     holder = app.extensions["model"] = ModelHolder(settings)
+    app.extensions["background"] = BackgroundThreads()  # text retention, the live view's refresh
     if not settings.api_keys:
         log.warning("no API keys configured (ESCALATION_RISK_API_KEYS): scoring is open; "
                     "bind to loopback only (host %s)", settings.host)
@@ -85,6 +87,14 @@ def create_app(settings: Settings | None = None, load_model: bool = True) -> Fla
     ops.init_app(app)
     dashboard.init_app(app)
     return app
+
+
+def close_app(app: Flask) -> list[str]:
+    """Stop the app's background threads (model polling, text retention, the live view's refresh)
+    and wait for a pass in progress to finish; returns the names of threads still running after
+    the wait (none normally). Run at interpreter exit anyway (serving.background)."""
+    still = app.extensions["model"].background.close()
+    return still + app.extensions["background"].close()
 
 
 def register_request_hooks(app: Flask) -> None:

@@ -34,6 +34,7 @@ from bundle.tracking import tracking_server_problem
 from features.history import LiveHistory
 from features.online import TEXT_CACHE_ENTRIES, OnlineFeatures
 from features.settings import Settings
+from serving.background import BackgroundThreads
 
 log = logging.getLogger("escalation_risk.serving")
 WARM_UP_TICKET = {"ticket_id": "warm-up", "event_time": "2025-01-02T00:00:00+00:00",
@@ -132,8 +133,7 @@ class ModelHolder:
         self.last_error: str | None = None
         self.fleet: WorkerFleet | None = None
         self._lock = threading.Lock()
-        self._poll_thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.background = BackgroundThreads()  # the polling thread
         self._client = None
         # The ticket store's history-log reader (TicketStore.read_history_since); None when stateless.
         self.history_source = None
@@ -251,7 +251,7 @@ class ModelHolder:
 
     def start_polling(self, interval: float) -> None:
         """Reload when models/current points at another bundle, or @champion moves (every `interval` s)."""
-        if interval <= 0 or self._poll_thread is not None:
+        if interval <= 0 or self.background.threads:
             return
 
         def changed_target() -> object | None:
@@ -267,18 +267,18 @@ class ModelHolder:
             digest = manifest_digest(target)  # rewritten in place under the same name?
             return (target, digest) if digest is not None and digest != self.bundle.digest else None
 
-        def poll() -> None:
+        def poll(stop: threading.Event) -> None:
             failed: object | None = None
-            while not self._stop.wait(interval):
+            while not stop.wait(interval):
                 target = changed_target()
                 if target is not None and target != failed:
                     failed = None if self.reload().ok else target  # do not retry a broken bundle
 
-        self._poll_thread = threading.Thread(target=poll, name="model-poll", daemon=True)
-        self._poll_thread.start()
+        self.background.start("model-poll", poll)
 
     def stop_polling(self) -> None:
-        self._stop.set()
+        """Stop polling and wait for a reload in progress to finish."""
+        self.background.close()
 
 
 def without_paths(message: str) -> str:

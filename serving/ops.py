@@ -43,15 +43,14 @@ def init_app(app: Flask) -> None:
 
 
 def start_refresh(app: Flask, monitor: OpsMonitor) -> None:
-    """Recompute the live view every interval in the process holding the monitoring lease (a daemon thread)."""
+    """Recompute the live view every interval in the process holding the monitoring lease (a background thread)."""
     interval = monitor.settings.monitoring_interval_seconds
     if interval <= 0:
         return
-    stop = app.extensions["monitor_stop"] = threading.Event()
     leases = AlertStore(monitor.engine)
     holder = f"monitor-{id(monitor)}-{threading.get_native_id()}"
 
-    def run() -> None:
+    def run(stop: threading.Event) -> None:
         while not stop.wait(interval):
             try:
                 if monitor.holder.live is not None and leases.acquire_lease(holder, interval, datetime.now(UTC),
@@ -61,7 +60,7 @@ def start_refresh(app: Flask, monitor: OpsMonitor) -> None:
             except Exception as exc:  # a busy store or a model swap mid-way: next time
                 log.warning("live view refresh failed: %s", type(exc).__name__)
 
-    threading.Thread(target=run, name="monitoring-refresh", daemon=True).start()
+    app.extensions["background"].start("monitoring-refresh", run)
 
 
 def require_monitor() -> OpsMonitor:

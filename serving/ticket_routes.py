@@ -53,10 +53,9 @@ def init_app(app: Flask) -> None:
 
 
 def start_retention(app: Flask, store: TicketStore, settings: Settings) -> None:
-    """Drop ticket text older than the retention period now and every hour (a daemon thread)."""
-    stop = app.extensions["retention_stop"] = threading.Event()
+    """Drop ticket text older than the retention period now and every hour (a background thread)."""
 
-    def run() -> None:
+    def run(stop: threading.Event) -> None:
         while True:
             try:
                 store.purge_expired_text(settings.text_retention_days)
@@ -65,7 +64,7 @@ def start_retention(app: Flask, store: TicketStore, settings: Settings) -> None:
             if stop.wait(RETENTION_INTERVAL_SECONDS):
                 return
 
-    threading.Thread(target=run, name="text-retention", daemon=True).start()
+    app.extensions["background"].start("text-retention", run)
 
 
 @tickets_api.before_request

@@ -27,6 +27,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "(default: ESCALATION_RISK_SERVICENOW_PATH or ../shared/data/servicenow/)")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Join the background threads of every app the tests made before the interpreter shuts down
+    (serving.background explains the abort otherwise); name any that would not stop."""
+    from serving.background import close_all
+
+    still = close_all()
+    if still:
+        session.config.get_terminal_writer().line(f"background threads still running at the end: {still}", red=True)
+
+
 @pytest.fixture(scope="session")
 def params_path() -> Path:
     return Path(__file__).resolve().parent.parent / "training" / "params.yaml"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bundle.model import write_manifest
+from serving.app import close_app
 from tests.reliability.conftest import ADMIN, AUTH, V1, V2, service_env
 from tests.reliability.harness import LoadRun, free_port, start_service
 from tests.serving.conftest import make_settings
@@ -122,7 +123,7 @@ def test_bad_bundle_is_refused_and_the_old_model_keeps_serving(models_dir, wire_
         assert str(models_dir) not in ready["last_reload_error"]  # an open endpoint: no server paths
         assert not Path("/tmp/escalation-risk-pickle-ran").exists()
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
@@ -140,7 +141,7 @@ def test_bad_bundle_at_start_up_keeps_readiness_503(models_dir, wire_tickets, fa
         scored = client.post("/v1/score", json=wire_tickets[0], headers=AUTH)
         assert scored.status_code == 503 and scored.get_json()["error"] == "model_unavailable"
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 def test_no_bundle_at_all_at_start_up_keeps_readiness_503(tmp_path):

@@ -9,6 +9,7 @@ import json
 import orjson
 import pytest
 
+from serving.app import close_app
 from tests.reliability.conftest import AUTH
 from tests.serving.conftest import make_settings
 
@@ -133,7 +134,7 @@ def test_one_megabyte_subject_scores_when_the_limit_allows_it(serving_models_dir
         assert response.status_code == 200
         assert response.get_json()["ticket_id"] == str(wire_tickets[1]["ticket_id"])
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 def test_over_the_size_limit_is_a_json_413_in_the_app(client, wire_tickets):

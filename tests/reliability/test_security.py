@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import serving.auth
+from serving.app import close_app
 from serving.auth import key_matches
 from tests.reliability.conftest import ADMIN, API_KEY, AUTH
 from tests.reliability.harness import BIN, ROOT, free_port
@@ -80,7 +81,7 @@ def zendesk_client(serving_models_dir):
 
     app = create_app(make_settings(serving_models_dir, zendesk_webhook_secret=SECRET))
     yield app.test_client()
-    app.extensions["model"].stop_polling()
+    close_app(app)
 
 
 def test_zendesk_retry_after_a_failed_delivery_is_accepted(zendesk_client):
@@ -168,7 +169,7 @@ def test_debug_mode_cannot_be_switched_on(serving_models_dir, monkeypatch, tmp_p
     monkeypatch.setenv("FLASK_DEBUG", "1")
     monkeypatch.setenv("ESCALATION_RISK_DEBUG", "1")
     app = create_app(make_settings(serving_models_dir))
-    app.extensions["model"].stop_polling()
+    close_app(app)
     assert app.debug is False and app.config["DEBUG"] is False
     config = (ROOT / "serving" / "gunicorn.conf.py").read_text()
     assert "reload = True" not in config and "debug" not in config.replace("never debug", "")

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageStat
 from werkzeug.serving import make_server
 
+from serving.app import close_app
 from tests.report.conftest import VERSION, make_report_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,7 +36,7 @@ def served_report(report_models_dir, tmp_path):
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 @pytest.fixture(scope="module")

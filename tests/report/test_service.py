@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from serving.app import close_app
 from tests.report.conftest import VERSION, make_report_settings
 
 
@@ -18,7 +19,7 @@ def report_app(report_models_dir, tmp_path):
     app = create_app(make_report_settings(report_models_dir, reports_dir=tmp_path / "reports"))
     app.config.update(TESTING=True)
     yield app
-    app.extensions["model"].stop_polling()
+    close_app(app)
 
 
 @pytest.fixture()
@@ -82,7 +83,7 @@ def test_reports_need_a_key_when_keys_are_configured(report_models_dir, tmp_path
         assert client.get("/reports/latest").status_code == 401
         assert client.get("/reports/latest", headers={"X-API-Key": "k1"}).status_code == 200
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 def test_no_model_loaded_is_a_json_503(report_models_dir, tmp_path):
@@ -118,4 +119,4 @@ def test_a_bundle_rewritten_under_the_same_version_gets_a_fresh_report(report_mo
         assert first["model"]["created_at"] != metadata["created_at"]
         assert second["model"]["created_at"] == metadata["created_at"], "the report shows the old content"
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)

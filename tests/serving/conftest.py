@@ -8,6 +8,7 @@ import pytest
 
 from features.schema import CANONICAL_COLUMNS
 from features.settings import Settings
+from serving.app import close_app
 from training.packaging import point_current, write_bundle
 from training.registry import to_wire_format
 
@@ -57,7 +58,7 @@ def app(settings):
     app = create_app(settings)
     app.config.update(TESTING=True)
     yield app
-    app.extensions["model"].stop_polling()
+    close_app(app)
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from serving.alerts import Sighting
+from serving.app import close_app
 from serving.destinations import DestinationError
 from tests.serving.conftest import AUTH, make_settings
 from tests.serving.test_alerts import score
@@ -24,7 +25,7 @@ def alert_app(tmp_path, serving_models_dir, wire_tickets):
     [alert_id] = app.extensions["alert_store"].apply_sightings(
         [Sighting(ticket_id, score(ticket_id, 0.7, "high", True), team="billing_team")], datetime.now(UTC))
     yield app, ticket_id, alert_id
-    app.extensions["model"].stop_polling()
+    close_app(app)
 
 
 def test_list_read_and_acknowledge(alert_app):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from features.settings import Settings
 from serving import create_app
+from serving.app import close_app
 from tests.serving.conftest import AUTH, make_settings
 from training.packaging import write_bundle
 from training.registry import log_and_register
@@ -30,7 +31,7 @@ def test_champion_is_loaded_from_the_tracking_store(small_result, serving_models
         scored = client.post("/v1/score", json=wire_tickets[0], headers=AUTH).get_json()
         assert scored["model"]["version"] == "v9-champion"
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 def test_without_a_tracking_uri_the_local_bundle_is_served(client):

@@ -15,6 +15,7 @@ import pytest
 
 from features.settings import Settings
 from serving.adapters import PayloadError, adapt_payload, event_to_ticket
+from serving.app import close_app
 from tests.serving.conftest import AUTH, make_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -51,7 +52,7 @@ def clients(serving_models_dir):
 
     yield get
     for app in made.values():
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 def post(client, system: str, body: dict):
@@ -239,7 +240,7 @@ def test_zendesk_organization_field_and_value_translation_from_a_mapping_file(se
         direct = client.post("/v1/score", json=event_to_ticket(ticket), headers=AUTH).get_json()
         assert response.get_json()["escalation"] == direct["escalation"]
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 def test_bad_mapping_file_stops_the_service_naming_the_field(serving_models_dir, tmp_path):

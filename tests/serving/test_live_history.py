@@ -16,6 +16,7 @@ from bundle.model import HISTORY, load_bundle
 from features.history import HistoryFeatures, summarize_tickets
 from features.schema import CANONICAL_COLUMNS, validate_events
 from features.synthetic import generate_event_log
+from serving.app import close_app
 from tests.serving.conftest import AUTH, make_settings
 from training.registry import to_wire_format
 
@@ -49,7 +50,7 @@ def api(serving_models_dir, tmp_path):
     app = create_app(make_settings(serving_models_dir, store_url=f"sqlite:///{tmp_path / 'tickets.db'}", state="on"))
     app.config.update(TESTING=True)
     yield app.test_client()
-    app.extensions["retention_stop"].set()
+    close_app(app)
 
 
 def offline_history(bundle, summary: pd.DataFrame) -> HistoryFeatures:

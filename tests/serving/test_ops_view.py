@@ -26,6 +26,7 @@ from bundle.case_mix import CASE_MIX_DATA
 from features.schema import validate_events
 from features.snapshots import build_snapshots
 from serving.alerts import AlertStore
+from serving.app import close_app
 from serving.destinations import Destinations
 from serving.live_model import ModelHolder
 from serving.monitoring import OpsMonitor, features_as_of, label_updates
@@ -196,7 +197,7 @@ def ops_app(replayed, ops_models_dir, latest_is_the_replay_view):
     app = create_app(make_settings(ops_models_dir, store_url=url, monitoring_interval_seconds=0))
     app.config.update(TESTING=True)
     yield app
-    app.extensions["model"].stop_polling()
+    close_app(app)
 
 
 def test_feedback_is_stored_and_bad_feedback_named(ops_app, replayed):
@@ -292,7 +293,7 @@ def served_dashboard(replayed, ops_models_dir, latest_is_the_replay_view):
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
-        app.extensions["model"].stop_polling()
+        close_app(app)
 
 
 def test_dashboard_in_chromium_acknowledges_through_the_page(served_dashboard, replayed):

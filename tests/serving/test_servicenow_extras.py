@@ -15,6 +15,7 @@ import pytest
 from features.settings import Settings
 from features.sources.mapping import import_export, load_mapping, write_canonical
 from serving.adapters import adapt_payload
+from serving.app import close_app
 from tests.helpers import make_servicenow_export
 from tests.serving.conftest import AUTH, make_settings
 from training.config import load_params
@@ -116,7 +117,7 @@ def test_served_servicenow_incident_gets_the_training_score(servicenow_world):
             bare = client.post("/v1/integrations/servicenow", json=record, headers=AUTH)
             without_extras.append(bare.get_json()["escalation"]["probability"])
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
     np.testing.assert_allclose(served, scores["probability"].to_numpy(), rtol=0, atol=1e-9)
     changed = np.abs(np.array(served) - np.array(without_extras)) > 1e-6
     assert changed.mean() > 0.5, "the extras must reach the served model (as 'not set' the scores differ)"
@@ -137,4 +138,4 @@ def test_extra_object_is_validated(servicenow_world):
         ticket["extra"] = {"opened_by": "Opened by  1", "location": None, "impact": 2}
         assert app.test_client().post("/v1/score", json=ticket, headers=AUTH).status_code == 200
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)

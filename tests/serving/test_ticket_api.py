@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.app import close_app
 from tests.serving.conftest import AUTH, make_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,8 +30,7 @@ def stateful_app(serving_models_dir, store_path):
     app = create_app(make_settings(serving_models_dir, store_url=f"sqlite:///{store_path}", state="on"))
     app.config.update(TESTING=True)
     yield app
-    app.extensions["model"].stop_polling()
-    app.extensions["retention_stop"].set()
+    close_app(app)
 
 
 @pytest.fixture()
@@ -144,7 +144,7 @@ def test_a_locked_store_is_a_json_503_with_retry_after(serving_models_dir, store
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-        app.extensions["retention_stop"].set()
+        close_app(app)
     assert response.status_code == 503 and response.is_json
     assert response.get_json()["error"] == "store_unavailable" and int(response.headers["Retry-After"]) >= 1
     assert client.get("/v1/tickets/LOCKED", headers=AUTH).status_code == 404  # nothing half-written

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from features.text import TextFeatures
+from serving.app import close_app
 from serving.metrics import METHODS
 from tests.serving.conftest import AUTH, make_settings
 
@@ -23,7 +24,7 @@ def big_client(serving_models_dir):
 
     app = create_app(make_settings(serving_models_dir, max_body_bytes=4 * MEGABYTE))
     yield app.test_client()
-    app.extensions["model"].stop_polling()
+    close_app(app)
 
 
 @pytest.mark.parametrize("kind", ["words", "digits", "emoji"])

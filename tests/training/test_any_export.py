@@ -22,6 +22,7 @@ import yaml
 from bundle.model import PRIORITY_MODEL, load_bundle
 from features.schema import CANONICAL_COLUMNS
 from features.sources.mapping import load_mapping
+from serving.app import close_app
 from tests.serving.conftest import AUTH, make_settings
 
 CLI = [sys.executable, "-m", "cli"]
@@ -113,4 +114,4 @@ def test_a_bundle_without_priority_serves_priority_null(walkthrough):
         assert {"type": "null"} in score.get("anyOf", []), score
         assert "without a priority target" in score["description"]
     finally:
-        app.extensions["model"].stop_polling()
+        close_app(app)
