@@ -184,11 +184,11 @@ def install_sighup_reload(app: Flask) -> None:
     metrics: ServiceMetrics = app.extensions["metrics"]
 
     def on_hup(signum, frame) -> None:
-        def run() -> None:
+        def run(stop: threading.Event) -> None:
             outcome = holder.reload()
             metrics.reloads.labels(outcome="ok" if outcome.ok else "failed").inc()
             metrics.set_model(holder.bundle.version if holder.bundle else None)
 
-        threading.Thread(target=run, name="sighup-reload", daemon=True).start()
+        app.extensions["background"].start("sighup-reload", run)  # joined at exit, like the others
 
     signal.signal(signal.SIGHUP, on_hup)
