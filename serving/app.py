@@ -189,6 +189,8 @@ def install_sighup_reload(app: Flask) -> None:
             metrics.reloads.labels(outcome="ok" if outcome.ok else "failed").inc()
             metrics.set_model(holder.bundle.version if holder.bundle else None)
 
-        app.extensions["background"].start("sighup-reload", run)  # joined at exit, like the others
+        background: BackgroundThreads = app.extensions["background"]
+        if not background.stop.is_set():  # not once the app is closing
+            background.start("sighup-reload", run)  # joined at exit, like the others
 
     signal.signal(signal.SIGHUP, on_hup)
