@@ -198,8 +198,11 @@ def score() -> Response:
     try:
         results = score_tickets(tickets)
     except ApiError as exc:  # the store's "tickets.<i>" counts the valid tickets: name the request's
-        exc.details = [{**d, "field": re.sub(r"^tickets\.(\d+)\.", lambda m: f"tickets.{positions[int(m.group(1))]}.",
-                                             d["field"])} for d in exc.details]
+        def named(field: str) -> str:  # a single ticket's fields are the body's own
+            return re.sub(r"^tickets\.(\d+)\.", lambda m: f"tickets.{positions[int(m.group(1))]}." if batch else "",
+                          field)
+
+        exc.details = [{**d, "field": named(d["field"])} for d in exc.details]
         raise
     if not batch:
         return json_response(results[0])

@@ -478,14 +478,16 @@ class TicketStore:
             sent_created = item.event.get("created_at")
             if sent_created and sent_created != created_text:  # a ticket's events mostly repeat it
                 created_text, created_sent = sent_created, parse_time(sent_created)
-            created = created_sent if sent_created else stored_created
-            if created is None:
+            if not sent_created and stored_created is None:
                 merged.problems.append((item.index, "created_at", f"ticket {ticket_id!r} is not in the store yet: "
                                         "its first event must carry created_at"))
                 continue
+            # Neither the creation time the event carries nor the one stored may be after the event.
+            created = max(t for t in (created_sent if sent_created else None, stored_created) if t is not None)
             if item.event_time < created:
+                stored = " (as stored)" if created is stored_created and created != created_sent else ""
                 merged.problems.append((item.index, "event_time", f"event_time {iso(item.event_time)} is before the "
-                                        f"ticket's created_at {iso(created)}"))
+                                        f"ticket's created_at {iso(created)}{stored}"))
                 continue
             seen[key] = None  # a repeat inside this batch is a duplicate of this one
             merged.results[item.index] = (ticket_id, False, None)

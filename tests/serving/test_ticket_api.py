@@ -131,6 +131,25 @@ def test_bad_events_are_422s_naming_the_fields(api, wire_tickets):
     assert ANGRY not in unknown.get_data(as_text=True)
 
 
+def test_an_update_before_the_stored_creation_is_422_even_when_it_claims_an_earlier_one(api):
+    """A ticket's creation is what the store holds: an update that says it was created earlier and
+    happened before the stored creation is refused, not merged in before the ticket existed."""
+    created = {"ticket_id": "EARLY-1", "event_time": "2026-11-30T09:00:00Z", "created_at": "2026-11-30T09:00:00Z",
+               "subject": "printer", "customer_messages": 1}
+    assert api.post("/v1/score", json=created, headers=AUTH).status_code == 200
+    backdated = {**created, "created_at": "2026-11-01T09:00:00Z", "event_time": "2026-11-02T09:00:00Z"}
+    for path in ("/v1/score", "/v1/events"):
+        response = api.post(path, json=backdated, headers=AUTH)
+        assert response.status_code == 422, (path, response.get_json())
+        details = response.get_json()["details"]
+        assert {d["field"] for d in details} == {"event_time", "created_at"}, details
+        assert "2026-11-30T09:00:00+00:00 (as stored)" in details[0]["message"], details
+    ticket = api.get("/v1/tickets/EARLY-1", headers=AUTH).get_json()
+    assert [e["fields"]["event_time"] for e in ticket["timeline"] if e["kind"] == "event"] == ["2026-11-30T09:00:00+00:00"]
+    later = {**created, "created_at": "2026-11-01T09:00:00Z", "event_time": "2026-11-30T10:00:00Z"}
+    assert api.post("/v1/events", json=later, headers=AUTH).status_code == 200, "after both creations: merged"
+
+
 def test_a_locked_store_is_a_json_503_with_retry_after(serving_models_dir, store_path, wire_tickets):
     from serving import create_app
 
