@@ -54,6 +54,25 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     os.execv(sys.executable, gunicorn)  # gunicorn replaces this process: signals reach its master directly
 
 
+class UtcMoment(click.ParamType):
+    """An ISO 8601 date or time ("2026-01-01", "2026-01-01T10:00:00", "...Z", "...+02:00") as an aware
+    UTC datetime; a time without an offset is UTC."""
+
+    name = "date"
+
+    def convert(self, value, param, ctx):
+        from datetime import UTC, datetime
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date or time (e.g. 2026-01-01 or 2026-01-01T10:00:00Z)",
+                      param, ctx)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def migrate_store(settings: Settings) -> str:
     """Upgrade the ticket store to the newest schema; returns its URL with any password hidden."""
     from sqlalchemy.engine import make_url
@@ -92,24 +111,29 @@ def db_upgrade() -> None:
 
 
 @db.command("purge")
-@click.option("--before", "before", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
-              help="Drop ticket text of events and tickets before this date (UTC); default: now minus "
-                   "ESCALATION_RISK_TEXT_RETENTION_DAYS (30).")
+@click.option("--before", "before", type=UtcMoment(), default=None,
+              help="Drop ticket text of events and tickets before this date or time (ISO 8601; UTC unless it "
+                   "says otherwise); default: now minus ESCALATION_RISK_TEXT_RETENTION_DAYS (30).")
 def db_purge(before) -> None:
-    """Drop ticket text (subject, description, messages) older than a date; ids, counters and scores stay."""
+    """Drop ticket text (subject, description, messages) older than a date; ids, counters and scores stay.
+    A date in the future is refused (it would drop the text of every ticket, today's included)."""
     from datetime import UTC, datetime, timedelta
 
+    now = datetime.now(UTC)
+    if before is not None and before > now:
+        raise UserError(f"--before {before.isoformat()} is in the future: that would drop the text of every "
+                        "ticket, open ones included, and cannot be undone; give a past date")
     settings = Settings()
     store = open_store(settings)
-    cutoff = before.replace(tzinfo=UTC) if before else datetime.now(UTC) - timedelta(days=settings.text_retention_days)
+    cutoff = before or now - timedelta(days=settings.text_retention_days)
     counts = store.purge_text(cutoff)
     click.echo(f"dropped the text of {counts['events']:,} events and {counts['tickets']:,} tickets before "
                f"{cutoff.isoformat()}")
 
 
 @db.command("export")
-@click.option("--before", "before", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
-              help="The cut-off (UTC): only events that happened and were received by then, and feedback "
+@click.option("--before", "before", type=UtcMoment(), default=None,
+              help="The cut-off (ISO 8601, UTC unless it says otherwise): only events that happened and were received by then, and feedback "
                    "received by then (default: now).")
 @click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,
               help="Where the event log goes (default: data/store_events.parquet).")
@@ -122,7 +146,7 @@ def db_export(before, output_path: Path | None) -> None:
 
     settings = Settings()
     store = open_store(settings)
-    cutoff = before.replace(tzinfo=UTC) if before else datetime.now(UTC)
+    cutoff = before or datetime.now(UTC)
     metadata_path = settings.resolved_model_path / "metadata.json"
     params = json.loads(metadata_path.read_text()).get("params", {}) if metadata_path.is_file() else {}
     closed = list(params.get("snapshots.closed_statuses") or sorted(store.closed_statuses))

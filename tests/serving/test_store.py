@@ -226,3 +226,24 @@ def test_a_locked_database_is_store_unavailable_and_nothing_is_half_written(stor
         blocker.close()
     assert store.count_events() == 1
     assert partial(store, 10, customer_message="hello").state["customer_messages"] == 2
+
+
+def test_the_purge_command_reads_iso_times_and_refuses_a_future_date(store, store_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("ESCALATION_RISK_STORE_URL", store_url)
+    created(store, subject="Refund", description="card number in here")  # event at 09:00 UTC
+    runner = CliRunner()
+    future = runner.invoke(main, ["db", "purge", "--before", "2999-01-01"])
+    assert future.exit_code == 2 and "in the future" in future.output, future.output
+    assert store.get_ticket("T1")["state"]["subject"] == "Refund", "nothing dropped"
+    bad = runner.invoke(main, ["db", "purge", "--before", "last tuesday"])
+    assert bad.exit_code == 2 and "not an ISO 8601 date" in bad.output and "Traceback" not in bad.output
+    # 10:30+02:00 is 08:30 UTC: before the 09:00 event, so nothing goes yet; 09:30Z takes it.
+    early = runner.invoke(main, ["db", "purge", "--before", "2026-02-02T10:30:00+02:00"])
+    assert early.exit_code == 0 and "0 events" in early.output, early.output
+    done = runner.invoke(main, ["db", "purge", "--before", "2026-02-02T09:30:00Z"])
+    assert done.exit_code == 0 and "1 events and 1 tickets" in done.output, done.output
+    assert "subject" not in store.get_ticket("T1")["state"]
