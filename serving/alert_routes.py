@@ -124,8 +124,10 @@ def acknowledge_alert(alert_id: str):
     alerts = require_alerts()
     number = parse_alert_id(alert_id)
     body = read_json()
+    if not isinstance(body, dict):
+        raise ApiError.for_body(422, "invalid_ack", 'the body must be a JSON object: {"by": ..., "verdict": ...}')
     try:
-        ack = AlertAck.model_validate(body if isinstance(body, dict) else {"(body)": body})
+        ack = AlertAck.model_validate(body)
     except ValidationError as exc:
         raise ApiError(422, "invalid_ack", "the acknowledgement has invalid fields",
                        [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}

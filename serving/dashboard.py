@@ -32,6 +32,7 @@ from serving.alerts import VERDICTS, AlertConflict, AlertNotFound, AlertStore
 from serving.auth import key_matches
 from serving.errors import ApiError
 from serving.monitoring import MonitoringError
+from serving.schemas import ACK_NOTE_MAX
 from serving.store.tables import ScoreRow
 
 dashboard = Blueprint("dashboard", __name__)
@@ -248,8 +249,8 @@ def post_acknowledge(alert_id: int) -> Response:
         details.append({"field": "who", "message": "who acknowledges: 1 to 255 characters"})
     if verdict not in VERDICTS:
         details.append({"field": "verdict", "message": f"one of {', '.join(VERDICTS)}"})
-    if note is not None and len(note) > 2000:
-        details.append({"field": "note", "message": "at most 2000 characters"})
+    if note is not None and len(note) > ACK_NOTE_MAX:
+        details.append({"field": "note", "message": f"at most {ACK_NOTE_MAX} characters"})
     if details:
         raise ApiError(422, "invalid_acknowledgement", "the acknowledgement has invalid fields", details)
     try:

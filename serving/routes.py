@@ -376,7 +376,7 @@ def get_readiness() -> Response:
 @api.get("/metrics")
 def get_metrics() -> Response:
     """Prometheus text format; under gunicorn the sum over all workers."""
-    return Response(current_app.extensions["metrics"].exposition(), mimetype=CONTENT_TYPE_LATEST)
+    return Response(current_app.extensions["metrics"].exposition(), content_type=CONTENT_TYPE_LATEST)  # has its charset
 
 
 @api.post("/v1/admin/reload")

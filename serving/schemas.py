@@ -235,6 +235,9 @@ class ErrorBody(BaseModel):
     request_id: str | None = None
 
 
+ACK_NOTE_MAX = 4000  # characters of an acknowledgement's note (the API and the dashboard's form)
+
+
 class AlertAck(BaseModel):
     """POST /v1/alerts/{id}/ack: who acted on the alert, their verdict and a note."""
 
@@ -244,7 +247,7 @@ class AlertAck(BaseModel):
     verdict: Literal["acting", "agree", "disagree", "already_handled"] = Field(
         description="acting: escalating or acting on it now; agree: the risk is real; disagree: a false alarm; "
                     "already_handled: someone already dealt with it")
-    note: str | None = Field(None, max_length=4000)
+    note: str | None = Field(None, max_length=ACK_NOTE_MAX)
 
 
 class AlertEventOut(BaseModel):

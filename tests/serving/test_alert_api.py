@@ -62,6 +62,9 @@ def test_bad_ack_and_bad_filters_name_the_field(alert_app):
     bad = client.post(f"/v1/alerts/{alert_id}/ack", json={"by": "", "verdict": "maybe", "colour": 1}, headers=AUTH)
     assert bad.status_code == 422
     assert {d["field"] for d in bad.get_json()["details"]} == {"by", "verdict", "colour"}
+    listed = client.post(f"/v1/alerts/{alert_id}/ack", json=[{"by": "x", "verdict": "agree"}], headers=AUTH)
+    assert listed.status_code == 422 and [d["field"] for d in listed.get_json()["details"]] == ["(body)"]
+    assert "JSON object" in listed.get_json()["message"]
     assert client.get("/v1/alerts?status=new", headers=AUTH).get_json()["details"][0]["field"] == "status"
     assert client.get("/v1/alerts?max_age_hours=-1", headers=AUTH).status_code == 422
     assert client.get("/v1/alerts", headers={}).status_code == 401

@@ -199,7 +199,9 @@ def test_x_api_key_header_is_accepted(client, wire_tickets):
 def test_health_metrics_and_docs_stay_open(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").get_json()["status"] == "ready"
-    assert client.get("/metrics").status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["Content-Type"].count("charset") == 1, metrics.headers["Content-Type"]
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/docs").status_code == 200
 
