@@ -27,6 +27,7 @@ from serving.schemas import Feedback
 from serving.store.db import write_engine
 from serving.store.monitoring_tables import FeedbackRow
 from serving.store.tables import TicketRow
+from serving.store.tickets import iso, utc
 
 log = logging.getLogger("escalation_risk.monitoring")
 ops = Blueprint("ops", __name__)
@@ -80,9 +81,9 @@ def check_api_key() -> None:
 def feedback_dict(row: FeedbackRow) -> dict:
     return {"feedback_id": row.id, "ticket_id": row.ticket_id, "verdict": row.verdict, "outcome": row.outcome,
             "escalation_type": row.escalation_type,
-            "escalated_at": row.escalated_at.isoformat() if row.escalated_at else None, "who": row.who,
+            "escalated_at": iso(row.escalated_at), "who": row.who,
             "note": row.note, "model_version": row.model_version, "probability": row.probability,
-            "received_at": row.received_at.isoformat()}
+            "received_at": iso(row.received_at)}
 
 
 @ops.post("/v1/feedback")
@@ -103,11 +104,17 @@ def post_feedback():
     now = datetime.now(UTC)
     try:
         with Session(write_engine(monitor.engine), expire_on_commit=False) as session, session.begin():
-            ticket = session.execute(select(TicketRow.probability, TicketRow.model_version)
+            ticket = session.execute(select(TicketRow.probability, TicketRow.model_version, TicketRow.created_at)
                                      .where(TicketRow.ticket_id == feedback.ticket_id)).one_or_none()
             if ticket is None:
                 raise ApiError(404, "not_found", "no such ticket in the store",
                                [{"field": "ticket_id", "message": "unknown ticket id"}])
+            if feedback.escalated_at is not None and ticket.created_at is not None \
+                    and utc(feedback.escalated_at) < utc(ticket.created_at):
+                message = (f"escalated_at {iso(feedback.escalated_at)} is before the ticket's created_at "
+                           f"{iso(ticket.created_at)}")
+                raise ApiError(422, "invalid_feedback", "the feedback has invalid fields",
+                               [{"field": "escalated_at", "message": message}])
             feedback_id = session.execute(insert(FeedbackRow).values(
                 ticket_id=feedback.ticket_id, verdict=feedback.verdict, outcome=feedback.outcome,
                 escalation_type=feedback.escalation_type, escalated_at=feedback.escalated_at, who=feedback.who,

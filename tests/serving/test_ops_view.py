@@ -208,6 +208,11 @@ def test_feedback_is_stored_and_bad_feedback_named(ops_app, replayed):
     assert ok.status_code == 201, ok.get_json()
     body = ok.get_json()
     assert body["verdict"] == "disagree" and body["model_version"] == "v1-ops" and body["probability"] is not None
+    assert body["received_at"].endswith("+00:00"), body["received_at"]
+    early = client.post("/v1/feedback", json={"ticket_id": ticket, "verdict": "agree", "outcome": "escalated",
+                                              "escalated_at": "2000-01-01T00:00:00"}, headers=AUTH)
+    assert early.status_code == 422 and [d["field"] for d in early.get_json()["details"]] == ["escalated_at"]
+    assert "before the ticket's created_at" in early.get_json()["details"][0]["message"]
     with Session(create_store_engine(replayed[0])) as session:
         row = session.execute(select(FeedbackRow).where(FeedbackRow.id == body["feedback_id"])).scalar_one()
         assert (row.ticket_id, row.outcome, row.escalation_type, row.who) == (ticket, "escalated", "hierarchical",
