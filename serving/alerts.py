@@ -32,6 +32,7 @@ from serving.destinations import Destination
 from serving.store.alert_tables import AlertEventRow, AlertRow, DeliveryRow, LeaseRow
 from serving.store.db import write_engine
 from serving.store.tables import TicketRow
+from serving.store.tickets import latest_score_record
 
 VERDICTS = ("acting", "agree", "disagree", "already_handled")
 STATUSES = ("open", "acknowledged", "closed")
@@ -49,7 +50,8 @@ class AlertConflict(ValueError):
 @dataclass(frozen=True)
 class Sighting:
     """What one watch tick saw of a ticket: its score now (None for a ticket no longer open), its
-    escalation level, team, and whether it is closed or has already escalated."""
+    escalation level, team, and whether it is closed or has already escalated. `reasons_computed`
+    False: the score was computed without reasons; `features`: the feature values behind it, if kept."""
 
     ticket_id: str
     score: dict | None
@@ -57,6 +59,8 @@ class Sighting:
     team: str | None = None
     closed: bool = False
     escalated: bool = False
+    reasons_computed: bool = True
+    features: dict | None = None
 
 
 def line_trigger(score: dict | None) -> str | None:
@@ -165,14 +169,16 @@ class AlertStore:
             session.execute(insert(AlertEventRow), events)
         latest = [{"tid": s.ticket_id, "p": float(s.score["escalation"]["probability"]),
                    "b": s.score["escalation"]["band"], "e": bool(s.score["escalation"]["escalate_now"]),
-                   "t": now, "v": (s.score.get("model") or {}).get("version")}
+                   "t": now, "v": (s.score.get("model") or {}).get("version"), "f": s.features,
+                   "s": latest_score_record(s.score, "watcher", s.reasons_computed)}
                   for s in sightings if s.score is not None]
-        if latest:  # the queue (GET /v1/queue) orders by the latest score: the watcher's re-score is it
+        if latest:  # the watcher's re-score is the ticket's latest score: the queue, ticket view and dashboard read it
             tickets = TicketRow.__table__
             session.connection().execute(
                 update(tickets).where(tickets.c.ticket_id == bindparam("tid")).values(
                     probability=bindparam("p"), band=bindparam("b"), escalate_now=bindparam("e"),
-                    scored_at=bindparam("t"), model_version=bindparam("v")), latest)
+                    scored_at=bindparam("t"), model_version=bindparam("v"), features=bindparam("f"),
+                    latest_score=bindparam("s")), latest)
         return raised
 
     def _raise_many(self, session: Session, to_raise: list[tuple[Sighting, str]], now: datetime,

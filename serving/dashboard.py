@@ -22,9 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, redirect, request
 from markupsafe import Markup
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from bundle.model import label_feature
 from bundle.report import ACCENT, INK, LIGHT, MUTED, chart_case_mix, figure_to_svg
@@ -33,7 +31,6 @@ from serving.auth import key_matches
 from serving.errors import ApiError
 from serving.monitoring import MonitoringError
 from serving.schemas import ACK_NOTE_MAX
-from serving.store.tables import ScoreRow
 
 dashboard = Blueprint("dashboard", __name__)
 HTML_HEADERS = {
@@ -98,26 +95,16 @@ def require_parts():
     return store, monitor
 
 
-def latest_responses(engine, ticket_ids: list[str]) -> dict[str, dict]:
-    """Each ticket's latest score as answered (reasons, action)."""
-    out: dict[str, dict] = {}
-    if not ticket_ids:
-        return out
-    with Session(engine) as session:
-        for ticket_id, response in session.execute(
-                select(ScoreRow.ticket_id, ScoreRow.response).where(ScoreRow.ticket_id.in_(ticket_ids))
-                .order_by(ScoreRow.ticket_id, ScoreRow.scored_at, ScoreRow.id)):
-            out[ticket_id] = response
-    return out
-
-
 def build_queue(store, alerts: list[dict]) -> dict:
-    page = store.list_queue(limit=QUEUE_ROWS)
-    responses = latest_responses(store.engine, [t["ticket_id"] for t in page["tickets"]])
+    """The queue's top rows with the reasons and action of the same latest score the risk column shows
+    (TicketStore.list_queue(detail=True): a request's or the watcher's, whichever is newer)."""
+    page = store.list_queue(limit=QUEUE_ROWS, detail=True)
     due_by_ticket = {a["ticket_id"]: a["due_at"] for a in alerts if a.get("due_at")}
     for ticket in page["tickets"]:
-        response = responses.get(ticket["ticket_id"]) or {}
+        response = ticket.pop("latest_score") or {}
         ticket["reasons"] = (response.get("escalation") or {}).get("reasons") or []
+        ticket["reasons_computed"] = response.get("reasons_computed", True)
+        ticket["scored_by"] = response.get("source")
         ticket["action"] = response.get("action") or {}
         due = due_by_ticket.get(ticket["ticket_id"])
         hours = ticket["action"].get("respond_within")

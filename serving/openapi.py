@@ -124,7 +124,14 @@ def ticket_paths(errors: dict, ref, json_ok) -> dict:
             "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {**json_ok({"type": "object", "properties": {
                 "ticket_id": {"type": "string"}, "state": {"type": "object"}, "open": {"type": "boolean"},
-                "events": {"type": "integer"}, "latest_score": {"type": ["object", "null"]},
+                "events": {"type": "integer"}, "latest_score": {
+                    "type": ["object", "null"],
+                    "description": "the ticket's latest score, whoever gave it (the one GET /v1/queue orders by): "
+                                   "the score response plus source, reasons_computed and features",
+                    "properties": {"source": {"type": "string", "enum": ["request", "watcher"]},
+                                   "reasons_computed": {"type": "boolean"},
+                                   "scored_at": {"type": "string", "format": "date-time"},
+                                   "features": {"type": ["object", "null"]}}},
                 "timeline": {"type": "array", "items": {"type": "object"}}}}),
                 "401": errors["401"], "503": errors["503"], **not_found}}},
         "/v1/queue": {"get": {

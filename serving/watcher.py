@@ -137,12 +137,14 @@ class Watcher:
             if n_tickets and not self.holds_lease(datetime.now(UTC) if wall_clock else now):
                 return TickReport(False, n_tickets, n_raised, reason="lease lost during the tick")
             states = [watch_state(state, now_iso) for state in batch]
-            scores = self.rescore(live, states, now)
+            explained: dict[int, dict] = {}
+            scores = self.rescore(live, states, now, explained)
             if observe is not None:
                 observe(batch, scores)
             sightings = [Sighting(str(state["ticket_id"]), score, int(state.get("escalation_level") or 0),
-                                  state.get("group"), False, escalated(state))
-                         for state, score in zip(batch, scores, strict=True)]
+                                  state.get("group"), False, escalated(state), reasons_computed=i in explained,
+                                  features=explained.get(i))
+                         for i, (state, score) in enumerate(zip(batch, scores, strict=True))]
             n_raised += len(self.alerts.apply_sightings(sightings, now))
             seen.update(s.ticket_id for s in sightings)
             n_tickets += len(batch)
@@ -158,18 +160,23 @@ class Watcher:
                  report.tickets, report.alerts_raised, report.outcomes_checked, report.seconds)
         return report
 
-    def rescore(self, live, states: list[dict], now: datetime) -> list[dict]:
+    def rescore(self, live, states: list[dict], now: datetime, explained: dict[int, dict] | None = None
+                ) -> list[dict]:
         """score_states of a batch without reasons, then with reasons for the tickets above the alert
         line (the only ones an alert can be raised for, and an alert keeps its reasons): the same
         scores as one pass with reasons for every ticket, at a fraction of the cost, since most
-        open tickets are below the line."""
+        open tickets are below the line. `explained`, when a dict, receives {index in `states`:
+        feature values} of the tickets scored with reasons (the store keeps both as their latest score's)."""
         scores = score_states(live, self.policy, states, self.settings, now, explain=False)
         above = [i for i, score in enumerate(scores) if line_trigger(score)]
         if above:
-            explained = score_states(live, self.policy, [states[i] for i in above], self.settings, now,
-                                     sync_history=False)
-            for i, score in zip(above, explained, strict=True):
+            features: list[dict] = []
+            rescored = score_states(live, self.policy, [states[i] for i in above], self.settings, now,
+                                    features_out=features, sync_history=False)
+            for i, score, values in zip(above, rescored, features, strict=True):
                 scores[i] = score
+                if explained is not None:
+                    explained[i] = values
         return scores
 
     def deliver_round(self, now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,

@@ -57,7 +57,9 @@ class TicketRow(Base):
     escalate_now: Mapped[bool | None] = mapped_column(Boolean)
     scored_at: Mapped[datetime | None] = mapped_column(UtcTime)
     model_version: Mapped[str | None] = mapped_column(String(128))
-    features: Mapped[dict | None] = mapped_column(JSON)  # the latest score's feature values
+    features: Mapped[dict | None] = mapped_column(JSON)  # the latest score's feature values (None: not kept)
+    # The latest score as given (TicketStore.latest_score_record): the response plus source and reasons_computed.
+    latest_score: Mapped[dict | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_tickets_queue", "is_open", "probability", "ticket_id"),

@@ -116,6 +116,14 @@ def normalize_event(event: dict) -> dict:
     return out
 
 
+def latest_score_record(score: dict, source: str, reasons_computed: bool = True) -> dict:
+    """What the tickets row keeps as a ticket's latest score: the score_states response as given, plus
+    `source` ("request": answered to /v1/score, /v1/events or an integration; "watcher": a queue-watch
+    re-score) and `reasons_computed` (False: scored without reasons, so an empty `reasons` list means
+    "not computed", not "nothing notable"; the watcher explains only the tickets above the alert line)."""
+    return {**score, "source": source, "reasons_computed": bool(reasons_computed)}
+
+
 def dedupe_key(event: dict, source: str, source_event_id: object) -> str:
     """The idempotency key: the source's event id when given, else the ticket, time and content."""
     if source_event_id not in (None, ""):
@@ -212,6 +220,26 @@ class _Merged:
     problems: list[tuple[int, str, str]] = field(default_factory=list)
 
 
+def stored_latest_score(row, logged: ScoreRow | None) -> dict | None:
+    """A tickets row's latest score (latest_score_record, with `features` and `scored_at`), None when never scored.
+
+    `row` has probability, band, escalate_now, scored_at, model_version, latest_score (and features, when
+    read); `logged` is the ticket's latest ticket_scores row. A row scored before migration 0004 has no
+    latest_score: its score is the logged one when that is the row's (same time), else a watcher re-score
+    of which only the columns were kept (reasons not computed)."""
+    features = getattr(row, "features", None)
+    if row.latest_score is not None:
+        return {**row.latest_score, "features": features}
+    if row.probability is None:
+        return None
+    if logged is not None and utc(logged.scored_at) == utc(row.scored_at):
+        return {**latest_score_record(logged.response, "request"), "features": features}
+    return {"ticket_id": row.ticket_id, "source": "watcher", "reasons_computed": False, "scored_at": iso(row.scored_at),
+            "model": {"version": row.model_version},
+            "escalation": {"probability": row.probability, "band": row.band, "escalate_now": row.escalate_now,
+                           "reasons": []}, "action": None, "features": None}
+
+
 class TicketStore:
     """The store's units of work on an engine (serving.store.db.create_store_engine)."""
 
@@ -238,7 +266,7 @@ class TicketStore:
         probability = TICKETS.c.probability.desc()
         self._queue_order = (probability.nulls_last() if self.postgres else probability, TICKETS.c.ticket_id.desc())
         self._no_score = {"probability": None, "band": None, "escalate_now": None, "scored_at": None,
-                          "model_version": None, "features": None}
+                          "model_version": None, "features": None, "latest_score": None}
         dialect_insert = postgresql_insert if self.postgres else sqlite_insert
         self._insert_event_once = (dialect_insert(EVENTS).on_conflict_do_nothing(
             index_elements=[EVENTS.c.ticket_id, EVENTS.c.dedupe_key]).returning(EVENTS.c.id))
@@ -339,7 +367,8 @@ class TicketStore:
             rows.append(row)
             latest[row["ticket_id"]] = {"probability": row["probability"], "band": row["band"],
                                         "escalate_now": row["escalate_now"], "scored_at": scored_at,
-                                        "model_version": batch.model_version, "features": values}
+                                        "model_version": batch.model_version, "features": values,
+                                        "latest_score": latest_score_record(score, "request")}
         return rows, latest
 
     def _retrying(self, work):
@@ -583,8 +612,13 @@ class TicketStore:
 
     # --- reading -------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str, timeline_limit: int = 200) -> dict | None:
-        """The ticket's state, latest score (with the feature values that produced it) and timeline
-        (events and scores, oldest first, the latest `timeline_limit` of each); None when unknown."""
+        """The ticket's state, latest score and timeline (events and the scores answered to requests,
+        oldest first, the latest `timeline_limit` of each); None when unknown.
+
+        The latest score is the tickets row's (the one GET /v1/queue orders by), whoever gave it: a
+        request or the queue watcher (`source`), with `scored_at`, `model`, `reasons` when they were
+        computed (`reasons_computed`) and `features`, the feature values that produced it (None when
+        that score did not keep them: a watcher re-score below the alert line)."""
         with Session(self.engine) as session:
             row = session.execute(select(TicketRow).where(TicketRow.ticket_id == ticket_id)).scalar_one_or_none()
             if row is None:
@@ -605,7 +639,6 @@ class TicketStore:
                       "escalate_now": s.escalate_now, "reasons": s.response.get("escalation", {}).get("reasons"),
                       "action": s.response.get("action")} for s in scores]
         timeline.sort(key=lambda item: (item["time"], item["kind"] == "score"))
-        latest = scores[0] if scores else None
         return {
             "ticket_id": row.ticket_id,
             "state": row.state,
@@ -613,7 +646,7 @@ class TicketStore:
             "events": row.event_count,
             "updated_at": iso(row.updated_at),
             "text_dropped_at": iso(row.text_dropped_at),
-            "latest_score": None if latest is None else {**latest.response, "features": row.features},
+            "latest_score": stored_latest_score(row, scores[0] if scores else None),
             "timeline": timeline,
         }
 
@@ -623,10 +656,11 @@ class TicketStore:
             return connection.execute(self._score_for_event, {"event_id": event_id}).scalar()
 
     def list_queue(self, limit: int = 50, offset: int = 0, band: str | None = None, group: str | None = None,
-                   agent_id: str | None = None, category: str | None = None) -> dict:
+                   agent_id: str | None = None, category: str | None = None, detail: bool = False) -> dict:
         """Open tickets by current risk, highest first (unscored last), filtered and paged.
 
-        Returns {"tickets": [...], "total": n matching, "limit", "offset"}."""
+        Returns {"tickets": [...], "total": n matching, "limit", "offset"}. `detail`: each ticket also
+        has the rest of its latest score (`latest_score`, as get_ticket gives it, without features)."""
         conditions = [TicketRow.is_open.is_(True)]
         for column, value in ((TicketRow.band, band), (TicketRow.group_name, group),
                               (TicketRow.agent_id, agent_id), (TicketRow.category, category)):
@@ -636,6 +670,8 @@ class TicketStore:
         columns = (TicketRow.ticket_id, TicketRow.probability, TicketRow.band, TicketRow.escalate_now,
                    TicketRow.scored_at, TicketRow.status, TicketRow.group_name, TicketRow.agent_id,
                    TicketRow.category, TicketRow.customer_id, TicketRow.created_at, TicketRow.last_event_time)
+        if detail:
+            columns += (TicketRow.latest_score, TicketRow.model_version)
         with Session(self.engine) as session:
             rows = session.execute(
                 select(*columns).where(where)
@@ -647,7 +683,29 @@ class TicketStore:
                     "group": r.group_name, "agent_id": r.agent_id, "category": r.category,
                     "customer_id": r.customer_id, "created_at": iso(r.created_at),
                     "last_event_time": iso(r.last_event_time)} for r in rows]
+        if detail:
+            legacy = [t["ticket_id"] for t, r in zip(tickets, rows, strict=True)
+                      if r.latest_score is None and r.probability is not None]
+            logged = self._latest_logged_scores(legacy)
+            for ticket, r in zip(tickets, rows, strict=True):
+                score = stored_latest_score(r, logged.get(r.ticket_id))
+                if score is not None:
+                    score.pop("features", None)
+                ticket["latest_score"] = score
         return {"tickets": tickets, "total": total, "limit": limit, "offset": offset}
+
+    def _latest_logged_scores(self, ticket_ids: list[str]) -> dict[str, ScoreRow]:
+        """Each ticket's latest ticket_scores row (for rows scored before tickets.latest_score existed)."""
+        out: dict[str, ScoreRow] = {}
+        if not ticket_ids:
+            return out
+        with Session(self.engine) as session:
+            for start in range(0, len(ticket_ids), CHUNK):
+                for score in session.execute(
+                        select(ScoreRow).where(ScoreRow.ticket_id.in_(ticket_ids[start:start + CHUNK]))
+                        .order_by(ScoreRow.ticket_id, ScoreRow.scored_at, ScoreRow.id)).scalars():
+                    out[score.ticket_id] = score
+        return out
 
     def iter_open_tickets(self, batch_size: int = 1000) -> Iterator[list[dict]]:
         """The canonical states of open tickets, in ticket-id order, `batch_size` at a time (for the watcher)."""
