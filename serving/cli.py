@@ -181,8 +181,8 @@ def ingest(data_path: Path, source: str, mapping_path: Path | None, batch_size: 
         click.echo(f"REJECTED {result.rejected:,} of {result.rows:,} rows ({result.reject_share:.1%}), not recorded: "
                    f"{reasons}", err=True)
     if result.rejects_path:
-        click.echo(f"rejected rows and reasons: {result.rejects_path} (`row` = 0-based data row of the export, "
-                   f"see docs/serving.md)", err=True)
+        click.echo(f"rejected rows and reasons: {result.rejects_path} (`row`: 0-based data row "
+                   "as read, row 0 = the line after a CSV's header; docs/serving.md)", err=True)
     if result.reject_share > max_reject_share:
         raise UserError(f"{result.reject_share:.1%} of the {result.rows:,} rows of {data_path} were rejected, more "
                         f"than the allowed {max_reject_share:.1%} (--max-reject-share); the {result.recorded:,} new "
