@@ -151,7 +151,10 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True,
                     normalize: bool = True) -> ValidationResult:
     """Coerce an event log to the canonical types; return clean rows and row-level rejects.
 
-    `row` in the rejects is the 0-based position of the row in the input frame. Clean rows
+    `row` in the rejects is the 0-based position of the row in the input frame (for a CSV read
+    whole, row 0 is the line after the header). Counters must be whole numbers 0..COUNTER_MAX, as
+    the API takes them (3.0 and 1e2 are whole; missing is 0); ticket id and times are required.
+    Raises SchemaError when a required column is missing. Clean rows
     come sorted by ticket and time unless `sort` is False (scoring keeps the caller's order).
     `copy=False` converts `raw` in place, for callers that own a large frame. Categorical
     columns come in normal form (normalize_category); `normalize=False` only lower-cases the
