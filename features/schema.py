@@ -7,8 +7,10 @@ that the caller writes out, so nothing from a user's export is lost without a tr
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,10 @@ REQUIRED_COLUMNS = ("ticket_id", "event_time", "created_at")
 TIME_COLUMNS = ("event_time", "created_at", "sla_due_at")
 COUNTER_COLUMNS = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages")
 LEVEL_COLUMN = "escalation_level"
+# The largest counter (messages, reassignments, reopenings, escalation level) anything accepts: the API
+# answers 422 above it (serving/schemas.py) and validate_events rejects the row. A larger value is a bug
+# in the sender or the export, not a ticket.
+COUNTER_MAX = 1_000_000
 TEXT_COLUMNS = ("subject", "description", "last_customer_message")
 CATEGORICAL_COLUMNS = (
     "channel",
@@ -145,7 +151,10 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True,
                     normalize: bool = True) -> ValidationResult:
     """Coerce an event log to the canonical types; return clean rows and row-level rejects.
 
-    `row` in the rejects is the 0-based position of the row in the input frame. Clean rows
+    `row` in the rejects is the 0-based position of the row in the input frame (for a CSV read
+    whole, row 0 is the line after the header). Counters must be whole numbers 0..COUNTER_MAX, as
+    the API takes them (3.0 and 1e2 are whole; missing is 0); ticket id and times are required.
+    Raises SchemaError when a required column is missing. Clean rows
     come sorted by ticket and time unless `sort` is False (scoring keeps the caller's order).
     `copy=False` converts `raw` in place, for callers that own a large frame. Categorical
     columns come in normal form (normalize_category); `normalize=False` only lower-cases the
@@ -188,12 +197,22 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True,
         if column not in frame:
             continue
         original = frame[column]
-        numbers = pd.to_numeric(original, errors="coerce")
+        # As the API takes counters: whole numbers 0..COUNTER_MAX, written 3, 3.0 or 1e2 (= 100); true/false
+        # are not counts. A missing counter is 0.
+        if pd.api.types.is_bool_dtype(original.dtype):
+            numbers = pd.Series(np.nan, index=original.index)
+        else:
+            numbers = pd.to_numeric(original, errors="coerce").astype("float64")
         not_number = numbers.isna() & original.notna()
-        negative = numbers < 0
+        negative = (numbers < 0).to_numpy()
+        too_large = (numbers > COUNTER_MAX).to_numpy()
+        fraction = (np.isfinite(numbers) & (numbers != np.floor(numbers))).to_numpy() & ~negative & ~too_large
         rejects.append(_reject_rows(frame, not_number, column, "not a number", original))
-        rejects.append(_reject_rows(frame, negative.fillna(False), column, "negative counter", original))
-        frame[column] = numbers.fillna(0).clip(lower=0).round().astype("int64")
+        rejects.append(_reject_rows(frame, negative, column, "negative counter", original))
+        rejects.append(_reject_rows(frame, fraction, column, "counter not a whole number", original))
+        rejects.append(_reject_rows(frame, too_large, column, f"counter above the maximum {COUNTER_MAX:,}",
+                                    original))
+        frame[column] = numbers.where(~(negative | too_large | fraction), 0).fillna(0).astype("int64")
 
     duplicated = frame.duplicated(subset=["ticket_id", "event_time"], keep="first") & ~missing_id
     rejects.append(_reject_rows(frame, duplicated, "event_time", "duplicate update (same ticket and time)"))
@@ -227,6 +246,53 @@ def validate_events(raw: pd.DataFrame, sort: bool = True, copy: bool = True,
         rejects=all_rejects.sort_values(["row", "column"], kind="stable").reset_index(drop=True),
         n_input_rows=len(raw),
     )
+
+
+def read_parquet_log(path: Path) -> pd.DataFrame:
+    """A Parquet file, or a directory read as one Parquet dataset (every file in it Parquet).
+
+    Raises SchemaError naming the path when it does not read as Parquet (e.g. a directory of CSV files).
+    """
+    path = Path(path)
+    try:
+        return pd.read_parquet(path)
+    except (ValueError, OSError, NotImplementedError) as exc:  # pyarrow's ArrowInvalid, ArrowIOError, ...
+        first = textwrap.shorten((str(exc).strip().splitlines() or [type(exc).__name__])[0], 200, placeholder=" ...")
+        if path.is_dir():
+            raise SchemaError(f"{path} is a directory, read as one Parquet dataset, and not every file in it is "
+                              f"Parquet (give a CSV file itself, not its folder): {first}") from exc
+        raise SchemaError(f"{path} does not read as Parquet: {first}") from exc
+
+
+def read_event_log(events_path: Path) -> pd.DataFrame:
+    """A canonical event log: Parquet (a .parquet file or a directory of them) or CSV (.csv, .csv.gz, or
+    any other name; UTF-8, comma-separated).
+
+    Ids and categories are read as text (a zero-padded id keeps its zeros). Raises FileNotFoundError,
+    or SchemaError naming the file and the problem when it is not Parquet, not UTF-8, empty, or not
+    comma-separated.
+    """
+    events_path = Path(events_path)
+    if not events_path.exists():
+        raise FileNotFoundError(f"event log not found: {events_path}")
+    if events_path.suffix == ".parquet" or events_path.is_dir():
+        return read_parquet_log(events_path)
+    try:
+        header = pd.read_csv(events_path, nrows=0)
+        text = {c: "string" for c in (*ID_COLUMNS, *CATEGORICAL_COLUMNS, *TEXT_COLUMNS) if c in header.columns}
+        frame = pd.read_csv(events_path, low_memory=False, dtype=text)
+    except UnicodeError as exc:
+        raise SchemaError(f"{events_path.name} is not UTF-8 text ({exc}); save it as UTF-8, or import it with a "
+                          "mapping file whose read.encoding names its encoding (docs/mapping-files.md)") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise SchemaError(f"{events_path.name} is empty: no header row of columns") from exc
+    except pd.errors.ParserError as exc:
+        raise SchemaError(f"{events_path.name} does not read as comma-separated CSV: "
+                          f"{str(exc).strip().splitlines()[-1]}") from exc
+    if frame.shape[1] == 1 and any(d in str(frame.columns[0]) for d in (";", "\t", "|")):
+        raise SchemaError(f"{events_path.name} reads as one column ({str(frame.columns[0])[:60]!r}): the canonical "
+                          "log is comma-separated; import another separator with a mapping file (read.delimiter)")
+    return frame
 
 
 def parse_times(values: pd.Series, column: str = "time") -> pd.Series:

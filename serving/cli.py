@@ -167,8 +167,18 @@ def db_export(before, output_path: Path | None) -> None:
 @click.option("--batch-size", type=click.IntRange(100, 100_000), default=5000, show_default=True)
 @click.option("--rejects", "rejects_path", type=click.Path(path_type=Path), default=None,
               help="Where rejected rows and their reasons go (default: reports/ingest_rejects.csv).")
-def ingest(data_path: Path, source: str, mapping_path: Path | None, batch_size: int, rejects_path: Path | None) -> None:
-    """Backfill the ticket store from an export, so live history is complete from day one."""
+@click.option("--max-reject-share", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Exit with code 2 (after recording the good rows) when more of the rows than this are "
+                   "rejected; the same 5 % as training's data.max_reject_share.")
+def ingest(data_path: Path, source: str, mapping_path: Path | None, batch_size: int, rejects_path: Path | None,
+           max_reject_share: float) -> None:
+    """Backfill the ticket store from an export, so live history is complete from day one.
+
+    Rows that fail validation are written with their reasons to --rejects; the others are recorded.
+    Exit code 2: the export cannot be read or lacks a required column (nothing recorded), or more
+    than --max-reject-share of its rows were rejected (the good rows recorded: rerun after fixing
+    the export records only what is new)."""
+    from features.schema import SchemaError
     from serving.ingest import ingest_events, read_export
 
     if mapping_path is not None and source == "events":
@@ -176,19 +186,38 @@ def ingest(data_path: Path, source: str, mapping_path: Path | None, batch_size: 
     settings = Settings()
     try:
         raw = read_export(data_path, source, mapping_path)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise UserError(str(exc)) from exc
+    except (FileNotFoundError, ValueError, KeyError) as exc:  # SchemaError and MappingError are ValueErrors
+        raise UserError(_naming(data_path, exc)) from exc
     except Exception as exc:  # a mapping problem or an unreadable file: say which, no stack trace
         raise UserError(f"cannot read {data_path}: {type(exc).__name__}: {exc}") from exc
     store = open_store(settings)
     rejects_path = rejects_path or settings.resolved_reports_dir / "ingest_rejects.csv"
-    result = ingest_events(store, raw, batch_size, rejects_path)
+    try:
+        result = ingest_events(store, raw, batch_size, rejects_path)
+    except SchemaError as exc:  # raised by validation, before anything is recorded
+        raise UserError(f"{_naming(data_path, exc)}; nothing recorded") from exc
     rate = result.recorded / result.seconds if result.seconds > 0 else 0.0
     click.echo(f"ingested {data_path}: {result.rows:,} rows, {result.recorded:,} events recorded, "
-               f"{result.duplicates:,} already there, {result.rejected:,} rejected "
+               f"{result.duplicates:,} already there, {result.rejected:,} rejected ({result.reject_share:.1%}) "
                f"({result.seconds:.1f} s, {rate:,.0f} events/s)")
+    if result.rejected:
+        reasons = "; ".join(f"{reason} ({n:,} rows)" for reason, n in list(result.reasons.items())[:5])
+        click.echo(f"REJECTED {result.rejected:,} of {result.rows:,} rows ({result.reject_share:.1%}), not recorded: "
+                   f"{reasons}", err=True)
     if result.rejects_path:
-        click.echo(f"rejected rows and reasons: {result.rejects_path}")
+        click.echo(f"rejected rows and reasons: {result.rejects_path} (`row`: 0-based data row "
+                   "as read, row 0 = the line after a CSV's header; docs/serving.md)", err=True)
+    if result.reject_share > max_reject_share:
+        raise UserError(f"{result.reject_share:.1%} of the {result.rows:,} rows of {data_path} were rejected, more "
+                        f"than the allowed {max_reject_share:.1%} (--max-reject-share); the {result.recorded:,} new "
+                        "good rows are recorded: fix the rejected rows and ingest again (rows already recorded "
+                        "are not recorded twice)")
+
+
+def _naming(data_path: Path, exc: Exception) -> str:
+    """The error's message, with the file it concerns in front unless it names it already."""
+    text = str(exc)
+    return text if Path(data_path).name in text else f"{data_path}: {text}"
 
 
 @commands.command()

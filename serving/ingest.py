@@ -1,8 +1,9 @@
 """Backfill the ticket store from an export, so live history is complete from the first day.
 
-The export is read like training reads it (a canonical event log, or any export through a
-mapping file, features/sources), validated row by row (rejected rows are written out with
-their reasons), then recorded in batches through TicketStore.record_events as full events of
+The export is read like training reads it (a canonical event log, features.schema.read_event_log,
+or any export through a mapping file, features/sources), validated row by row like training
+validates it (features.schema.validate_events; rejected rows are written out with their reasons),
+then recorded in batches through TicketStore.record_events as full events of
 source "ingest": the same merge, idempotency and history rules as the live endpoints, so an
 ingest run twice records nothing new the second time.
 """
@@ -12,13 +13,13 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from features.schema import CANONICAL_COLUMNS, validate_events
+from features.schema import CANONICAL_COLUMNS, read_event_log, validate_events
 from serving.store.tickets import TicketStore
 
 INGEST_SOURCE = "ingest"
@@ -31,23 +32,27 @@ class IngestResult:
     rows: int
     recorded: int
     duplicates: int
-    rejected: int
+    rejected: int  # rows with at least one reject (a row can have several reasons)
     seconds: float
     rejects_path: Path | None
+    reasons: dict[str, int] = field(default_factory=dict)  # "column: reason" -> rejected rows, most first
+
+    @property
+    def reject_share(self) -> float:
+        """Rejected rows / rows read (0 for an empty export)."""
+        return self.rejected / max(self.rows, 1)
 
 
 def read_export(data_path: Path, source: str = "events", mapping_path: Path | None = None) -> pd.DataFrame:
     """Canonical rows of an export: `events` (Parquet or CSV in the canonical columns), `servicenow`
     (the incident audit log) or `mapping` (any export described by `mapping_path`).
-    Raises FileNotFoundError, ValueError (unreadable file) or features.sources.mapping.MappingError."""
+    Raises FileNotFoundError, features.schema.SchemaError (a file that is not Parquet, UTF-8 or
+    comma-separated CSV, named), ValueError or features.sources.mapping.MappingError."""
     data_path = Path(data_path)
     if not data_path.exists():
         raise FileNotFoundError(f"no export at {data_path}")
     if source == "events":
-        if data_path.suffix == ".parquet" or data_path.is_dir():
-            return pd.read_parquet(data_path)
-        return pd.read_csv(data_path, dtype={"ticket_id": "string", "customer_id": "string", "agent_id": "string",
-                                             "group": "string"})
+        return read_event_log(data_path)
     from features.sources.mapping import import_export, load_mapping
 
     if source == "mapping" and mapping_path is None:
@@ -110,10 +115,15 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
     """Validate `raw` (canonical columns) and record it; rejected rows go to `rejects_path` (CSV).
 
     Each batch is one unit of work (TicketStore.record_events), committed before it is counted.
-    Raises what record_events raises (StoreUnavailable, EventError), the batches before it committed."""
+    Raises features.schema.SchemaError before recording anything when `raw` lacks a required column
+    (or a time column reads in neither or both day orders); then what record_events raises
+    (StoreUnavailable, EventError), the batches before it committed."""
     started = time.perf_counter()
     result = validate_events(raw)
     rejected = int(result.rejects["row"].nunique()) if len(result.rejects) else 0
+    reasons = (result.rejects.drop_duplicates(["row", "column", "reason"])
+               .groupby(["column", "reason"]).size().sort_values(ascending=False, kind="stable")) \
+        if rejected else pd.Series(dtype="int64")
     if rejected and rejects_path is not None:
         Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
         result.rejects.to_csv(rejects_path, index=False)
@@ -132,4 +142,5 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
                 progress(min(block_start + offset + batch_size, len(events)), len(events))
     return IngestResult(rows=len(raw), recorded=recorded, duplicates=duplicates, rejected=rejected,
                         seconds=time.perf_counter() - started,
-                        rejects_path=Path(rejects_path) if rejected and rejects_path is not None else None)
+                        rejects_path=Path(rejects_path) if rejected and rejects_path is not None else None,
+                        reasons={f"{column}: {reason}": int(n) for (column, reason), n in reasons.items()})

@@ -16,16 +16,16 @@ from pydantic import (
     model_validator,
 )
 
-from features.schema import PRIORITY_ALIASES, PRIORITY_ORDER
+from features.schema import COUNTER_MAX, PRIORITY_ALIASES, PRIORITY_ORDER
 
 PRIORITY_VALUES = (*PRIORITY_ORDER, *PRIORITY_ALIASES)
 MIN_YEAR, MAX_YEAR = 1990, 2200  # a ticket from 1970 is a number read as epoch seconds
 # Names of an importer's extra log columns (a mapping's `extra:`, e.g. opened_by, location).
 ExtraName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 ExtraValue = Annotated[str, StringConstraints(max_length=256)]
-# Counters so far (messages, reassignments, reopenings, escalation level): whole numbers 0..COUNTER_MAX,
-# as numbers, whole floats (3.0) or digit strings ("3"). A larger value is a client bug, answered 422.
-COUNTER_MAX = 1_000_000
+# Counters so far (messages, reassignments, reopenings, escalation level): whole numbers 0..COUNTER_MAX
+# (features.schema, which validates exports the same way), as numbers, whole floats (3.0) or digit
+# strings ("3"). A larger value is a client bug, answered 422.
 
 
 def refuse_booleans(value: object) -> object:

@@ -124,6 +124,7 @@ def _default_params_path(settings: Settings, source: str) -> Path:
 
 def _import_source(source: str, data_path: Path | None, mapping_path: Path | None, params, settings: Settings):
     """A ServiceNow export or a mapped export -> (path, audited canonical rows, the params adopted for it)."""
+    from features.schema import SchemaError
     from features.sources.mapping import MappingError, describe_labels, import_export, load_mapping
     from training.config import ParamsError, adopt_mapping
 
@@ -140,7 +141,7 @@ def _import_source(source: str, data_path: Path | None, mapping_path: Path | Non
         mapping = load_mapping(mapping_path or source)
         imported = import_export(data_path, mapping, labels)
         return data_path, imported, adopt_mapping(params, mapping.closing_statuses, imported.feature_extras)
-    except (MappingError, ParamsError, FileNotFoundError, KeyError) as exc:
+    except (MappingError, ParamsError, SchemaError, FileNotFoundError, KeyError) as exc:
         raise UserError(str(exc)) from exc
 
 
@@ -283,7 +284,8 @@ def train(data_path: Path | None, params_path: Path | None, models_dir: Path | N
             result = train_models(data_path, params, rejects_path)
     except (SchemaError, FileNotFoundError, ValueError) as exc:
         hint = f" (rejected rows and reasons: {rejects_path})" if _has_rows(rejects_path) else ""
-        raise UserError(f"{exc}{hint}") from exc
+        named = str(exc) if Path(data_path).name in str(exc) else f"{data_path}: {exc}"
+        raise UserError(f"{named}{hint}") from exc
 
     click.echo(f"\ndata: {result.validation.n_input_rows:,} rows, {count_tickets(result.tickets):,} tickets, "
                f"{len(result.validation.rejects):,} rejects (written to {rejects_path})")

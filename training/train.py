@@ -31,13 +31,11 @@ from features.build import FeatureBuilder
 from features.history import summarize_tickets
 from features.labels import add_label_outcomes, common_features, label_column, select_label_features
 from features.schema import (
-    CATEGORICAL_COLUMNS,
-    ID_COLUMNS,
     PRIORITY_ORDER,
     TEXT_COLUMNS,
-    SchemaError,
     ValidationResult,
     check_reject_share,
+    read_event_log,
     validate_events,
 )
 from features.snapshots import LABEL, POSITION, PRIORITY_TARGET, build_label_snapshots, find_outcome_times
@@ -102,33 +100,6 @@ class TrainingResult:
     labels: list[LabelResult] = field(default_factory=list)
     priority_features: list[str] | None = None  # None = every feature of the builder
     skipped_labels: dict[str, str] = field(default_factory=dict)  # label -> why it was not trained
-
-
-def read_event_log(events_path: Path) -> pd.DataFrame:
-    """Parquet or CSV by extension (.csv, .csv.gz; UTF-8, comma-separated).
-
-    Ids and categories are read as text (a zero-padded id keeps its zeros). Raises SchemaError
-    naming the problem when a CSV is not UTF-8 or not comma-separated.
-    """
-    events_path = Path(events_path)
-    if not events_path.exists():
-        raise FileNotFoundError(f"event log not found: {events_path}")
-    if events_path.suffix == ".parquet" or events_path.is_dir():
-        return pd.read_parquet(events_path)
-    try:
-        header = pd.read_csv(events_path, nrows=0)
-        text = {c: "string" for c in (*ID_COLUMNS, *CATEGORICAL_COLUMNS, *TEXT_COLUMNS) if c in header.columns}
-        frame = pd.read_csv(events_path, low_memory=False, dtype=text)
-    except UnicodeError as exc:
-        raise SchemaError(f"{events_path.name} is not UTF-8 text ({exc}); save it as UTF-8, or import it with a "
-                          "mapping file whose read.encoding names its encoding (docs/mapping-files.md)") from exc
-    except pd.errors.ParserError as exc:
-        raise SchemaError(f"{events_path.name} does not read as comma-separated CSV: "
-                          f"{str(exc).strip().splitlines()[-1]}") from exc
-    if frame.shape[1] == 1 and any(d in str(frame.columns[0]) for d in (";", "\t", "|")):
-        raise SchemaError(f"{events_path.name} reads as one column ({str(frame.columns[0])[:60]!r}): the canonical "
-                          "log is comma-separated; import another separator with a mapping file (read.delimiter)")
-    return frame
 
 
 def fingerprint_file(path: Path) -> str:

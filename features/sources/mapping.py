@@ -29,6 +29,8 @@ from features.schema import (
     TARGET_PRIORITY_COLUMN,
     TEXT_COLUMNS,
     TIME_COLUMNS,
+    SchemaError,
+    read_parquet_log,
 )
 from features.times import TimeFormatError, check_timezone, localize_times, parse_wall_times
 from features.yaml_files import load_yaml_model
@@ -242,13 +244,16 @@ def read_export(path: Path, read: ReadSpec, text_columns: list[str] | tuple[str,
     """CSV (.csv, .csv.gz) or Parquet, with the export's own missing-value markers.
 
     `text_columns` (every column with `all_text`) are read as text, never as numbers. Raises MappingError naming
-    `read.encoding` or `read.delimiter` when the file does not read with them.
+    `read.encoding` or `read.delimiter` when the file does not read with them, or the path when it is not Parquet.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"export not found: {path}")
     if path.suffix == ".parquet" or path.is_dir():
-        frame = pd.read_parquet(path)
+        try:
+            frame = read_parquet_log(path)
+        except SchemaError as exc:
+            raise MappingError(str(exc)) from exc
         return frame.replace(read.na_values, np.nan) if read.na_values else frame
     options = {"sep": read.delimiter, "encoding": read.encoding}
     try:

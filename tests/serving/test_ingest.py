@@ -153,3 +153,108 @@ def test_a_full_event_merges_the_same_on_the_quick_path():
         rules = merge_event(state, {**event, "partial": False}, closed)
         assert list(quick.items()) == list(rules.items())
         state = quick
+
+
+# --- `escalation-risk ingest` as a user meets it: bad files, bad counters, the reject share ---
+
+HEADER = "ticket_id,event_time,created_at,customer_messages"
+# (ticket, customer_messages as written in the CSV, stored value or the reject reason)
+COUNTER_CASES = [
+    ("T1", "1.5", "counter not a whole number"),
+    ("T2", "99999999999", "counter above the maximum 1,000,000"),
+    ("T3", "1e2", 100),  # the whole number 100 written in exponent form
+    ("T4", "3", 3),
+    ("T5", "-1", "negative counter"),
+    ("T6", "abc", "not a number"),
+    ("T7", "", 0),  # missing: 0, as the API's default
+    ("T8", "3.0", 3),
+    ("T9", "1000000", 1_000_000),
+    ("T10", "1000001", "counter above the maximum 1,000,000"),
+]
+
+
+def run_ingest(tmp_path, monkeypatch, *args):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("ESCALATION_RISK_STORE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("ESCALATION_RISK_REPORTS_DIR", str(tmp_path / "reports"))
+    return CliRunner().invoke(main, ["ingest", *map(str, args)])
+
+
+def stored_counters(tmp_path) -> dict[str, int]:
+    import json
+
+    with sqlite3.connect(tmp_path / "cli.db") as connection:
+        rows = connection.execute("SELECT ticket_id, fields FROM ticket_events").fetchall()
+    return {ticket: json.loads(fields).get("customer_messages") for ticket, fields in rows}
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("nocreated.csv", "ticket_id,event_time\nT1,2026-01-01T00:00:00\n", "missing required column(s): created_at"),
+    ("x.txt", "a;b\n", "reads as one column"),
+    ("empty.csv", "", "is empty"),
+    ("folder", None, "is a directory, read as one Parquet dataset"),
+])
+def test_an_unusable_export_is_one_line_naming_the_file_exit_2(tmp_path, monkeypatch, name, content, expected):
+    path = tmp_path / name
+    if content is None:  # a folder holding a CSV: read as a Parquet dataset
+        path.mkdir()
+        (path / "bad.csv").write_text(f"{HEADER}\nT1,2026-01-02,2026-01-01,1\n")
+    else:
+        path.write_text(content)
+    result = run_ingest(tmp_path, monkeypatch, "--data", path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.startswith("Error: ")
+    assert expected in result.output and name in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_counters_are_refused_like_the_api_and_the_good_rows_recorded(tmp_path, monkeypatch):
+    path = tmp_path / "counters.csv"
+    path.write_text("\n".join([HEADER, *(f"{t},2026-01-01T01:00:00,2026-01-01T00:00:00,{v}" for t, v, _ in
+                                         COUNTER_CASES)]) + "\n")
+    result = run_ingest(tmp_path, monkeypatch, "--data", path, "--max-reject-share", "1")
+    assert result.exit_code == 0, result.output
+    bad = {t: outcome for t, _, outcome in COUNTER_CASES if isinstance(outcome, str)}
+    rejects = pd.read_csv(tmp_path / "reports" / "ingest_rejects.csv", dtype={"value": "string"})
+    assert dict(zip(rejects["ticket_id"], rejects["reason"], strict=True)) == bad
+    assert set(rejects["column"]) == {"customer_messages"}
+    # `row` counts data rows from 0: the line after the header is row 0.
+    assert list(rejects["row"]) == [i for i, (t, _, _) in enumerate(COUNTER_CASES) if t in bad]
+    assert stored_counters(tmp_path) == {t: outcome for t, _, outcome in COUNTER_CASES if t not in bad}
+    assert f"REJECTED {len(bad)} of {len(COUNTER_CASES)} rows" in result.output
+    assert "customer_messages: counter not a whole number (1 rows)" in result.output
+
+
+def test_more_rejects_than_allowed_exit_2_after_recording_the_good_rows(tmp_path, monkeypatch):
+    path = tmp_path / "counters.csv"
+    path.write_text("\n".join([HEADER, *(f"{t},2026-01-01T01:00:00,2026-01-01T00:00:00,{v}" for t, v, _ in
+                                         COUNTER_CASES)]) + "\n")
+    result = run_ingest(tmp_path, monkeypatch, "--data", path)  # default --max-reject-share 0.05
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "50.0% of the 10 rows of" in result.output and "5 new good rows are recorded" in result.output
+    assert len(stored_counters(tmp_path)) == 5
+    again = run_ingest(tmp_path, monkeypatch, "--data", path)
+    assert again.exit_code == 2 and "the 0 new good rows are recorded" in again.output
+    assert len(stored_counters(tmp_path)) == 5
+
+
+@pytest.mark.parametrize("value", [0, 3, 3.0, 100.0, 1.5, -1, 1_000_000, 1_000_001, 99_999_999_999, float("inf")])
+def test_export_validation_and_the_api_agree_on_counters(value):
+    from pydantic import TypeAdapter, ValidationError
+
+    from serving.schemas import Count
+
+    try:
+        TypeAdapter(Count).validate_python(value)
+        api_accepts = True
+    except ValidationError:
+        api_accepts = False
+    raw = pd.DataFrame({"ticket_id": ["T1"], "event_time": ["2026-01-01T01:00:00"],
+                        "created_at": ["2026-01-01T00:00:00"], "customer_messages": [value]})
+    result = validate_events(raw)
+    assert (len(result.rejects) == 0) == api_accepts, (value, result.rejects.to_dict("records"))
+    if api_accepts:
+        assert result.events["customer_messages"].tolist() == [int(value)]

@@ -95,3 +95,23 @@ def test_unwritable_artifact_folder_is_found_before_training(small_events_path, 
     assert result.returncode == 2, result.stderr
     assert "artifact folder" in result.stderr and "mlartifacts" in result.stderr
     assert "Traceback" not in result.stderr and "ROC-AUC" not in result.stdout
+
+
+def test_export_without_a_required_column_names_the_file_and_column(tmp_path):
+    data = tmp_path / "nocreated.csv"
+    data.write_text("ticket_id,event_time\nT1,2026-01-01T00:00:00\n")
+    result = run_cli("train", "--data", str(data), "--no-mlflow", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nocreated.csv" in result.stderr and "missing required column(s): created_at" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["train", "--no-mlflow"], ["audit-data"]])
+def test_a_folder_that_is_not_a_parquet_dataset_is_a_clear_error(tmp_path, command):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "bad.csv").write_text("ticket_id,event_time,created_at\nT1,2026-01-02,2026-01-01\n")
+    result = run_cli(*command, "--data", str(folder), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "exports is a directory, read as one Parquet dataset" in result.stderr
+    assert "Traceback" not in result.stderr
