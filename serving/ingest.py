@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.schema import CANONICAL_COLUMNS, read_event_log, validate_events
-from serving.store.tickets import TicketStore
+from features.schema import CANONICAL_COLUMNS, REJECT_COLUMNS, read_event_log, validate_events
+from serving.store.tickets import EventError, RecordedEvent, TicketStore
 
 INGEST_SOURCE = "ingest"
 CONVERT_ROWS = 100_000
+INPUT_ROW = "_ingest_row"  # the row's position in the export, carried through validation for the rejects
 COUNTER_COLUMNS = ("reassignment_count", "reopen_count", "customer_messages", "agent_messages", "escalation_level")
 
 
@@ -114,33 +115,59 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
                   progress: Callable[[int, int], None] | None = None) -> IngestResult:
     """Validate `raw` (canonical columns) and record it; rejected rows go to `rejects_path` (CSV).
 
-    Each batch is one unit of work (TicketStore.record_events), committed before it is counted.
+    Each batch is one unit of work (TicketStore.record_events), committed before it is counted. A row
+    the store refuses to merge (an update before its ticket's creation as stored, from an earlier
+    ingest or the API) is a rejected row with the store's reason; the rest of its batch is recorded.
     Raises features.schema.SchemaError before recording anything when `raw` lacks a required column
     (or a time column reads in neither or both day orders); then what record_events raises
-    (StoreUnavailable, EventError), the batches before it committed."""
+    (StoreUnavailable), the batches before it committed."""
     started = time.perf_counter()
-    result = validate_events(raw)
-    rejected = int(result.rejects["row"].nunique()) if len(result.rejects) else 0
-    reasons = (result.rejects.drop_duplicates(["row", "column", "reason"])
-               .groupby(["column", "reason"]).size().sort_values(ascending=False, kind="stable")) \
-        if rejected else pd.Series(dtype="int64")
-    if rejected and rejects_path is not None:
-        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
-        result.rejects.to_csv(rejects_path, index=False)
+    result = validate_events(raw.assign(**{INPUT_ROW: np.arange(len(raw))}), copy=False)
     events = result.events  # sorted by ticket and time: a ticket's events mostly share one batch
+    input_rows = events[INPUT_ROW].to_numpy()
+    merge_rejects: list[dict] = []
     recorded = duplicates = 0
     # Converted a block of batches at a time: per-column conversion costs the same for 5,000 rows as for 100,000.
     block = max(batch_size, (CONVERT_ROWS // batch_size) * batch_size)
     for block_start in range(0, len(events), block):
         dicts = to_event_dicts(events.iloc[block_start:block_start + block])
         for offset in range(0, len(dicts), batch_size):
-            for item in store.record_events(dicts[offset:offset + batch_size], INGEST_SOURCE, normalized=True,
-                                            event_ids=False):
+            first = block_start + offset
+            batch, rows = dicts[offset:offset + batch_size], input_rows[first:first + batch_size]
+            for item in _record_batch(store, batch, rows, merge_rejects):
                 duplicates += item.duplicate
                 recorded += not item.duplicate
             if progress is not None:
-                progress(min(block_start + offset + batch_size, len(events)), len(events))
+                progress(min(first + batch_size, len(events)), len(events))
+    rejects = result.rejects
+    if merge_rejects:
+        rejects = pd.concat([rejects, pd.DataFrame(merge_rejects, columns=list(REJECT_COLUMNS))], ignore_index=True)
+        rejects = rejects.sort_values(["row", "column"], kind="stable").reset_index(drop=True)
+    rejected = int(rejects["row"].nunique()) if len(rejects) else 0
+    reasons = (rejects.drop_duplicates(["row", "column", "reason"])
+               .groupby(["column", "reason"]).size().sort_values(ascending=False, kind="stable")) \
+        if rejected else pd.Series(dtype="int64")
+    if rejected and rejects_path is not None:
+        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+        rejects.to_csv(rejects_path, index=False)
     return IngestResult(rows=len(raw), recorded=recorded, duplicates=duplicates, rejected=rejected,
                         seconds=time.perf_counter() - started,
                         rejects_path=Path(rejects_path) if rejected and rejects_path is not None else None,
                         reasons={f"{column}: {reason}": int(n) for (column, reason), n in reasons.items()})
+
+
+def _record_batch(store: TicketStore, batch: list[dict], rows: np.ndarray, rejects: list[dict]
+                  ) -> list[RecordedEvent]:
+    """record_events of one batch; the events the store refuses become rejects (`rows`: their export
+    rows) and the batch is recorded without them (nothing of a refused unit of work was written)."""
+    while batch:
+        try:
+            return store.record_events(batch, INGEST_SOURCE, normalized=True, event_ids=False)
+        except EventError as exc:
+            refused = {index for index, _, _ in exc.problems}
+            for index, column, reason in exc.problems:
+                rejects.append({"row": int(rows[index]), "ticket_id": batch[index]["ticket_id"], "column": column,
+                                "reason": reason, "value": batch[index].get(column)})
+            kept = [i for i in range(len(batch)) if i not in refused]
+            batch, rows = [batch[i] for i in kept], rows[kept]
+    return []

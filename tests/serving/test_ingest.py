@@ -133,6 +133,24 @@ def test_rejected_rows_are_written_out_with_reasons_and_the_rest_recorded(export
     assert result.recorded == len(raw) - 2 == dump(path)["events"].__len__()
 
 
+def test_an_export_row_before_the_stored_creation_is_rejected_and_its_batch_recorded(export, tmp_path):
+    """A ticket the store already holds (created later, through the API) and an export row of it from
+    before that creation: the row is a reject with the store's reason, the rest is recorded."""
+    raw = export.sort_values(["ticket_id", "event_time"], kind="stable").reset_index(drop=True)
+    ticket_id = raw.loc[0, "ticket_id"]
+    own = raw.index[raw["ticket_id"] == ticket_id]
+    store, path = new_store(tmp_path, "stored-creation")
+    later = raw.loc[own[-1], "event_time"] + pd.Timedelta(days=1)
+    store.record_events([{"ticket_id": ticket_id, "created_at": later.isoformat(), "event_time": later.isoformat(),
+                          "customer_messages": 1}], "api")
+    result = ingest_events(store, raw, batch_size=7, rejects_path=tmp_path / "rejects.csv")
+    rejects = pd.read_csv(result.rejects_path)
+    assert set(rejects["row"]) == set(own.tolist()), rejects
+    assert set(rejects["column"]) == {"event_time"} and rejects["reason"].str.contains("(as stored)").all()
+    assert result.rejected == len(own) and result.recorded == len(raw) - len(own)
+    assert len(dump(path)["events"]) == len(raw) - len(own) + 1  # and the API's event
+
+
 def test_a_full_event_merges_the_same_on_the_quick_path():
     """merge_event takes a quick path for a full event carrying only fields the state has; an explicit
     partial=False sends the same event through the field-by-field rules: the results are identical,
