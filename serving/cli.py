@@ -61,16 +61,16 @@ class UtcMoment(click.ParamType):
     name = "date"
 
     def convert(self, value, param, ctx):
-        from datetime import UTC, datetime
+        from serving.store.tickets import parse_time  # the store's own reading of a time
 
-        if isinstance(value, datetime):
-            return value
         try:
-            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00").replace("z", "+00:00"))
+            moment = parse_time(value.strip() if isinstance(value, str) else value)
         except ValueError:
+            moment = None
+        if moment is None:
             self.fail(f"{value!r} is not an ISO 8601 date or time (e.g. 2026-01-01 or 2026-01-01T10:00:00Z)",
                       param, ctx)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return moment
 
 
 def migrate_store(settings: Settings) -> str:

@@ -129,27 +129,29 @@ def ingest_events(store: TicketStore, raw: pd.DataFrame, batch_size: int = 5000,
     recorded = duplicates = 0
     # Converted a block of batches at a time: per-column conversion costs the same for 5,000 rows as for 100,000.
     block = max(batch_size, (CONVERT_ROWS // batch_size) * batch_size)
-    for block_start in range(0, len(events), block):
-        dicts = to_event_dicts(events.iloc[block_start:block_start + block])
-        for offset in range(0, len(dicts), batch_size):
-            first = block_start + offset
-            batch, rows = dicts[offset:offset + batch_size], input_rows[first:first + batch_size]
-            for item in _record_batch(store, batch, rows, merge_rejects):
-                duplicates += item.duplicate
-                recorded += not item.duplicate
-            if progress is not None:
-                progress(min(first + batch_size, len(events)), len(events))
-    rejects = result.rejects
-    if merge_rejects:
-        rejects = pd.concat([rejects, pd.DataFrame(merge_rejects, columns=list(REJECT_COLUMNS))], ignore_index=True)
-        rejects = rejects.sort_values(["row", "column"], kind="stable").reset_index(drop=True)
-    rejected = int(rejects["row"].nunique()) if len(rejects) else 0
+    try:
+        for block_start in range(0, len(events), block):
+            dicts = to_event_dicts(events.iloc[block_start:block_start + block])
+            for offset in range(0, len(dicts), batch_size):
+                first = block_start + offset
+                batch, rows = dicts[offset:offset + batch_size], input_rows[first:first + batch_size]
+                for item in _record_batch(store, batch, rows, merge_rejects):
+                    duplicates += item.duplicate
+                    recorded += not item.duplicate
+                if progress is not None:
+                    progress(min(first + batch_size, len(events)), len(events))
+    finally:  # the rejects so far are written even when the store stops the run
+        rejects = result.rejects
+        if merge_rejects:
+            rejects = pd.concat([rejects, pd.DataFrame(merge_rejects, columns=list(REJECT_COLUMNS))],
+                                ignore_index=True).sort_values(["row", "column"], kind="stable").reset_index(drop=True)
+        rejected = int(rejects["row"].nunique()) if len(rejects) else 0
+        if rejected and rejects_path is not None:
+            Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+            rejects.to_csv(rejects_path, index=False)
     reasons = (rejects.drop_duplicates(["row", "column", "reason"])
                .groupby(["column", "reason"]).size().sort_values(ascending=False, kind="stable")) \
         if rejected else pd.Series(dtype="int64")
-    if rejected and rejects_path is not None:
-        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
-        rejects.to_csv(rejects_path, index=False)
     return IngestResult(rows=len(raw), recorded=recorded, duplicates=duplicates, rejected=rejected,
                         seconds=time.perf_counter() - started,
                         rejects_path=Path(rejects_path) if rejected and rejects_path is not None else None,
